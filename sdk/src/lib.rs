@@ -95,8 +95,9 @@ use bindings::ward::action::types::{self as wit, ActionError, Invocation};
 /// Severity of a log line; see [`Context::log`].
 pub use bindings::ward::action::types::Level;
 
-/// A stored media object: its id and the URL it is served at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored media object: its id and the URL it is served at. Serializes
+/// as `{"id": …, "url": …}`, so it can go straight into a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MediaRef {
     /// The object's id.
     pub id: String,
@@ -308,7 +309,10 @@ impl Context {
     /// Stores a media object (`name` is a file name, `content_type` a MIME type).
     pub fn media(&self, name: &str, content_type: &str, data: &[u8]) -> Result<MediaRef, Error> {
         host::put_media(name, content_type, data)
-            .map(|r: wit::MediaRef| MediaRef { id: r.id, url: r.url })
+            .map(|r: wit::MediaRef| MediaRef {
+                id: r.id,
+                url: r.url,
+            })
             .map_err(Error::Fatal)
     }
 
@@ -373,6 +377,8 @@ where
     F: FnOnce(&Context, I) -> Result<O, Error>,
 {
     let input = parse_input::<I>(&invocation.input).map_err(ActionError::InvalidInput)?;
+    // The raw text can be large (an image in base64): free it before the action runs.
+    drop(invocation.input);
     let ctx = Context {
         execution_id: invocation.execution_id,
         task_id: invocation.task_id,

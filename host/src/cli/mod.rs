@@ -1,0 +1,69 @@
+//! The `ward` command line: clap structs, parsed in two steps (flags, then
+//! validated settings), one file per subcommand.
+//!
+//! Calls `runtime` and `sandbox`; never the other way around.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes: 0 success or warning, 1 failed or killed, 2 usage or load errors.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ward",
+    version,
+    about = "Runs WebAssembly task actions as sandboxed, durable executions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one task run of a component locally and print its report.
+    Run(run::RunArgs),
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run::main(args),
+    };
+    ExitCode::from(code)
+}
+
+/// Host diagnostics go to stderr; the level comes from `RUST_LOG` (default warn).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Where compiled components are cached between processes:
+/// `$WARD_CACHE_DIR`, else `$XDG_CACHE_HOME/ward`, else `~/.cache/ward`.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("WARD_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("ward")))
+        .or_else(|| var("HOME").map(|p| p.join(".cache").join("ward")))
+        .map(|p| p.join("artifacts"))
+}

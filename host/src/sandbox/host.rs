@@ -1,0 +1,105 @@
+//! `ward:action/host`: the generated `Host` trait, implemented once over the
+//! capabilities in `sandbox::capabilities`.
+//!
+//! Every refusal is returned to the guest as `Err(reason)`, written to the
+//! attempt's log as a host warning, and traced; nothing here traps.
+
+use super::bindings::{Host, Level, MediaRef, ward::action::types};
+use super::capabilities::logs::Logs;
+use super::report::{LogLevel, LogSource};
+use super::state::AttemptState;
+
+impl From<Level> for LogLevel {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// Logs a refused host call for the attempt's reader and for the operator.
+fn refused(logs: &Logs, call: &str, reason: &str) {
+    tracing::warn!(call, reason, "host call refused");
+    logs.push(
+        LogLevel::Warn,
+        LogSource::Host,
+        format!("{call} refused: {reason}"),
+    );
+}
+
+impl types::Host for AttemptState {}
+
+impl Host for AttemptState {
+    fn log(&mut self, level: Level, message: String) {
+        self.logs.push(level.into(), LogSource::Host, message);
+    }
+
+    fn set_output(&mut self, name: String, value: String) -> Result<(), String> {
+        self.outputs
+            .set(&name, &value)
+            .inspect_err(|e| refused(&self.logs, "set-output", e))
+    }
+
+    fn counter(&mut self, name: String, delta: i64, tags: Vec<(String, String)>) {
+        if let Err(e) = self.metrics.counter(&name, delta, tags) {
+            // Once per attempt is enough: a loop over a bad series would
+            // otherwise fill the log.
+            if self.metrics.dropped() == 1 {
+                refused(&self.logs, "counter", &e);
+            }
+        }
+    }
+
+    fn duration(&mut self, name: String, nanos: u64, tags: Vec<(String, String)>) {
+        if let Err(e) = self.metrics.duration(&name, nanos, tags) {
+            if self.metrics.dropped() == 1 {
+                refused(&self.logs, "duration", &e);
+            }
+        }
+    }
+
+    fn put_media(
+        &mut self,
+        name: String,
+        content_type: String,
+        data: Vec<u8>,
+    ) -> Result<MediaRef, String> {
+        self.media
+            .put(&name, &content_type, &data)
+            .map(|info| MediaRef {
+                id: info.id,
+                url: info.url,
+            })
+            .inspect_err(|e| refused(&self.logs, "put-media", e))
+    }
+
+    async fn checkpoint(&mut self, state: String) -> Result<(), String> {
+        let (value, sink) = self
+            .checkpoints
+            .prepare(&state)
+            .inspect_err(|e| refused(&self.logs, "checkpoint", e))?;
+        if let Some(sink) = sink {
+            sink.save(state.clone())
+                .await
+                .inspect_err(|e| refused(&self.logs, "checkpoint", e))?;
+        }
+        self.checkpoints.commit(state, value);
+        Ok(())
+    }
+
+    fn last_checkpoint(&mut self) -> Option<String> {
+        self.checkpoints.last()
+    }
+
+    fn get_variable(&mut self, name: String) -> Option<String> {
+        self.variables.get(&name).cloned()
+    }
+
+    fn warn(&mut self, message: String) {
+        self.warnings.push(&message);
+    }
+}

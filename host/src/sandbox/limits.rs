@@ -1,0 +1,301 @@
+//! Per-attempt resource limits (fuel, wall time, memory) and host-call quotas,
+//! with their defaults, plus the `ResourceLimiter` that enforces memory.
+//!
+//! Resource limits end the attempt with a trap; quotas make a host call
+//! return `Err` to the guest (or drop the excess, for logs and metrics) and
+//! never trap. Each quota's enforcement lives with its capability in
+//! `sandbox::capabilities`; this module only holds the numbers.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Resource limits for one attempt. Going over any of them ends the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Wasm fuel (roughly, instructions) the attempt may consume.
+    pub fuel: u64,
+    /// Wall-clock time from instantiation to the end of `run`, including
+    /// time blocked in host or WASI calls.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Bytes of linear memory the attempt may hold (all memories together).
+    pub memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000_000,
+            timeout: Duration::from_secs(30),
+            memory_bytes: 128 * MIB,
+        }
+    }
+}
+
+/// Quotas on what an attempt may hand the host. Over a quota, the host call
+/// returns `Err` to the guest (or, for logs and metrics, drops the excess and
+/// counts it), and the host logs a warning; the attempt goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quotas {
+    /// Largest result `run` may return (JSON text).
+    pub result_bytes: u64,
+    /// Largest single output value.
+    pub output_bytes: u64,
+    /// All outputs of an attempt together.
+    pub outputs_total_bytes: u64,
+    /// Largest single media object.
+    pub media_object_bytes: u64,
+    /// All media of an attempt together.
+    pub media_total_bytes: u64,
+    /// Host log, stdout and stderr of an attempt together.
+    pub log_bytes: u64,
+    /// Distinct metric series (name + tags) per attempt.
+    pub metric_series: u32,
+    /// Largest checkpoint state (JSON text).
+    pub checkpoint_bytes: u64,
+    /// Warnings kept per attempt; more are counted, not kept.
+    pub warnings: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            result_bytes: MIB,
+            output_bytes: MIB,
+            outputs_total_bytes: 4 * MIB,
+            media_object_bytes: 16 * MIB,
+            media_total_bytes: 64 * MIB,
+            log_bytes: MIB,
+            metric_series: 1_000,
+            checkpoint_bytes: MIB,
+            warnings: 100,
+        }
+    }
+}
+
+/// Names of outputs, metrics and tag keys: 1–128 chars of `[A-Za-z0-9_.:-]`.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    const MAX: usize = 128;
+    if name.is_empty() || name.len() > MAX {
+        return Err(format!(
+            "{what} name must be 1-{MAX} characters, got {}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!(
+            "{what} name {:?} has {bad:?}; allowed are A-Z a-z 0-9 _ . : -",
+            shorten(name, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// The first `max` chars of a guest-supplied string, for error messages.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+/// Human-readable byte counts for messages ("1 MiB", "1.5 KiB", "12 B").
+pub fn bytes_display(n: u64) -> String {
+    let units = [("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", KIB)];
+    for (unit, size) in units {
+        if n >= size {
+            let v = n as f64 / size as f64;
+            return if n % size == 0 {
+                format!("{} {unit}", n / size)
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{n} B")
+}
+
+/// Parses sizes like `128MiB`, `64 MB`, `1g`, `4096` (bytes).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| {
+        format!("invalid size {text:?}: expected a number with an optional unit like 128MiB")
+    })?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => KIB,
+        "m" | "mb" | "mib" => MIB,
+        "g" | "gb" | "gib" => 1024 * MIB,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    Ok((value * mult as f64) as u64)
+}
+
+/// Serde support for durations as human text ("30s", "1m 30s") or a number of milliseconds.
+pub mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Millis(u64),
+            Human(String),
+        }
+        match Text::deserialize(d)? {
+            Text::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Text::Human(s) => humantime::parse_duration(&s).map_err(D::Error::custom),
+        }
+    }
+}
+
+/// Caps linear memory and tables for one attempt, and remembers whether a
+/// growth was denied so that the trap that usually follows (an allocator
+/// abort) is reported as `memory_limit`, and the peak for the usage report.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: usize,
+    /// Current size of each memory seen, by order of creation; the sum is
+    /// what the attempt holds.
+    in_use: usize,
+    peak: usize,
+    denied: bool,
+    table_elements: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(limit_bytes: u64, table_elements: usize) -> Self {
+        MemoryLimiter {
+            limit: usize::try_from(limit_bytes).unwrap_or(usize::MAX),
+            in_use: 0,
+            peak: 0,
+            denied: false,
+            table_elements,
+        }
+    }
+
+    /// The most linear memory the attempt held at once.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak as u64
+    }
+
+    /// Whether a memory growth was refused.
+    pub fn denied(&self) -> bool {
+        self.denied
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        let after = self.in_use.saturating_add(grow);
+        if after > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.in_use = after;
+        self.peak = self.peak.max(after);
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.denied = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        // A componentize-py component creates 14 core instances; leave room.
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert!(check_name("output", "rows.total:v2-a_b").is_ok());
+        assert!(check_name("output", "").is_err());
+        assert!(check_name("output", &"a".repeat(129)).is_err());
+        assert!(check_name("output", &"a".repeat(128)).is_ok());
+        let err = check_name("metric", "a b").unwrap_err();
+        assert!(err.contains("' '"), "{err}");
+        assert!(check_name("metric", "ünï").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("128MiB"), Ok(128 * MIB));
+        assert_eq!(parse_bytes("64 mb"), Ok(64 * MIB));
+        assert_eq!(parse_bytes("1g"), Ok(1024 * MIB));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert_eq!(bytes_display(MIB), "1 MiB");
+        assert_eq!(bytes_display(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn limiter_denies_growth_past_the_limit_and_tracks_the_peak() {
+        let mut l = MemoryLimiter::new(10 * MIB, 1000);
+        assert!(l.memory_growing(0, 4 * MIB as usize, None).unwrap());
+        assert!(
+            l.memory_growing(4 * MIB as usize, 8 * MIB as usize, None)
+                .unwrap()
+        );
+        assert!(!l.denied());
+        assert!(
+            !l.memory_growing(8 * MIB as usize, 12 * MIB as usize, None)
+                .unwrap()
+        );
+        assert!(l.denied());
+        assert_eq!(l.peak_bytes(), 8 * MIB);
+        assert!(!l.table_growing(0, 1001, None).unwrap());
+    }
+}

@@ -1,0 +1,47 @@
+//! The data of one attempt's `Store`: WASI context, resource table, memory
+//! limiter and each host capability's state.
+//!
+//! Built fresh for every attempt by `sandbox::runner`; nothing in it is
+//! shared with another attempt except the media folder and the sinks the
+//! caller hands in.
+
+use std::collections::BTreeMap;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::capabilities::{
+    checkpoints::Checkpoints, logs::Logs, media::Media, metrics::Metrics, outputs::Outputs,
+    warnings::Warnings,
+};
+use super::limits::MemoryLimiter;
+
+/// Why the epoch callback stopped the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    Timeout,
+    Cancelled,
+}
+
+pub struct AttemptState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub logs: Logs,
+    pub outputs: Outputs,
+    pub metrics: Metrics,
+    pub media: Media,
+    pub checkpoints: Checkpoints,
+    pub variables: BTreeMap<String, String>,
+    pub warnings: Warnings,
+    pub interrupt: Option<Interrupt>,
+}
+
+impl WasiView for AttemptState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
