@@ -292,12 +292,18 @@ fn classify(
                     ),
                 ),
                 _ => {
-                    let mut message = trap_text(&e);
+                    // The guest's own words (a panic message) come first.
                     let tail = state.logs.stderr_tail();
-                    if !tail.is_empty() {
-                        message.push_str("\nstderr:\n");
-                        message.push_str(&tail);
-                    }
+                    let tail = tail.trim_start();
+                    let message = if tail.is_empty() {
+                        trap_text(&e)
+                    } else {
+                        format!(
+                            "{}\nstderr:\n{tail}\n{}",
+                            first_line(&e),
+                            trap_text(&e).split_once('\n').map_or("", |(_, bt)| bt)
+                        )
+                    };
                     failed(ErrorKind::Trap, shorten(&message, MAX_MESSAGE_CHARS))
                 }
             }
@@ -354,6 +360,7 @@ fn trap_text(e: &wasmtime::Error) -> String {
         let frames: Vec<String> = bt
             .to_string()
             .lines()
+            .filter(|l| !l.starts_with("error while executing"))
             .take(12)
             .map(str::to_string)
             .collect();

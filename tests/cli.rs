@@ -1,0 +1,217 @@
+//! End-to-end tests of `ward run`: the real binary, its JSON report, its
+//! readable summary and its exit codes (0 success/warning, 1 failed/killed,
+//! 2 usage or load errors).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::plugin;
+use serde_json::Value;
+
+fn ward(args: &[&str]) -> Output {
+    let cache = std::env::temp_dir().join("ward-cli-test-cache");
+    Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .env("WARD_CACHE_DIR", cache)
+        .output()
+        .expect("ward runs")
+}
+
+fn json_report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn path(name: &str) -> String {
+    plugin(name).display().to_string()
+}
+
+#[test]
+fn run_json_prints_the_report_and_exits_zero() {
+    let out = ward(&[
+        "run",
+        &path("hello"),
+        "--input",
+        r#"{"name":"CLI"}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_report(&out);
+    assert_eq!(r["status"], "success");
+    assert_eq!(r["result"]["message"], "Hello, CLI!");
+    assert_eq!(r["outputs"]["message"], "Hello, CLI!");
+    assert_eq!(r["metrics"][0]["kind"], "counter");
+    assert_eq!(r["metrics"][1]["kind"], "duration");
+    assert_eq!(r["logs"][0]["source"], "host");
+    assert!(r["usage"]["fuel_consumed"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_prints_a_readable_summary() {
+    let out = ward(&["run", &path("hello")]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("status:   success"), "{text}");
+    assert!(text.contains("Hello, world!"), "{text}");
+    assert!(text.contains("greetings (counter) = 1"), "{text}");
+    assert!(text.contains("usage:"), "{text}");
+}
+
+#[test]
+fn failed_attempts_exit_one_with_the_error_kind() {
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"loop"}"#,
+        "--fuel",
+        "1000000",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_report(&out)["error"]["kind"], "fuel_exhausted");
+
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"sleep"}"#,
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_report(&out)["error"]["kind"], "timeout");
+
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"memory_bomb"}"#,
+        "--memory",
+        "16MiB",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_report(&out)["error"]["kind"], "memory_limit");
+}
+
+#[test]
+fn warnings_exit_zero() {
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"warn"}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_report(&out)["status"], "warning");
+}
+
+#[test]
+fn attempts_retry_and_carry_the_checkpoint() {
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"flaky"}"#,
+        "--attempts",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_report(&out);
+    assert_eq!(r["attempt"], 2);
+    assert_eq!(r["result"]["resumed_from"]["step"], 1);
+
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"flaky"}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "one attempt only by default");
+}
+
+#[test]
+fn variables_scratch_and_input_files_are_granted() {
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input",
+        r#"{"mode":"variable","name":"GREETING"}"#,
+        "--var",
+        "GREETING=hi=there",
+        "--json",
+    ]);
+    assert_eq!(json_report(&out)["result"]["value"], "hi=there");
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"mode":"fs_escape"}"#).unwrap();
+    let out = ward(&[
+        "run",
+        &path("chaos"),
+        "--input-file",
+        input.to_str().unwrap(),
+        "--scratch",
+        "--json",
+    ]);
+    assert_eq!(json_report(&out)["result"]["scratch_ok"], true);
+}
+
+#[test]
+fn media_go_under_the_media_dir_and_their_url_is_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ward(&[
+        "run",
+        &path("word_count"),
+        "--input",
+        r#"{"text":"a b a"}"#,
+        "--media-dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_report(&out);
+    let url = r["media"][0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(dir.path().canonicalize().unwrap().to_str().unwrap()),
+        "{url}"
+    );
+    assert!(std::path::Path::new(url).exists());
+}
+
+#[test]
+fn usage_and_load_errors_exit_two() {
+    let out = ward(&["run", &path("hello"), "--input", "{not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+
+    let out = ward(&["run", &path("hello"), "--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    let out = ward(&["run", junk.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(json_report(&out)["error"]["kind"], "load_failed");
+
+    let out = ward(&["run", "/nonexistent/x.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("load_failed"));
+}

@@ -1,0 +1,58 @@
+//! Helpers shared by the end-to-end tests: where the plugins are, one
+//! sandbox per test binary, and attempt specs.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use ward::sandbox::{
+    AttemptSpec, EngineConfig, Invocation, LoadedAction, MediaStore, MediaUrls, Sandbox,
+};
+
+/// A plugin built by `plugins/` (the test command builds them first).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (`cd plugins && cargo build --release`, or run `.ci/run`)",
+        path.display()
+    );
+    path
+}
+
+/// One sandbox for the whole test binary: it owns a large instance pool.
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::new(EngineConfig::small()).expect("sandbox starts"))
+}
+
+pub fn load(name: &str) -> Arc<LoadedAction> {
+    sandbox().load_file(&plugin(name)).expect("plugin loads")
+}
+
+pub fn media_store() -> Arc<MediaStore> {
+    static MEDIA: OnceLock<(tempfile::TempDir, Arc<MediaStore>)> = OnceLock::new();
+    MEDIA
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(MediaStore::open(dir.path(), MediaUrls::FilePath).unwrap());
+            (dir, store)
+        })
+        .1
+        .clone()
+}
+
+pub fn spec(input: serde_json::Value) -> AttemptSpec {
+    AttemptSpec::new(
+        Invocation {
+            input: input.to_string(),
+            execution_id: uuid::Uuid::now_v7().to_string(),
+            task_id: "test-task".into(),
+            step: "main".into(),
+            attempt: 1,
+        },
+        media_store(),
+    )
+}
