@@ -75,6 +75,7 @@ use serde::de::DeserializeOwned;
 extern crate self as ward_sdk;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",

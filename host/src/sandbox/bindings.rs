@@ -14,5 +14,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use ward::action::host::Host;
-pub use ward::action::types::{Level, MediaRef};
+pub use self::ward::action::host::Host;
+pub use self::ward::action::types::{Level, MediaRef};

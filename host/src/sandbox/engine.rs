@@ -80,6 +80,11 @@ impl EngineConfig {
 
 /// Builds the engine. One per process: it owns the instance pool.
 pub fn build_engine(cfg: &EngineConfig) -> anyhow::Result<Engine> {
+    Ok(Engine::new(&wasmtime_config(cfg)?)?)
+}
+
+/// The wasmtime settings Ward runs with (benchmarks build variants of it).
+pub fn wasmtime_config(cfg: &EngineConfig) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(cfg.max_concurrent_attempts)
         .total_core_instances(cfg.total_core_instances)
@@ -107,7 +112,7 @@ pub fn build_engine(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .max_wasm_stack(MIB)
         .async_stack_size(2 * MIB)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Ok(Engine::new(&config)?)
+    Ok(config)
 }
 
 /// Identifies the engine settings a precompiled artifact depends on, for the

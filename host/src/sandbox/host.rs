@@ -45,20 +45,22 @@ impl Host for AttemptState {
     }
 
     fn counter(&mut self, name: String, delta: i64, tags: Vec<(String, String)>) {
-        if let Err(e) = self.metrics.counter(&name, delta, tags) {
-            // Once per attempt is enough: a loop over a bad series would
-            // otherwise fill the log.
-            if self.metrics.dropped() == 1 {
-                refused(&self.logs, "counter", &e);
-            }
+        // Once per attempt is enough: a loop over a bad series would
+        // otherwise fill the log.
+        if let Err(e) = self.metrics.counter(&name, delta, tags)
+            && self.metrics.dropped() == 1
+        {
+            refused(&self.logs, "counter", &e);
         }
     }
 
     fn duration(&mut self, name: String, nanos: u64, tags: Vec<(String, String)>) {
-        if let Err(e) = self.metrics.duration(&name, nanos, tags) {
-            if self.metrics.dropped() == 1 {
-                refused(&self.logs, "duration", &e);
-            }
+        // Once per attempt is enough: a loop over a bad series would
+        // otherwise fill the log.
+        if let Err(e) = self.metrics.duration(&name, nanos, tags)
+            && self.metrics.dropped() == 1
+        {
+            refused(&self.logs, "duration", &e);
         }
     }
 

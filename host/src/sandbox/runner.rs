@@ -117,14 +117,14 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
         .stderr(logs.stream(LogSource::Stderr))
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    if let Some(dir) = &scratch {
-        if let Err(e) = wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite) {
-            return AttemptReport::failed_before_start(
-                attempt,
-                ErrorKind::LoadFailed,
-                format!("the host could not open the scratch dir: {e}"),
-            );
-        }
+    if let Some(dir) = &scratch
+        && let Err(e) = wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite)
+    {
+        return AttemptReport::failed_before_start(
+            attempt,
+            ErrorKind::LoadFailed,
+            format!("the host could not open the scratch dir: {e}"),
+        );
     }
 
     let state = AttemptState {

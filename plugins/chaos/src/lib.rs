@@ -28,6 +28,7 @@
 //! | `flaky` | first attempt: checkpoints, then fails retryably; later: returns the checkpoint |
 //! | `slow` | runs `steps` steps of `step_ms`, checkpointing after each and resuming from the last |
 //! | `variable` | returns the granted variable `name` |
+//! | `cpu` | hashes a 1 MiB buffer `rounds` times (a CPU-bound guest for benchmarks) |
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,28 @@ fn recurse(n: u64) -> u64 {
     }
     let r = recurse(n - 1);
     r.wrapping_mul(r | 1) ^ n
+}
+
+/// FNV-1a over a 1 MiB buffer, `rounds` times, feeding each round's hash
+/// into the next: deterministic CPU work with memory traffic.
+fn cpu(rounds: u64) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for b in buf.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *b = seed as u8;
+    }
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for round in 0..rounds {
+        for &b in &buf {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let len = buf.len();
+        buf[(round as usize) % len] = hash as u8;
+    }
+    hash
 }
 
 fn fs_escape() -> Value {
@@ -287,6 +310,7 @@ impl Guest for Chaos {
                 let name = input.get("name").and_then(Value::as_str).unwrap_or("");
                 json!({ "value": host::get_variable(name) })
             }
+            "cpu" => json!({ "hash": cpu(num(&input, "rounds", 50)) }),
             other => {
                 return Err(ActionError::InvalidInput(format!(
                     "unknown chaos mode {other:?}"

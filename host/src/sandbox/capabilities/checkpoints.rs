@@ -83,10 +83,11 @@ mod tests {
     fn checkpoints_are_validated_and_replace_the_previous_one() {
         let mut c = Checkpoints::new(Some(r#"{"step":1}"#.into()), 16, None);
         assert_eq!(c.last().as_deref(), Some(r#"{"step":1}"#));
-        assert!(c.prepare("{oops").unwrap_err().contains("JSON"));
+        assert!(c.prepare("{oops").err().unwrap().contains("JSON"));
         assert!(
             c.prepare(&format!("\"{}\"", "x".repeat(20)))
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("quota")
         );
         let (v, _) = c.prepare(r#"{"step":2}"#).unwrap();
