@@ -1,0 +1,173 @@
+//! Executions, task runs and attempts as stored and served: the records
+//! behind `GET /executions/{id}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::state::{ExecutionState, TaskRunState};
+use crate::sandbox::report::{AttemptError, AttemptStatus, Usage};
+
+/// What started an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Http,
+    Cli,
+    Cron,
+    Webhook,
+    Flow,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Cli => "cli",
+            Trigger::Cron => "cron",
+            Trigger::Webhook => "webhook",
+            Trigger::Flow => "flow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        [Trigger::Http, Trigger::Cli, Trigger::Cron, Trigger::Webhook, Trigger::Flow]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+/// One run of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: String,
+    pub task_id: String,
+    pub task_version: i64,
+    pub namespace: String,
+    pub parent_id: Option<String>,
+    pub trigger: Trigger,
+    pub input: Value,
+    pub state: ExecutionState,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<f64>,
+    /// The main task run's outputs (for a one-action task), merged by step otherwise.
+    pub outputs: BTreeMap<String, Value>,
+    /// The result of the last successful attempt.
+    pub result: Option<Value>,
+    pub error: Option<AttemptError>,
+    pub labels: BTreeMap<String, String>,
+    pub idempotency_key: Option<String>,
+    /// Present on `GET /executions/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub task_runs: Option<Vec<TaskRun>>,
+}
+
+/// One step's run inside an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRun {
+    pub id: String,
+    pub step: String,
+    pub state: TaskRunState,
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt may start (while `RETRYING`).
+    pub not_before: Option<String>,
+    pub checkpoint: Option<Value>,
+}
+
+/// One attempt of a task run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: String,
+    pub number: u32,
+    /// `running` until it ends, then the report's status.
+    pub status: AttemptPhase,
+    pub error: Option<AttemptError>,
+    pub usage: Option<Usage>,
+    pub worker_id: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+}
+
+/// An attempt's phase: running, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptPhase {
+    Running,
+    Success,
+    Warning,
+    Failed,
+    Killed,
+}
+
+impl From<AttemptStatus> for AttemptPhase {
+    fn from(s: AttemptStatus) -> Self {
+        match s {
+            AttemptStatus::Success => AttemptPhase::Success,
+            AttemptStatus::Warning => AttemptPhase::Warning,
+            AttemptStatus::Failed => AttemptPhase::Failed,
+            AttemptStatus::Killed => AttemptPhase::Killed,
+        }
+    }
+}
+
+impl AttemptPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptPhase::Running => "running",
+            AttemptPhase::Success => "success",
+            AttemptPhase::Warning => "warning",
+            AttemptPhase::Failed => "failed",
+            AttemptPhase::Killed => "killed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptPhase> {
+        [
+            AttemptPhase::Running,
+            AttemptPhase::Success,
+            AttemptPhase::Warning,
+            AttemptPhase::Failed,
+            AttemptPhase::Killed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// A state change or notable happening, recorded as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub execution_id: String,
+    pub ts: String,
+    /// e.g. `execution.state`, `task_run.state`, `attempt.started`, `attempt.finished`.
+    pub kind: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub detail: Value,
+}
+
+/// A stored log line with its place in the execution's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredLog {
+    pub id: i64,
+    pub attempt: u32,
+    pub ts: String,
+    pub level: String,
+    pub source: String,
+    pub message: String,
+}
+
+/// A plugin: an uploaded component, identified by its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plugin {
+    /// `sha256:<hex>`.
+    pub id: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub size: u64,
+    pub created_at: String,
+}

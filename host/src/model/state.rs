@@ -1,0 +1,231 @@
+//! The state machines of executions and task runs: every allowed
+//! transition, in one place. The store checks each write against them
+//! before it commits; nothing else decides what may follow what.
+//!
+//! Executions (the machine, plus what it implies):
+//! `CREATED → RUNNING → SUCCESS | WARNING | FAILED`; `RUNNING → KILLING →
+//! KILLED`; `CREATED → KILLED`; `RUNNING ⇄ PAUSED`; `FAILED | KILLED →
+//! RESTARTED → RUNNING`. Also allowed, because a paused execution's running
+//! attempt still finishes: `PAUSED → SUCCESS | WARNING | FAILED`; and
+//! cancelling works from every non-terminal state: `PAUSED | RESTARTED →
+//! KILLING | KILLED`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An execution's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionState {
+    /// Queued: no attempt has started.
+    Created,
+    /// At least one task run is running or waiting for its next attempt.
+    Running,
+    /// No new attempt starts until resumed; a running one finishes.
+    Paused,
+    Success,
+    Warning,
+    Failed,
+    /// Cancel requested; running guests are being interrupted.
+    Killing,
+    Killed,
+    /// A failed or killed execution was restarted; its failed task runs re-run.
+    Restarted,
+}
+
+/// A task run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskRunState {
+    /// Waiting for its first attempt (or its first after a restart).
+    Created,
+    /// An attempt is running.
+    Running,
+    /// Waiting for the backoff before its next attempt.
+    Retrying,
+    Success,
+    Warning,
+    Failed,
+    Killed,
+}
+
+macro_rules! names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),* }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let upper = s.to_ascii_uppercase();
+                $ty::ALL
+                    .iter()
+                    .copied()
+                    .find(|st| st.as_str() == upper)
+                    .ok_or_else(|| format!("unknown state {s:?}"))
+            }
+        }
+    };
+}
+
+names!(ExecutionState {
+    Created => "CREATED", Running => "RUNNING", Paused => "PAUSED", Success => "SUCCESS",
+    Warning => "WARNING", Failed => "FAILED", Killing => "KILLING", Killed => "KILLED",
+    Restarted => "RESTARTED",
+});
+
+names!(TaskRunState {
+    Created => "CREATED", Running => "RUNNING", Retrying => "RETRYING", Success => "SUCCESS",
+    Warning => "WARNING", Failed => "FAILED", Killed => "KILLED",
+});
+
+impl ExecutionState {
+    /// Ended: changes only by restart.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Success | ExecutionState::Warning | ExecutionState::Failed | ExecutionState::Killed
+        )
+    }
+
+    /// Whether `self → to` is allowed.
+    pub fn can_become(self, to: ExecutionState) -> bool {
+        use ExecutionState::*;
+        matches!(
+            (self, to),
+            (Created, Running | Killed)
+                | (Running, Success | Warning | Failed | Killing | Paused)
+                | (Paused, Running | Success | Warning | Failed | Killing | Killed)
+                | (Killing, Killed)
+                | (Failed | Killed, Restarted)
+                | (Restarted, Running | Killing | Killed)
+        )
+    }
+
+    /// States a user's filter word stands for: the state names themselves
+    /// and the common aliases `pending`, `completed`, `cancelled`.
+    pub fn from_filter(word: &str) -> Result<Vec<ExecutionState>, String> {
+        use ExecutionState::*;
+        match word.to_ascii_lowercase().as_str() {
+            "pending" | "queued" => Ok(vec![Created, Restarted]),
+            "completed" | "succeeded" => Ok(vec![Success, Warning]),
+            "cancelled" | "canceled" => Ok(vec![Killing, Killed]),
+            _ => word.parse().map(|s| vec![s]).map_err(|_| {
+                format!(
+                    "unknown status {word:?}: use one of {} or pending, completed, cancelled",
+                    ExecutionState::ALL.iter().map(|s| s.as_str().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")
+                )
+            }),
+        }
+    }
+}
+
+impl TaskRunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskRunState::Success | TaskRunState::Warning | TaskRunState::Failed | TaskRunState::Killed
+        )
+    }
+
+    /// Whether `self → to` is allowed. Restart takes a failed or killed
+    /// task run back to `CREATED`.
+    pub fn can_become(self, to: TaskRunState) -> bool {
+        use TaskRunState::*;
+        matches!(
+            (self, to),
+            (Created, Running | Killed)
+                | (Running, Success | Warning | Failed | Killed | Retrying)
+                | (Retrying, Running | Killed | Failed)
+                | (Failed | Killed, Created)
+        )
+    }
+}
+
+/// A transition the machine forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot go from {from} to {to}")]
+pub struct Forbidden {
+    pub from: String,
+    pub to: String,
+}
+
+/// Checks an execution transition.
+pub fn execution(from: ExecutionState, to: ExecutionState) -> Result<(), Forbidden> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(Forbidden { from: from.to_string(), to: to.to_string() })
+    }
+}
+
+/// Checks a task run transition.
+pub fn task_run(from: TaskRunState, to: TaskRunState) -> Result<(), Forbidden> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(Forbidden { from: from.to_string(), to: to.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutionState::*;
+    use super::*;
+
+    #[test]
+    fn the_documented_execution_paths_are_allowed() {
+        for (a, b) in [
+            (Created, Running), (Running, Success), (Running, Warning), (Running, Failed),
+            (Running, Killing), (Killing, Killed), (Created, Killed), (Running, Paused),
+            (Paused, Running), (Failed, Restarted), (Killed, Restarted), (Restarted, Running),
+        ] {
+            assert!(a.can_become(b), "{a} -> {b}");
+        }
+    }
+
+    #[test]
+    fn terminal_states_change_only_by_restart() {
+        for from in [Success, Warning, Failed, Killed] {
+            assert!(from.is_terminal());
+            for &to in ExecutionState::ALL {
+                let allowed = from.can_become(to);
+                assert_eq!(allowed, to == Restarted && matches!(from, Failed | Killed), "{from} -> {to}");
+            }
+        }
+        assert!(execution(Success, Killing).is_err());
+    }
+
+    #[test]
+    fn filters_accept_names_and_aliases() {
+        assert_eq!(ExecutionState::from_filter("running").unwrap(), vec![Running]);
+        assert_eq!(ExecutionState::from_filter("SUCCESS").unwrap(), vec![Success]);
+        assert_eq!(ExecutionState::from_filter("pending").unwrap(), vec![Created, Restarted]);
+        assert_eq!(ExecutionState::from_filter("completed").unwrap(), vec![Success, Warning]);
+        assert_eq!(ExecutionState::from_filter("cancelled").unwrap(), vec![Killing, Killed]);
+        assert!(ExecutionState::from_filter("bogus").unwrap_err().contains("pending"));
+    }
+
+    #[test]
+    fn task_runs_retry_and_restart() {
+        use TaskRunState as T;
+        assert!(T::Running.can_become(T::Retrying));
+        assert!(T::Retrying.can_become(T::Running));
+        assert!(T::Failed.can_become(T::Created));
+        assert!(!T::Success.can_become(T::Created));
+        assert!(task_run(T::Success, T::Running).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! Tasks: the durable definition a caller writes once and triggers many
+//! times. JSON over the API; the CLI also reads YAML. Validation lives here
+//! so that the API and the CLI refuse the same things with the same words.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sandbox::limits::{Limits, check_name, humantime_serde_compat, parse_bytes};
+
+/// What a caller submits to create or replace a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace.
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    pub action: String,
+    /// Input used when an execution is started without one.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub limits: TaskLimits,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// At most this many of the task's task runs run at once.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_queue() -> String {
+    "default".into()
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub initial_backoff: Duration,
+    pub multiplier: f64,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+    /// Fraction of the backoff added or removed at random (0 to 1).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_backoff: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(60),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// Per-attempt limits; unset ones take the host defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskLimits {
+    pub fuel: Option<u64>,
+    /// e.g. "30s", "500ms", or milliseconds.
+    pub timeout: Option<String>,
+    /// e.g. "128MiB", or bytes.
+    pub memory: Option<ByteSize>,
+}
+
+/// A size as bytes or text like "128MiB".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSize::Bytes(b) => Ok(*b),
+            ByteSize::Text(t) => parse_bytes(t),
+        }
+    }
+}
+
+/// What an attempt is given beyond the bare sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Grants {
+    /// A fresh scratch dir at `/scratch` per attempt.
+    pub scratch: bool,
+    /// Variables `get-variable` returns.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// A stored task: its spec plus identity and version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub version: i64,
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Host-wide bounds a task's settings must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskBounds {
+    pub max_memory_bytes: u64,
+    pub max_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for TaskBounds {
+    fn default() -> Self {
+        TaskBounds {
+            max_memory_bytes: 4 << 30,
+            max_timeout: Duration::from_secs(24 * 3600),
+            max_attempts: 100,
+        }
+    }
+}
+
+impl TaskSpec {
+    /// Every problem with the spec, each a sentence; empty when valid.
+    pub fn problems(&self, bounds: &TaskBounds) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = check_name("task", &self.name) {
+            p.push(e);
+        }
+        if let Err(e) = check_name("namespace", &self.namespace) {
+            p.push(e);
+        }
+        if let Err(e) = check_name("queue", &self.queue) {
+            p.push(e);
+        }
+        if self.action.trim().is_empty() {
+            p.push("action must name a plugin (its name, or sha256:<digest>)".into());
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > bounds.max_attempts {
+            p.push(format!("retry.max_attempts must be 1-{}, got {}", bounds.max_attempts, r.max_attempts));
+        }
+        if !(r.multiplier.is_finite() && (1.0..=100.0).contains(&r.multiplier)) {
+            p.push(format!("retry.multiplier must be 1-100, got {}", r.multiplier));
+        }
+        if !(r.jitter.is_finite() && (0.0..=1.0).contains(&r.jitter)) {
+            p.push(format!("retry.jitter must be 0-1, got {}", r.jitter));
+        }
+        if r.initial_backoff > r.max_backoff {
+            p.push("retry.initial_backoff must not exceed retry.max_backoff".into());
+        }
+        if r.max_backoff > Duration::from_secs(7 * 24 * 3600) {
+            p.push("retry.max_backoff must be at most 7 days".into());
+        }
+        if let Err(e) = self.limits(bounds) {
+            p.push(e);
+        }
+        if self.concurrency == Some(0) {
+            p.push("concurrency must be at least 1 (or absent for no limit)".into());
+        }
+        for name in self.grants.variables.keys() {
+            if let Err(e) = check_name("variable", name) {
+                p.push(e);
+            }
+        }
+        p
+    }
+
+    /// The attempt limits this task asks for, within the host's bounds.
+    pub fn limits(&self, bounds: &TaskBounds) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        if let Some(fuel) = self.limits.fuel {
+            if fuel == 0 {
+                return Err("limits.fuel must be positive".into());
+            }
+            limits.fuel = fuel;
+        }
+        if let Some(t) = &self.limits.timeout {
+            let d = humantime::parse_duration(t).map_err(|e| format!("limits.timeout {t:?}: {e}"))?;
+            if d.is_zero() || d > bounds.max_timeout {
+                return Err(format!(
+                    "limits.timeout must be between 1ms and {}",
+                    humantime::format_duration(bounds.max_timeout)
+                ));
+            }
+            limits.timeout = d;
+        }
+        if let Some(m) = &self.limits.memory {
+            let bytes = m.bytes().map_err(|e| format!("limits.memory: {e}"))?;
+            if bytes < (1 << 20) || bytes > bounds.max_memory_bytes {
+                return Err(format!(
+                    "limits.memory must be between 1 MiB and {}",
+                    crate::sandbox::limits::bytes_display(bounds.max_memory_bytes)
+                ));
+            }
+            limits.memory_bytes = bytes;
+        }
+        Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: Value) -> Result<TaskSpec, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn a_minimal_spec_takes_defaults() {
+        let s = spec(json!({"name": "greet", "action": "hello"})).unwrap();
+        assert_eq!(s.namespace, "default");
+        assert_eq!(s.retry.max_attempts, 1);
+        assert_eq!(s.queue, "default");
+        assert!(s.problems(&TaskBounds::default()).is_empty());
+        assert_eq!(s.limits(&TaskBounds::default()).unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn limits_and_retry_accept_human_units() {
+        let s = spec(json!({
+            "name": "t", "action": "hello",
+            "retry": {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "2s"},
+            "limits": {"timeout": "5s", "memory": "64MiB", "fuel": 1000}
+        }))
+        .unwrap();
+        let l = s.limits(&TaskBounds::default()).unwrap();
+        assert_eq!(l.timeout, Duration::from_secs(5));
+        assert_eq!(l.memory_bytes, 64 << 20);
+        assert_eq!(s.retry.initial_backoff, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let s = spec(json!({
+            "name": "bad name", "action": "",
+            "retry": {"max_attempts": 0, "jitter": 2.0},
+            "limits": {"memory": "1TiB"}, "concurrency": 0
+        }))
+        .unwrap();
+        let p = s.problems(&TaskBounds::default());
+        assert!(p.len() >= 5, "{p:?}");
+        assert!(spec(json!({"name": "t", "action": "a", "bogus": 1})).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds Ward and its example plugins, then runs Ward's main job.
+# Installs the wasm32-wasip2 target when missing. Extra arguments go to `ward`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+(cd plugins && cargo build --release --locked)
+cargo build --release --locked -p ward
+
+if [ $# -gt 0 ]; then
+  exec ./target/release/ward "$@"
+fi
+exec ./target/release/ward run plugins/target/wasm32-wasip2/release/hello.wasm --input '{"name":"Ward"}'
