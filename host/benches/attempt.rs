@@ -255,7 +255,12 @@ fn timed_ward_run(cache: &std::path::Path, wasm: &std::path::Path) -> Duration {
         .output()
         .unwrap();
     // Thumbnail without an image ends `invalid_input` (exit 1): it loaded and ran.
-    assert_ne!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     t.elapsed()
 }
 

@@ -1,9 +1,13 @@
 //! Ward: runs untrusted WebAssembly task actions as sandboxed, durable
 //! executions.
 //!
-//! Modules follow the way data flows: `cli` calls `runtime`, which calls
-//! `sandbox`; nothing points back.
+//! Modules follow the way data flows: `api` and `cli` call `runtime`, which
+//! calls `sandbox` and `store`; `model` is the vocabulary they share.
+//! Nothing points back.
 
+pub mod api;
 pub mod cli;
+pub mod model;
 pub mod runtime;
 pub mod sandbox;
+pub mod store;

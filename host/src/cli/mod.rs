@@ -1,15 +1,24 @@
 //! The `ward` command line: clap structs, parsed in two steps (flags, then
 //! validated settings), one file per subcommand.
 //!
-//! Calls `runtime` and `sandbox`; never the other way around.
+//! Calls `runtime` and `sandbox`; never the other way around. The client
+//! commands (`plugin`, `task`, `execution`, `worker`) talk to a Ward server
+//! over its HTTP API through `client`.
 
+mod client;
+mod execution;
+mod plugin;
 mod run;
+mod serve;
+mod task;
+mod worker;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes: 0 success or warning, 1 failed or killed, 2 usage or load errors.
+/// Exit codes: 0 success or warning, 1 failed or killed, 2 usage or load
+/// errors, API errors (4xx/5xx) and an unreachable server.
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
@@ -23,6 +32,15 @@ pub mod exit {
     about = "Runs WebAssembly task actions as sandboxed, durable executions"
 )]
 pub struct Cli {
+    /// The Ward server the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WARD_SERVER",
+        default_value = client::DEFAULT_SERVER,
+        value_name = "URL"
+    )]
+    pub server: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,6 +49,16 @@ pub struct Cli {
 pub enum Command {
     /// Run one task run of a component locally and print its report.
     Run(run::RunArgs),
+    /// Serve the HTTP API and run executions (SQLite in a data dir).
+    Serve(serve::ServeArgs),
+    /// Upload and list plugins.
+    Plugin(plugin::PluginArgs),
+    /// Create and list tasks.
+    Task(task::TaskArgs),
+    /// Start, list, inspect and control executions.
+    Execution(execution::ExecutionArgs),
+    /// List the hosts running attempts.
+    Worker(worker::WorkerArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -39,6 +67,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Plugin(args) => client::run(&cli.server, |c| plugin::main(c, args)),
+        Command::Task(args) => client::run(&cli.server, |c| task::main(c, args)),
+        Command::Execution(args) => client::run(&cli.server, |c| execution::main(c, args)),
+        Command::Worker(args) => client::run(&cli.server, |c| worker::main(c, args)),
+        Command::Serve(args) => serve::main(args),
     };
     ExitCode::from(code)
 }

@@ -32,9 +32,15 @@ impl Trigger {
     }
 
     pub fn parse(s: &str) -> Option<Trigger> {
-        [Trigger::Http, Trigger::Cli, Trigger::Cron, Trigger::Webhook, Trigger::Flow]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            Trigger::Http,
+            Trigger::Cli,
+            Trigger::Cron,
+            Trigger::Webhook,
+            Trigger::Flow,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 

@@ -97,7 +97,10 @@ impl ExecutionState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ExecutionState::Success | ExecutionState::Warning | ExecutionState::Failed | ExecutionState::Killed
+            ExecutionState::Success
+                | ExecutionState::Warning
+                | ExecutionState::Failed
+                | ExecutionState::Killed
         )
     }
 
@@ -108,7 +111,10 @@ impl ExecutionState {
             (self, to),
             (Created, Running | Killed)
                 | (Running, Success | Warning | Failed | Killing | Paused)
-                | (Paused, Running | Success | Warning | Failed | Killing | Killed)
+                | (
+                    Paused,
+                    Running | Success | Warning | Failed | Killing | Killed
+                )
                 | (Killing, Killed)
                 | (Failed | Killed, Restarted)
                 | (Restarted, Running | Killing | Killed)
@@ -126,7 +132,11 @@ impl ExecutionState {
             _ => word.parse().map(|s| vec![s]).map_err(|_| {
                 format!(
                     "unknown status {word:?}: use one of {} or pending, completed, cancelled",
-                    ExecutionState::ALL.iter().map(|s| s.as_str().to_ascii_lowercase()).collect::<Vec<_>>().join(", ")
+                    ExecutionState::ALL
+                        .iter()
+                        .map(|s| s.as_str().to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }),
         }
@@ -137,7 +147,10 @@ impl TaskRunState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskRunState::Success | TaskRunState::Warning | TaskRunState::Failed | TaskRunState::Killed
+            TaskRunState::Success
+                | TaskRunState::Warning
+                | TaskRunState::Failed
+                | TaskRunState::Killed
         )
     }
 
@@ -168,7 +181,10 @@ pub fn execution(from: ExecutionState, to: ExecutionState) -> Result<(), Forbidd
     if from.can_become(to) {
         Ok(())
     } else {
-        Err(Forbidden { from: from.to_string(), to: to.to_string() })
+        Err(Forbidden {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
     }
 }
 
@@ -177,7 +193,10 @@ pub fn task_run(from: TaskRunState, to: TaskRunState) -> Result<(), Forbidden> {
     if from.can_become(to) {
         Ok(())
     } else {
-        Err(Forbidden { from: from.to_string(), to: to.to_string() })
+        Err(Forbidden {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
     }
 }
 
@@ -189,9 +208,18 @@ mod tests {
     #[test]
     fn the_documented_execution_paths_are_allowed() {
         for (a, b) in [
-            (Created, Running), (Running, Success), (Running, Warning), (Running, Failed),
-            (Running, Killing), (Killing, Killed), (Created, Killed), (Running, Paused),
-            (Paused, Running), (Failed, Restarted), (Killed, Restarted), (Restarted, Running),
+            (Created, Running),
+            (Running, Success),
+            (Running, Warning),
+            (Running, Failed),
+            (Running, Killing),
+            (Killing, Killed),
+            (Created, Killed),
+            (Running, Paused),
+            (Paused, Running),
+            (Failed, Restarted),
+            (Killed, Restarted),
+            (Restarted, Running),
         ] {
             assert!(a.can_become(b), "{a} -> {b}");
         }
@@ -203,7 +231,11 @@ mod tests {
             assert!(from.is_terminal());
             for &to in ExecutionState::ALL {
                 let allowed = from.can_become(to);
-                assert_eq!(allowed, to == Restarted && matches!(from, Failed | Killed), "{from} -> {to}");
+                assert_eq!(
+                    allowed,
+                    to == Restarted && matches!(from, Failed | Killed),
+                    "{from} -> {to}"
+                );
             }
         }
         assert!(execution(Success, Killing).is_err());
@@ -211,12 +243,31 @@ mod tests {
 
     #[test]
     fn filters_accept_names_and_aliases() {
-        assert_eq!(ExecutionState::from_filter("running").unwrap(), vec![Running]);
-        assert_eq!(ExecutionState::from_filter("SUCCESS").unwrap(), vec![Success]);
-        assert_eq!(ExecutionState::from_filter("pending").unwrap(), vec![Created, Restarted]);
-        assert_eq!(ExecutionState::from_filter("completed").unwrap(), vec![Success, Warning]);
-        assert_eq!(ExecutionState::from_filter("cancelled").unwrap(), vec![Killing, Killed]);
-        assert!(ExecutionState::from_filter("bogus").unwrap_err().contains("pending"));
+        assert_eq!(
+            ExecutionState::from_filter("running").unwrap(),
+            vec![Running]
+        );
+        assert_eq!(
+            ExecutionState::from_filter("SUCCESS").unwrap(),
+            vec![Success]
+        );
+        assert_eq!(
+            ExecutionState::from_filter("pending").unwrap(),
+            vec![Created, Restarted]
+        );
+        assert_eq!(
+            ExecutionState::from_filter("completed").unwrap(),
+            vec![Success, Warning]
+        );
+        assert_eq!(
+            ExecutionState::from_filter("cancelled").unwrap(),
+            vec![Killing, Killed]
+        );
+        assert!(
+            ExecutionState::from_filter("bogus")
+                .unwrap_err()
+                .contains("pending")
+        );
     }
 
     #[test]

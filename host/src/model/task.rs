@@ -163,10 +163,16 @@ impl TaskSpec {
         }
         let r = &self.retry;
         if r.max_attempts == 0 || r.max_attempts > bounds.max_attempts {
-            p.push(format!("retry.max_attempts must be 1-{}, got {}", bounds.max_attempts, r.max_attempts));
+            p.push(format!(
+                "retry.max_attempts must be 1-{}, got {}",
+                bounds.max_attempts, r.max_attempts
+            ));
         }
         if !(r.multiplier.is_finite() && (1.0..=100.0).contains(&r.multiplier)) {
-            p.push(format!("retry.multiplier must be 1-100, got {}", r.multiplier));
+            p.push(format!(
+                "retry.multiplier must be 1-100, got {}",
+                r.multiplier
+            ));
         }
         if !(r.jitter.is_finite() && (0.0..=1.0).contains(&r.jitter)) {
             p.push(format!("retry.jitter must be 0-1, got {}", r.jitter));
@@ -201,7 +207,8 @@ impl TaskSpec {
             limits.fuel = fuel;
         }
         if let Some(t) = &self.limits.timeout {
-            let d = humantime::parse_duration(t).map_err(|e| format!("limits.timeout {t:?}: {e}"))?;
+            let d =
+                humantime::parse_duration(t).map_err(|e| format!("limits.timeout {t:?}: {e}"))?;
             if d.is_zero() || d > bounds.max_timeout {
                 return Err(format!(
                     "limits.timeout must be between 1ms and {}",

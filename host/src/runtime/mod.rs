@@ -1,7 +1,10 @@
 //! The runtime: runs task runs as sequences of attempts on the sandbox,
-//! with retries and checkpoint hand-over.
+//! with retries, checkpoint hand-over, a dispatcher, control requests and
+//! crash recovery.
 //!
-//! Calls `sandbox`; knows nothing of HTTP or the command line.
+//! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
+pub mod backoff;
 pub mod local;
 pub mod retry;
+pub mod service;

@@ -1,0 +1,491 @@
+//! `/executions` and `/media`: start, list (filters, cursor, CSV), get,
+//! control, logs and events (JSON or followed as server-sent events),
+//! outputs, metrics, media.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::problem::{ApiError, parse_json};
+use crate::model::execution::{Execution, Trigger};
+use crate::model::state::ExecutionState;
+use crate::store::{Control, ExecutionFilter};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    input: Option<Value>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    trigger: Option<String>,
+}
+
+pub async fn start(
+    State(svc): State<AppState>,
+    Path(task): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Execution>), ApiError> {
+    let body = body?;
+    let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
+        StartBody::default()
+    } else {
+        parse_json(&body, "execution request")?
+    };
+    let trigger = match start.trigger.as_deref() {
+        None => Trigger::Http,
+        Some(t) => Trigger::parse(t)
+            .filter(|t| matches!(t, Trigger::Http | Trigger::Cli | Trigger::Webhook))
+            .ok_or_else(|| ApiError::Unprocessable {
+                detail: "invalid trigger".into(),
+                problems: vec![format!("trigger {t:?} must be http, cli or webhook")],
+            })?,
+    };
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+                    )
+                })?;
+            Some(k.to_string())
+        }
+    };
+    let (exec, created) = svc
+        .start_execution(&task, start.input, start.labels, trigger, key)
+        .await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(exec),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    task_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+fn check_time(name: &str, v: &Option<String>) -> Result<(), ApiError> {
+    match v {
+        Some(t) if humantime::parse_rfc3339_weak(t).is_err() => Err(ApiError::BadRequest(format!(
+            "{name} must be an RFC 3339 time, got {t:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub async fn list(
+    State(svc): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let mut states = Vec::new();
+    if let Some(s) = &q.status {
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
+        }
+    }
+    check_time("since", &q.since)?;
+    check_time("until", &q.until)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1-1000, got {limit}"
+        )));
+    }
+    let task_id = match &q.task_id {
+        // Accept a task name too.
+        Some(t) => Some(
+            svc.store()
+                .task(t)
+                .await?
+                .map(|t| t.id)
+                .unwrap_or_else(|| t.clone()),
+        ),
+        None => None,
+    };
+    let filter = ExecutionFilter {
+        states,
+        task_id,
+        since: q.since,
+        until: q.until,
+        cursor: q.cursor,
+        limit,
+    };
+    let list = svc.store().executions(&filter).await?;
+    let next = (list.len() == limit as usize)
+        .then(|| list.last().map(|e| e.id.clone()))
+        .flatten();
+    match q.format.as_deref() {
+        None | Some("json") => {
+            Ok(Json(json!({ "executions": list, "next_cursor": next })).into_response())
+        }
+        Some("csv") => {
+            let mut out = String::from(
+                "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms\r\n",
+            );
+            for e in &list {
+                let row = [
+                    e.id.clone(),
+                    e.task_id.clone(),
+                    e.state.to_string(),
+                    e.trigger.as_str().to_string(),
+                    e.created_at.clone(),
+                    e.started_at.clone().unwrap_or_default(),
+                    e.ended_at.clone().unwrap_or_default(),
+                    e.duration_ms.map(|d| format!("{d:.3}")).unwrap_or_default(),
+                ];
+                out.push_str(&row.map(|f| csv_field(&f)).join(","));
+                out.push_str("\r\n");
+            }
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "format must be json or csv, got {other:?}"
+        ))),
+    }
+}
+
+/// RFC 4180 quoting.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, ApiError> {
+    svc.store()
+        .execution(id, with_runs)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
+}
+
+pub async fn get(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
+    Ok(Json(load(&svc, &id, true).await?))
+}
+
+async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution>, ApiError> {
+    Ok(Json(svc.control(&id, c).await?))
+}
+
+pub async fn cancel(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
+    control(svc, id, Control::Cancel).await
+}
+
+pub async fn pause(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
+    control(svc, id, Control::Pause).await
+}
+
+pub async fn resume(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
+    control(svc, id, Control::Resume).await
+}
+
+pub async fn restart(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, ApiError> {
+    control(svc, id, Control::Restart).await
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// How often a follower looks for new lines: well inside the 500 ms promise.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+const PAGE: u32 = 1000;
+
+/// Follows a paged source (`fetch(after)` → items with ids) until the
+/// execution has ended and everything was sent.
+fn follow<T, F, Fut>(
+    svc: AppState,
+    id: String,
+    mut after: i64,
+    event: &'static str,
+    fetch: F,
+) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    T: serde::Serialize + Send + 'static,
+    F: Fn(AppState, String, i64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<(i64, T)>, ApiError>> + Send,
+{
+    async_stream(move |tx| async move {
+        loop {
+            // Read the state first: lines written before the end are then
+            // all visible to the fetch below.
+            let state = match svc.store().execution(&id, false).await {
+                Ok(Some(e)) => e.state,
+                _ => return,
+            };
+            let items = match fetch(svc.clone(), id.clone(), after).await {
+                Ok(items) => items,
+                Err(_) => return,
+            };
+            let full = items.len() as u32 == PAGE;
+            for (item_id, item) in items {
+                after = item_id;
+                let ev = SseEvent::default()
+                    .event(event)
+                    .id(item_id.to_string())
+                    .json_data(&item);
+                if let Ok(ev) = ev
+                    && tx.send(Ok(ev)).await.is_err()
+                {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            if state.is_terminal() {
+                let end = SseEvent::default()
+                    .event("end")
+                    .json_data(json!({ "state": state }));
+                if let Ok(end) = end {
+                    let _ = tx.send(Ok(end)).await;
+                }
+                return;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    })
+}
+
+/// A stream fed by a spawned task through a channel.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+pub async fn logs(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    load(&svc, &id, false).await?;
+    if q.follow {
+        let stream = follow(svc, id, q.after, "log", |svc, id, after| async move {
+            let lines = svc.store().logs(&id, after, PAGE).await?;
+            Ok(lines.into_iter().map(|l| (l.id, l)).collect())
+        });
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let lines = svc.store().logs(&id, q.after, 100_000).await?;
+    Ok(Json(json!({ "logs": lines })).into_response())
+}
+
+pub async fn events(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    load(&svc, &id, false).await?;
+    if q.follow {
+        let stream = follow(svc, id, q.after, "event", |svc, id, after| async move {
+            let events = svc.store().events(&id, after, PAGE).await?;
+            Ok(events.into_iter().map(|e| (e.id, e)).collect())
+        });
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let events = svc.store().events(&id, q.after, 100_000).await?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct OutputsQuery {
+    name: Option<String>,
+    format: Option<String>,
+}
+
+pub async fn outputs(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<OutputsQuery>,
+) -> Result<Response, ApiError> {
+    let exec = load(&svc, &id, false).await?;
+    match (q.name, q.format.as_deref()) {
+        (None, None | Some("json")) => Ok(Json(exec.outputs).into_response()),
+        (Some(name), fmt) => {
+            let value = exec.outputs.get(&name).ok_or_else(|| {
+                ApiError::NotFound(format!("execution {id} has no output {name:?}"))
+            })?;
+            match fmt {
+                None | Some("json") => Ok(Json(value.clone()).into_response()),
+                Some("csv") => Ok((
+                    [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                    output_csv(&name, value)?,
+                )
+                    .into_response()),
+                Some(other) => Err(ApiError::BadRequest(format!(
+                    "format must be json or csv, got {other:?}"
+                ))),
+            }
+        }
+        (None, Some(_)) => Err(ApiError::BadRequest("format=csv needs name=OUTPUT".into())),
+    }
+}
+
+/// An array of objects as CSV: columns are the keys in order of first appearance.
+fn output_csv(name: &str, value: &Value) -> Result<String, ApiError> {
+    let rows = value
+        .as_array()
+        .filter(|a| a.iter().all(Value::is_object))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "output {name:?} is not an array of objects, so it has no CSV form"
+            ))
+        })?;
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        for k in row.as_object().expect("checked").keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    let mut out = columns
+        .iter()
+        .map(|c| csv_field(c))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push_str("\r\n");
+    for row in rows {
+        let obj = row.as_object().expect("checked");
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match obj.get(c) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => csv_field(s),
+                Some(v) => csv_field(&v.to_string()),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    Ok(out)
+}
+
+pub async fn metrics(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    load(&svc, &id, false).await?;
+    Ok(Json(json!({ "metrics": svc.store().metrics(&id).await? })))
+}
+
+pub async fn media_list(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    load(&svc, &id, false).await?;
+    Ok(Json(json!({ "media": svc.store().media_of(&id).await? })))
+}
+
+pub async fn media(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let info = svc
+        .store()
+        .media(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?;
+    let etag = format!("\"{}\"", info.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let file = svc
+        .media_store()
+        .open_object(&info.id, &info.name)
+        .map_err(|e| ApiError::Internal(format!("opening media {id}: {e}")))?;
+    let file = tokio::fs::File::from_std(file.into_std());
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, info.content_type.clone()),
+            (header::CONTENT_LENGTH, info.size.to_string()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn arrays_of_objects_become_csv() {
+        let v = json!([{"word": "a", "count": 2}, {"word": "b,c", "extra": true}]);
+        let csv = output_csv("top", &v).unwrap();
+        assert_eq!(csv, "word,count,extra\r\na,2,\r\n\"b,c\",,true\r\n");
+        assert!(output_csv("n", &json!(3)).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP API under `/api/v1` (see docs/api.md): `app(service)` builds
+//! the router; handlers extract input, call the runtime and serialize.
+//!
+//! Calls `runtime` (and reads through its store); never the sandbox.
+
+mod executions;
+mod openapi;
+mod plugins;
+pub mod problem;
+mod tasks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::runtime::service::Service;
+
+pub type AppState = Arc<Service>;
+
+/// The API's router; tests drive it without a socket.
+pub fn app(svc: Arc<Service>) -> Router {
+    let plugin_limit = svc.config().max_plugin_bytes;
+    let api = Router::new()
+        .route(
+            "/plugins",
+            post(plugins::push)
+                .get(plugins::list)
+                .layer(DefaultBodyLimit::max(plugin_limit)),
+        )
+        .route("/plugins/{id}", get(plugins::get))
+        .route("/tasks", post(tasks::create).get(tasks::list))
+        .route(
+            "/tasks/{id}",
+            get(tasks::get).put(tasks::update).delete(tasks::delete),
+        )
+        .route("/tasks/{id}/executions", post(executions::start))
+        .route("/executions", get(executions::list))
+        .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/logs", get(executions::logs))
+        .route("/executions/{id}/events", get(executions::events))
+        .route("/executions/{id}/cancel", post(executions::cancel))
+        .route("/executions/{id}/pause", post(executions::pause))
+        .route("/executions/{id}/resume", post(executions::resume))
+        .route("/executions/{id}/restart", post(executions::restart))
+        .route("/executions/{id}/outputs", get(executions::outputs))
+        .route("/executions/{id}/metrics", get(executions::metrics))
+        .route("/executions/{id}/media", get(executions::media_list))
+        .route("/media/{id}", get(executions::media))
+        .route("/workers", get(workers))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route("/openapi.json", get(openapi::document))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .fallback(|| async { problem::ApiError::NotFound("no such endpoint".into()) })
+        .with_state(svc);
+    Router::new().nest("/api/v1", api)
+}
+
+async fn workers(
+    axum::extract::State(svc): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "workers": [svc.worker_info()] }))
+}

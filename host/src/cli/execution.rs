@@ -1,0 +1,665 @@
+//! `ward execution …`: start executions on a Ward server, list and inspect
+//! them, read or follow their logs, control them and watch them live.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::client::{
+    Client, Control, ExecutionFilter, duration_display, field, items, print_json, short_time,
+    table, text, time_of_day,
+};
+use super::exit;
+use crate::model::state::ExecutionState;
+use crate::sandbox::limits::shorten;
+
+/// How often `start --wait` asks whether the execution has ended.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+/// How often `watch` redraws.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+/// Log lines `watch` shows.
+const WATCH_LOG_LINES: usize = 10;
+
+#[derive(Debug, Args)]
+pub struct ExecutionArgs {
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ExecutionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// Start an execution of a task (trigger `cli`).
+    Start(StartArgs),
+    /// List executions, newest first.
+    List(ListArgs),
+    /// Show one execution with its task runs and attempts.
+    Get(IdArg),
+    /// Print an execution's log.
+    Logs(LogsArgs),
+    /// Cancel an execution: running attempts are interrupted.
+    Cancel(IdArg),
+    /// Pause an execution: no new attempt starts until it is resumed.
+    Pause(IdArg),
+    /// Resume a paused execution.
+    Resume(IdArg),
+    /// Restart a failed or killed execution: its failed task runs run again.
+    Restart(IdArg),
+    /// Follow an execution live until it ends: state, attempt, elapsed time
+    /// and the newest log lines. Exits like `start --wait`.
+    Watch(IdArg),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The task's id or name.
+    pub task: String,
+    /// The input, as JSON text (default: the task's own input).
+    #[arg(long, value_name = "JSON")]
+    pub input: Option<String>,
+    /// Wait until the execution ends and print it; exit 1 if it failed or
+    /// was killed.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only these states: a state name (any case), `pending`, `completed` or
+    /// `cancelled`; comma-separated for several.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only executions of this task (id or name).
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// At most this many (1-1000; the server's default is 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// The execution's id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The execution's id.
+    pub id: String,
+    /// Keep printing lines as they are written until the execution ends
+    /// (with --json: one StoredLog object per line).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+pub async fn main(client: Client, args: ExecutionArgs) -> anyhow::Result<u8> {
+    let json = args.json;
+    match args.command {
+        ExecutionCommand::Start(a) => start(&client, a, json).await,
+        ExecutionCommand::List(a) => list(&client, a, json).await,
+        ExecutionCommand::Get(a) => {
+            let e = client.execution(&a.id).await?;
+            if json {
+                print_json(&e);
+            } else {
+                print!("{}", detail(&e));
+            }
+            Ok(exit::OK)
+        }
+        ExecutionCommand::Logs(a) if a.follow => follow(&client, &a.id, json).await,
+        ExecutionCommand::Logs(a) => logs(&client, &a.id, json).await,
+        ExecutionCommand::Cancel(a) => control(&client, &a.id, Control::Cancel, json).await,
+        ExecutionCommand::Pause(a) => control(&client, &a.id, Control::Pause, json).await,
+        ExecutionCommand::Resume(a) => control(&client, &a.id, Control::Resume, json).await,
+        ExecutionCommand::Restart(a) => control(&client, &a.id, Control::Restart, json).await,
+        ExecutionCommand::Watch(a) => watch(&client, &a.id, json).await,
+    }
+}
+
+async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u8> {
+    let input = args
+        .input
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+        .transpose()
+        .context("--input is not valid JSON")?;
+    let execution = client.start_execution(&args.task, input).await?;
+    if !args.wait {
+        if json {
+            print_json(&execution);
+        } else {
+            println!(
+                "started execution {} of {} ({})",
+                text(&execution, "id"),
+                args.task,
+                text(&execution, "state")
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let id = execution_id(&execution)?;
+    let mut current = execution;
+    while !is_terminal(&current) {
+        tokio::time::sleep(WAIT_POLL).await;
+        current = client.execution(&id).await?;
+    }
+    if json {
+        print_json(&current);
+    } else {
+        print!("{}", detail(&current));
+    }
+    Ok(exit_code(&current))
+}
+
+fn execution_id(execution: &Value) -> anyhow::Result<String> {
+    execution
+        .get("id")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| anyhow!("the server's answer has no execution id: {execution}"))
+}
+
+fn state(execution: &Value) -> Option<ExecutionState> {
+    text(execution, "state").parse().ok()
+}
+
+fn is_terminal(execution: &Value) -> bool {
+    state(execution).is_some_and(ExecutionState::is_terminal)
+}
+
+/// 0 for an execution that ended well (or has not ended), 1 for a failed or
+/// killed one.
+fn exit_code(execution: &Value) -> u8 {
+    match state(execution) {
+        Some(ExecutionState::Failed | ExecutionState::Killed) => exit::FAILED,
+        _ => exit::OK,
+    }
+}
+
+async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<u8> {
+    if let Some(status) = &args.status {
+        for word in status.split(',') {
+            ExecutionState::from_filter(word.trim()).map_err(|e| anyhow!("--status: {e}"))?;
+        }
+    }
+    let task_id = match &args.task {
+        Some(task) => {
+            let t = client.task(task).await?;
+            Some(
+                t.get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow!("the server's task {task} has no id"))?
+                    .to_string(),
+            )
+        }
+        None => None,
+    };
+    let filter = ExecutionFilter {
+        status: args.status,
+        task_id,
+        limit: args.limit,
+    };
+    let page = client.executions(&filter).await?;
+    if json {
+        print_json(&page);
+        return Ok(exit::OK);
+    }
+    // Task names read better than ids; without them, the ids do.
+    let names: BTreeMap<String, String> = match client.tasks().await {
+        Ok(tasks) => items(&tasks, "tasks")
+            .iter()
+            .map(|t| (text(t, "id").to_string(), text(t, "name").to_string()))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    print!("{}", execution_table(items(&page, "executions"), &names));
+    if page.get("next_cursor").is_some_and(|c| !c.is_null()) {
+        eprintln!("(more executions match; raise --limit to see them)");
+    }
+    Ok(exit::OK)
+}
+
+fn execution_table(executions: &[Value], task_names: &BTreeMap<String, String>) -> String {
+    let rows: Vec<Vec<String>> = executions
+        .iter()
+        .map(|e| {
+            let task_id = text(e, "task_id");
+            vec![
+                text(e, "id").to_string(),
+                text(e, "state").to_string(),
+                task_names
+                    .get(task_id)
+                    .cloned()
+                    .unwrap_or_else(|| task_id.to_string()),
+                short_time(text(e, "created_at")),
+                e.get("duration_ms")
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "-".into(), duration_display),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "TASK", "CREATED", "DURATION"], &rows)
+}
+
+fn compact(v: &Value) -> String {
+    shorten(&v.to_string(), 400)
+}
+
+/// A readable view of an execution, its task runs and their attempts.
+fn detail(e: &Value) -> String {
+    let mut s = String::new();
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(s, "{:<10}{value}", format!("{label}:"));
+    };
+    line("id", text(e, "id"));
+    line(
+        "task",
+        &format!(
+            "{} (version {})",
+            text(e, "task_id"),
+            field(e, "task_version")
+        ),
+    );
+    line("state", text(e, "state"));
+    line("trigger", text(e, "trigger"));
+    for (label, key) in [
+        ("created", "created_at"),
+        ("started", "started_at"),
+        ("ended", "ended_at"),
+    ] {
+        if let Some(ts) = e.get(key).and_then(Value::as_str) {
+            line(label, &short_time(ts));
+        }
+    }
+    if let Some(ms) = e.get("duration_ms").and_then(Value::as_f64) {
+        line("duration", &duration_display(ms));
+    }
+    if let Some(input) = e.get("input") {
+        line("input", &compact(input));
+    }
+    if let Some(result) = e.get("result").filter(|r| !r.is_null()) {
+        line("result", &compact(result));
+    }
+    if let Some(error) = e.get("error").filter(|r| !r.is_null()) {
+        line("error", &error_text(error));
+    }
+    if let Some(labels) = e.get("labels").and_then(Value::as_object)
+        && !labels.is_empty()
+    {
+        let pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), String::from)
+                )
+            })
+            .collect();
+        line("labels", &pairs.join(","));
+    }
+    if let Some(outputs) = e.get("outputs").and_then(Value::as_object)
+        && !outputs.is_empty()
+    {
+        let _ = writeln!(s, "outputs:");
+        for (k, v) in outputs {
+            let _ = writeln!(s, "  {k} = {}", compact(v));
+        }
+    }
+    let runs = items(e, "task_runs");
+    if !runs.is_empty() {
+        let _ = writeln!(s, "task runs:");
+    }
+    for run in runs {
+        let mut head = format!("  {}  {}", text(run, "step"), text(run, "state"));
+        if let Some(at) = run.get("not_before").and_then(Value::as_str) {
+            let _ = write!(head, " (next attempt at {})", short_time(at));
+        }
+        let _ = writeln!(s, "{head}");
+        for a in items(run, "attempts") {
+            let _ = writeln!(s, "    {}", attempt_line(a));
+        }
+    }
+    s
+}
+
+fn error_text(error: &Value) -> String {
+    match (error.get("kind"), error.get("message")) {
+        (Some(kind), Some(Value::String(message))) => format!(
+            "{}: {message}",
+            kind.as_str().map_or_else(|| kind.to_string(), String::from)
+        ),
+        _ => compact(error),
+    }
+}
+
+fn attempt_line(a: &Value) -> String {
+    let mut s = format!(
+        "attempt {}  {}  worker {}",
+        field(a, "number"),
+        text(a, "status"),
+        text(a, "worker_id")
+    );
+    if let Some(ms) = a.pointer("/usage/wall_ms").and_then(Value::as_f64) {
+        let _ = write!(s, "  {}", duration_display(ms));
+    }
+    if let Some(error) = a.get("error").filter(|e| !e.is_null()) {
+        let message = error_text(error);
+        let first = message.lines().next().unwrap_or_default();
+        let _ = write!(s, "  {first}");
+    }
+    s
+}
+
+fn log_id(log: &Value) -> Option<i64> {
+    log.get("id").and_then(Value::as_i64)
+}
+
+/// `12:00:01.123 #1 info  stdout hello`.
+fn log_line(log: &Value) -> String {
+    format!(
+        "{} #{} {:<5} {:<6} {}",
+        time_of_day(text(log, "ts")),
+        field(log, "attempt"),
+        text(log, "level"),
+        text(log, "source"),
+        text(log, "message")
+    )
+}
+
+/// Every log line after `after`, asking again until no new ones come (in
+/// case the server pages them).
+async fn fetch_logs(
+    client: &Client,
+    id: &str,
+    mut after: Option<i64>,
+) -> anyhow::Result<Vec<Value>> {
+    let mut all = Vec::new();
+    loop {
+        let page = client.logs(id, after).await?;
+        let fresh: Vec<Value> = items(&page, "logs")
+            .iter()
+            .filter(|l| after.is_none() || log_id(l) > after)
+            .cloned()
+            .collect();
+        let newest = fresh.iter().filter_map(log_id).max();
+        all.extend(fresh);
+        match newest {
+            Some(n) if Some(n) > after => after = Some(n),
+            _ => return Ok(all),
+        }
+    }
+}
+
+async fn logs(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
+    let logs = fetch_logs(client, id, None).await?;
+    if json {
+        print_json(&serde_json::json!({ "logs": logs }));
+    } else {
+        for l in &logs {
+            println!("{}", log_line(l));
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
+    let mut stream = client.follow_logs(id).await?;
+    while let Some(event) = stream.next().await? {
+        match event.event.as_str() {
+            "log" => match serde_json::from_str::<Value>(&event.data) {
+                Ok(log) if json => println!("{log}"),
+                Ok(log) => println!("{}", log_line(&log)),
+                Err(_) => println!("{}", event.data),
+            },
+            "end" => return Ok(exit::OK),
+            _ => {}
+        }
+    }
+    bail!("the log stream of {id} closed before the execution ended")
+}
+
+async fn control(client: &Client, id: &str, action: Control, json: bool) -> anyhow::Result<u8> {
+    let e = client.control(id, action).await?;
+    if json {
+        print_json(&e);
+    } else {
+        println!("execution {}: {}", text(&e, "id"), text(&e, "state"));
+    }
+    Ok(exit::OK)
+}
+
+/// The newest attempt of any task run: `2 (running)`, with the retry time
+/// while its task run waits for the next one; `-` before the first.
+fn attempt_summary(e: &Value) -> String {
+    let newest = items(e, "task_runs")
+        .iter()
+        .flat_map(|run| items(run, "attempts").iter().map(move |a| (run, a)))
+        .max_by(|(_, a), (_, b)| {
+            let key = |x: &Value| {
+                (
+                    text(x, "started_at").to_string(),
+                    x.get("number").and_then(Value::as_u64),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+    match newest {
+        None => "-".into(),
+        Some((run, a)) => {
+            let mut s = format!("{} ({})", field(a, "number"), text(a, "status"));
+            if text(run, "state") == "RETRYING" {
+                let at = run.get("not_before").and_then(Value::as_str);
+                let _ = write!(s, ", retrying at {}", at.map_or("-".into(), time_of_day));
+            }
+            s
+        }
+    }
+}
+
+fn parse_time(ts: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(ts).ok()
+}
+
+/// How long the execution has run: its duration once ended, else from its
+/// start (or creation) until `now`.
+fn elapsed(e: &Value, now: SystemTime) -> String {
+    if let Some(ms) = e.get("duration_ms").and_then(Value::as_f64) {
+        return duration_display(ms);
+    }
+    let start = e
+        .get("started_at")
+        .and_then(Value::as_str)
+        .or_else(|| e.get("created_at").and_then(Value::as_str))
+        .and_then(parse_time);
+    let end = match e.get("ended_at").and_then(Value::as_str) {
+        Some(ts) => parse_time(ts),
+        None => Some(now),
+    };
+    match (start, end) {
+        (Some(start), Some(end)) => {
+            let d = end.duration_since(start).unwrap_or_default();
+            duration_display(d.as_secs_f64() * 1_000.0)
+        }
+        _ => "-".into(),
+    }
+}
+
+/// One screen of `watch`.
+fn watch_frame(e: &Value, logs: &VecDeque<String>, now: SystemTime) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "execution {}  (task {})",
+        text(e, "id"),
+        text(e, "task_id")
+    );
+    let _ = writeln!(s, "state:    {}", text(e, "state"));
+    let _ = writeln!(s, "attempt:  {}", attempt_summary(e));
+    let _ = writeln!(s, "elapsed:  {}", elapsed(e, now));
+    if let Some(error) = e.get("error").filter(|r| !r.is_null()) {
+        let _ = writeln!(s, "error:    {}", error_text(error));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "logs (newest {WATCH_LOG_LINES}):");
+    for l in logs {
+        let _ = writeln!(s, "  {l}");
+    }
+    s
+}
+
+/// What a change line reports when stdout is not a terminal.
+fn change_line(e: &Value) -> String {
+    format!("{}  attempt {}", text(e, "state"), attempt_summary(e))
+}
+
+async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
+    let mut stdout = std::io::stdout();
+    let redraw = !json && stdout.is_terminal();
+    let mut logs: VecDeque<String> = VecDeque::new();
+    let mut after: Option<i64> = None;
+    let mut last_change: Option<String> = None;
+    if redraw {
+        print!("\x1b[2J");
+    }
+    loop {
+        let e = client.execution(id).await?;
+        // Logs after the state: once the execution has ended, every line is in.
+        if !json {
+            for l in fetch_logs(client, id, after).await? {
+                after = log_id(&l).max(after);
+                let line = log_line(&l);
+                if !redraw {
+                    println!("{line}");
+                }
+                logs.push_back(line);
+                if logs.len() > WATCH_LOG_LINES {
+                    logs.pop_front();
+                }
+            }
+        }
+        let change = change_line(&e);
+        if redraw {
+            // Home, then each line clears its rest, then clear below.
+            let frame = watch_frame(&e, &logs, SystemTime::now()).replace('\n', "\x1b[K\n");
+            print!("\x1b[H{frame}\x1b[J");
+            let _ = stdout.flush();
+        } else if last_change.as_ref() != Some(&change) {
+            if json {
+                println!("{e}");
+            } else {
+                println!("{change}  elapsed {}", elapsed(&e, SystemTime::now()));
+            }
+            last_change = Some(change);
+        }
+        if is_terminal(&e) {
+            return Ok(exit_code(&e));
+        }
+        tokio::time::sleep(WATCH_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn execution() -> Value {
+        json!({
+            "id": "0193-a", "task_id": "t1", "task_version": 2, "namespace": "default",
+            "parent_id": null, "trigger": "cli", "input": {"name": "CLI"}, "state": "RUNNING",
+            "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+            "ended_at": null, "duration_ms": null, "outputs": {}, "result": null, "error": null,
+            "labels": {}, "idempotency_key": null,
+            "task_runs": [{"id": "r1", "step": "main", "state": "RETRYING",
+                "not_before": "2026-03-01T12:00:05.250Z", "checkpoint": null,
+                "attempts": [
+                    {"id": "a1", "number": 1, "status": "failed", "worker_id": "w1",
+                     "error": {"kind": "trap", "message": "unreachable\nbacktrace"},
+                     "usage": {"fuel_consumed": 1, "wall_ms": 12.0, "memory_peak_bytes": 1},
+                     "started_at": "2026-03-01T12:00:01Z", "ended_at": "2026-03-01T12:00:02Z"}
+                ]}]
+        })
+    }
+
+    #[test]
+    fn states_decide_the_exit_code() {
+        let with = |s: &str| json!({ "state": s });
+        assert!(!is_terminal(&with("RUNNING")));
+        assert!(is_terminal(&with("WARNING")));
+        assert_eq!(exit_code(&with("SUCCESS")), exit::OK);
+        assert_eq!(exit_code(&with("WARNING")), exit::OK);
+        assert_eq!(exit_code(&with("FAILED")), exit::FAILED);
+        assert_eq!(exit_code(&with("KILLED")), exit::FAILED);
+    }
+
+    #[test]
+    fn executions_print_as_a_table_with_task_names() {
+        let mut done = execution();
+        done["state"] = json!("SUCCESS");
+        done["duration_ms"] = json!(1234.0);
+        let names = BTreeMap::from([("t1".to_string(), "greet".to_string())]);
+        let mut other = execution();
+        other["id"] = json!("0193-b");
+        other["task_id"] = json!("t2");
+        assert_eq!(
+            execution_table(&[done, other], &names),
+            "ID      STATE    TASK   CREATED              DURATION\n\
+             0193-a  SUCCESS  greet  2026-03-01 12:00:00  1.2s\n\
+             0193-b  RUNNING  t2     2026-03-01 12:00:00  -\n"
+        );
+    }
+
+    #[test]
+    fn the_detail_view_shows_runs_and_attempts() {
+        let d = detail(&execution());
+        assert!(
+            d.starts_with("id:       0193-a\ntask:     t1 (version 2)\nstate:    RUNNING\n"),
+            "{d}"
+        );
+        assert!(d.contains("input:    {\"name\":\"CLI\"}\n"), "{d}");
+        assert!(
+            d.contains("  main  RETRYING (next attempt at 2026-03-01 12:00:05)\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("    attempt 1  failed  worker w1  12ms  trap: unreachable\n"),
+            "{d}"
+        );
+        assert!(!d.contains("result:"), "{d}");
+    }
+
+    #[test]
+    fn watch_shows_attempt_elapsed_and_logs() {
+        let e = execution();
+        assert_eq!(attempt_summary(&e), "1 (failed), retrying at 12:00:05.250");
+        let now = parse_time("2026-03-01T12:00:04.5Z").unwrap();
+        assert_eq!(elapsed(&e, now), "3.5s");
+        let logs = VecDeque::from(["12:00:01.000 #1 info  host   hi".to_string()]);
+        let frame = watch_frame(&e, &logs, now);
+        assert_eq!(
+            frame,
+            "execution 0193-a  (task t1)\nstate:    RUNNING\nattempt:  1 (failed), retrying at 12:00:05.250\n\
+             elapsed:  3.5s\n\nlogs (newest 10):\n  12:00:01.000 #1 info  host   hi\n"
+        );
+        assert_eq!(
+            change_line(&e),
+            "RUNNING  attempt 1 (failed), retrying at 12:00:05.250"
+        );
+        assert_eq!(attempt_summary(&json!({"task_runs": []})), "-");
+    }
+
+    #[test]
+    fn log_lines_are_one_line_each() {
+        let l = json!({"id": 3, "attempt": 1, "ts": "2026-03-01T12:00:01.123456Z",
+                       "level": "info", "source": "stdout", "message": "Hello"});
+        assert_eq!(log_line(&l), "12:00:01.123 #1 info  stdout Hello");
+    }
+}
