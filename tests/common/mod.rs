@@ -56,3 +56,5 @@ pub fn spec(input: serde_json::Value) -> AttemptSpec {
         media_store(),
     )
 }
+
+pub mod server;

@@ -42,7 +42,7 @@ pub async fn start(
     let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
         StartBody::default()
     } else {
-        parse_json(&body, "execution request")?
+        parse_json::<Option<StartBody>>(&body, "execution request")?.unwrap_or_default()
     };
     let trigger = match start.trigger.as_deref() {
         None => Trigger::Http,

@@ -604,9 +604,7 @@ pub fn time_of_day(ts: &str) -> String {
     let Some(rest) = ts.get(11..) else {
         return ts.to_string();
     };
-    let end = rest
-        .find(|c: char| c == 'Z' || c == '+' || c == '-')
-        .unwrap_or(rest.len());
+    let end = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
     let time = &rest[..end];
     match time.split_once('.') {
         Some((hms, frac)) => format!("{hms}.{}", frac.get(..3).unwrap_or(frac)),

@@ -736,6 +736,23 @@ impl Store for SqliteStore {
                     .iter()
                     .map(|r| Ok((r.try_get("id")?, run_state(r.try_get("state")?)?)))
                     .collect::<StoreResult<_>>()?;
+                // Asking for the state it is already in is refused too (409),
+                // not silently accepted.
+                let wanted = match control {
+                    Control::Cancel => ExecutionState::Killed,
+                    Control::Pause => ExecutionState::Paused,
+                    Control::Resume => ExecutionState::Running,
+                    Control::Restart => ExecutionState::Restarted,
+                };
+                let allowed = from.can_become(wanted)
+                    || (control == Control::Cancel && from.can_become(ExecutionState::Killing));
+                if !allowed || (control == Control::Resume && from != ExecutionState::Paused) {
+                    return Err(state::Forbidden {
+                        from: from.to_string(),
+                        to: wanted.to_string(),
+                    }
+                    .into());
+                }
                 let mut outcome = ControlOutcome {
                     state: from,
                     runnable: Vec::new(),
@@ -834,8 +851,15 @@ impl Store for SqliteStore {
                 let run_from = run_state(row.try_get("run_state")?)?;
                 let exec_from = exec_state(row.try_get("exec_state")?)?;
                 let execution_id: String = row.try_get("execution_id")?;
-                if exec_from != ExecutionState::Running {
-                    state::execution(exec_from, ExecutionState::Running)?;
+                // Only a queued, restarted or running execution gets a new
+                // attempt: a paused one waits for resume (PAUSED → RUNNING is
+                // resume's transition, not the dispatcher's).
+                if !matches!(exec_from, ExecutionState::Created | ExecutionState::Restarted | ExecutionState::Running) {
+                    return Err(state::Forbidden {
+                        from: exec_from.to_string(),
+                        to: "RUNNING (a new attempt)".into(),
+                    }
+                    .into());
                 }
                 state::task_run(run_from, TaskRunState::Running)?;
                 let task_id: String = row.try_get("task_id")?;

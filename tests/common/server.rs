@@ -1,0 +1,136 @@
+//! A real `ward serve` process on an ephemeral port with a temporary data
+//! dir, for end-to-end tests. Killed (SIGKILL) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir.
+    pub fn launch(data: &Path) -> Server {
+        Server::launch_with(data, &[])
+    }
+
+    pub fn launch_with(data: &Path, extra: &[&str]) -> Server {
+        let plugins = super::plugin("hello").parent().unwrap().to_path_buf();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--plugins")
+            .arg(&plugins)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ward serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let base = loop {
+            assert!(Instant::now() < deadline, "server did not start");
+            let line = lines.next().expect("server printed its address").unwrap();
+            if let Some(rest) = line.strip_prefix("Ward is serving on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base: format!("{base}/api/v1"),
+            data: data.to_path_buf(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no graceful shutdown.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_task(&self, spec: Value) -> Value {
+        let (status, task) = self.post("/tasks", spec).await;
+        assert_eq!(status, 201, "{task}");
+        task
+    }
+
+    pub async fn start(&self, task: &str, input: Value) -> String {
+        let (status, exec) = self
+            .post(
+                &format!("/tasks/{task}/executions"),
+                json!({ "input": input }),
+            )
+            .await;
+        assert_eq!(status, 201, "{exec}");
+        exec["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn execution(&self, id: &str) -> Value {
+        let (status, e) = self.get(&format!("/executions/{id}")).await;
+        assert_eq!(status, 200, "{e}");
+        e
+    }
+
+    /// Polls until the execution reaches `state` (or a terminal state if
+    /// `state` is "terminal"); returns it.
+    pub async fn wait_for(&self, id: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let e = self.execution(id).await;
+            let s = e["state"].as_str().unwrap();
+            let terminal = matches!(s, "SUCCESS" | "WARNING" | "FAILED" | "KILLED");
+            if s == state || (state == "terminal" && terminal) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} is {s}, waited for {state}: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,586 @@
+//! End-to-end tests of the service: a real `ward serve` process on an
+//! ephemeral port with a temporary data dir, driven over HTTP — every
+//! endpoint, bad input, retries with backoff, cancel, pause/resume,
+//! restart, idempotency, 1,000 concurrent executions, and a kill -9 crash.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::Server;
+use serde_json::{Value, json};
+
+fn millis(ts: &Value) -> f64 {
+    let t = humantime::parse_rfc3339_weak(ts.as_str().unwrap()).unwrap();
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn attempts(e: &Value) -> Vec<Value> {
+    e["task_runs"][0]["attempts"].as_array().unwrap().clone()
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn every_endpoint_serves_a_hello_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+
+    assert_eq!(s.get("/healthz").await, (200, json!({"status": "ok"})));
+    let (_, plugins) = s.get("/plugins").await;
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in ["hello", "word-count", "thumbnail", "chaos"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    let (status, hello) = s.get("/plugins/hello").await;
+    assert_eq!(status, 200);
+    assert!(hello["id"].as_str().unwrap().starts_with("sha256:"));
+    let (status, same) = s
+        .get(&format!("/plugins/{}", hello["id"].as_str().unwrap()))
+        .await;
+    assert_eq!((status, &same["name"]), (200, &json!("hello")));
+
+    // The example task is ready.
+    let (status, task) = s.get("/tasks/hello").await;
+    assert_eq!(status, 200, "{task}");
+    let id = s.start("hello", json!({"name": "Ada"})).await;
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    assert_eq!(e["result"]["message"], "Hello, Ada!");
+    assert_eq!(e["outputs"]["message"], "Hello, Ada!");
+    assert_eq!(e["trigger"], "http");
+    assert!(e["duration_ms"].as_f64().unwrap() >= 0.0);
+    let a = attempts(&e);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["status"], "success");
+    assert!(a[0]["usage"]["fuel_consumed"].as_u64().unwrap() > 0);
+
+    let (_, logs) = s.get(&format!("/executions/{id}/logs")).await;
+    assert_eq!(logs["logs"][0]["message"], "greeting Ada");
+    let (_, events) = s.get(&format!("/executions/{id}/events")).await;
+    let states: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "execution.state")
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["CREATED", "RUNNING", "SUCCESS"]);
+    let (_, outputs) = s.get(&format!("/executions/{id}/outputs")).await;
+    assert_eq!(outputs["message"], "Hello, Ada!");
+    let (_, metrics) = s.get(&format!("/executions/{id}/metrics")).await;
+    assert!(
+        metrics["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "greetings" && m["attempt"] == 1)
+    );
+
+    let (_, workers) = s.get("/workers").await;
+    assert!(workers["workers"][0]["slots"].as_u64().unwrap() > 0);
+    assert!(workers["workers"][0]["heartbeat"].is_string());
+    let (_, doc) = s.get("/openapi.json").await;
+    assert!(
+        doc["paths"]["/api/v1/executions/{id}/cancel"].is_object(),
+        "{}",
+        doc["paths"]
+    );
+}
+
+#[tokio::test]
+async fn tasks_are_versioned_and_media_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let t = s
+        .create_task(json!({"name": "wc", "action": "word-count", "input": {"text": "a b a"}}))
+        .await;
+    assert_eq!(t["version"], 1);
+    let (status, t2) = s
+        .http
+        .put(s.url("/tasks/wc"))
+        .json(&json!({"name": "wc", "action": "word-count", "input": {"text": "x y x", "format": "csv"}}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    let t2: Value = t2.json().await.unwrap();
+    assert_eq!(t2["version"], 2);
+    let (_, list) = s.get("/tasks").await;
+    assert!(
+        list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "wc")
+    );
+
+    // No input: the task's default input (of version 2) is used.
+    let (status, e) = s.post("/tasks/wc/executions", Value::Null).await;
+    assert_eq!(status, 201, "{e}");
+    let id = e["id"].as_str().unwrap();
+    assert_eq!(e["task_version"], 2);
+    let e = s.wait_for(id, "SUCCESS", WAIT).await;
+    assert_eq!(e["outputs"]["words"], 3);
+    let csv = s
+        .http
+        .get(s.url(&format!("/executions/{id}/outputs?name=top&format=csv")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("word,count\r\nx,2\r\n"), "{csv}");
+
+    let (_, media) = s.get(&format!("/executions/{id}/media")).await;
+    let m = &media["media"][0];
+    assert_eq!(m["content_type"], "text/csv");
+    let url = m["url"].as_str().unwrap();
+    assert!(
+        url.ends_with(&format!("/api/v1/media/{}", m["id"].as_str().unwrap())),
+        "{url}"
+    );
+    let r = s.http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv");
+    assert_eq!(
+        r.headers()["etag"].to_str().unwrap(),
+        format!("\"{}\"", m["sha256"].as_str().unwrap())
+    );
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len() as u64, m["size"].as_u64().unwrap());
+
+    let r = s.http.delete(s.url("/tasks/wc")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.get("/tasks/wc").await.0, 404);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let post_raw = |path: &str, body: Vec<u8>| {
+        let req = s.http.post(s.url(path)).body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, ct, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, ct, body) = post_raw("/tasks", b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], 400);
+
+    let (status, _, body) = post_raw(
+        "/tasks",
+        br#"{"name": "bad name", "action": "nope", "retry": {"max_attempts": 0}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let problems = body["problems"].as_array().unwrap();
+    assert!(problems.len() >= 3, "{body}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("not a registered plugin"))
+    );
+
+    // A fresh client: the server may close this connection after a 413.
+    let r = reqwest::Client::new()
+        .post(s.url("/tasks"))
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let (status, _, body) = post_raw("/plugins?name=junk", b"not a component".to_vec()).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly file"),
+        "{body}"
+    );
+
+    assert_eq!(s.get("/executions/nope").await.0, 404);
+    assert_eq!(s.get("/tasks/nope").await.0, 404);
+    assert_eq!(s.post("/tasks/nope/executions", json!({})).await.0, 404);
+    assert_eq!(s.post("/executions/nope/cancel", json!({})).await.0, 404);
+    assert_eq!(s.get("/executions?status=bogus").await.0, 400);
+    assert_eq!(s.get("/executions?limit=0").await.0, 400);
+
+    // A finished execution cannot be cancelled or resumed.
+    let id = s.start("hello", json!({})).await;
+    s.wait_for(&id, "SUCCESS", WAIT).await;
+    let (status, body) = s.post(&format!("/executions/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        s.post(&format!("/executions/{id}/resume"), json!({}))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(s.execution(&id).await["state"], "SUCCESS");
+    let (_, tasks) = s.get("/tasks").await;
+    assert_eq!(
+        tasks["tasks"].as_array().unwrap().len(),
+        1,
+        "nothing was created: {tasks}"
+    );
+}
+
+#[tokio::test]
+async fn retries_back_off_and_fatal_errors_are_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "flappy", "action": "chaos", "input": {"mode": "retryable"},
+        "retry": {"max_attempts": 3, "initial_backoff": "200ms", "multiplier": 2.0, "jitter": 0.0}
+    }))
+    .await;
+    let id = s.start("flappy", json!({"mode": "retryable"})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    let a = attempts(&e);
+    assert_eq!(a.len(), 3);
+    assert_eq!(
+        a.iter()
+            .map(|a| a["number"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let gap1 = millis(&a[1]["started_at"]) - millis(&a[0]["ended_at"]);
+    let gap2 = millis(&a[2]["started_at"]) - millis(&a[1]["ended_at"]);
+    assert!(gap1 >= 190.0, "first backoff {gap1} ms");
+    assert!(gap2 >= 390.0, "second backoff {gap2} ms");
+    assert_eq!(e["error"]["kind"], "action_retryable");
+
+    let id = s.start("flappy", json!({"mode": "fatal"})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(attempts(&e).len(), 1, "fatal is never retried");
+    assert_eq!(e["error"]["kind"], "action_fatal");
+    let id = s.start("flappy", json!({"mode": "invalid_input"})).await;
+    assert_eq!(attempts(&s.wait_for(&id, "FAILED", WAIT).await).len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_looping_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "spin", "action": "chaos", "limits": {"fuel": 1_000_000_000_000_000u64, "timeout": "60s"}}))
+        .await;
+    let id = s.start("spin", json!({"mode": "loop"})).await;
+    s.wait_for(&id, "RUNNING", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let (status, e) = s.post(&format!("/executions/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{e}");
+    assert!(
+        matches!(e["state"].as_str().unwrap(), "KILLING" | "KILLED"),
+        "{e}"
+    );
+    let e = s.wait_for(&id, "KILLED", WAIT).await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(attempts(&e)[0]["status"], "killed");
+    assert_eq!(attempts(&e)[0]["error"]["kind"], "cancelled");
+
+    // A queued execution is killed at once.
+    s.create_task(json!({"name": "one", "action": "chaos", "concurrency": 1}))
+        .await;
+    let blocker = s.start("one", json!({"mode": "sleep", "ms": 60000})).await;
+    s.wait_for(&blocker, "RUNNING", WAIT).await;
+    let queued = s.start("one", json!({"mode": "ok"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        s.execution(&queued).await["state"],
+        "CREATED",
+        "the task's concurrency limit holds it"
+    );
+    let (_, e) = s
+        .post(&format!("/executions/{queued}/cancel"), json!({}))
+        .await;
+    assert_eq!(e["state"], "KILLED");
+    s.post(&format!("/executions/{blocker}/cancel"), json!({}))
+        .await;
+    s.wait_for(&blocker, "KILLED", WAIT).await;
+}
+
+#[tokio::test]
+async fn pause_holds_new_attempts_until_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "flaky", "action": "chaos",
+        "retry": {"max_attempts": 3, "initial_backoff": "300ms", "jitter": 0.0}
+    }))
+    .await;
+    let id = s.start("flaky", json!({"mode": "flaky"})).await;
+    // First attempt fails fast; the task run waits for its backoff.
+    let deadline = Instant::now() + WAIT;
+    while attempts(&s.execution(&id).await)
+        .first()
+        .is_none_or(|a| a["status"] == "running")
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, e) = s.post(&format!("/executions/{id}/pause"), json!({})).await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["state"], "PAUSED");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let e = s.execution(&id).await;
+    assert_eq!(e["state"], "PAUSED");
+    assert_eq!(attempts(&e).len(), 1, "no attempt starts while paused");
+    assert_eq!(
+        s.post(&format!("/executions/{id}/pause"), json!({}))
+            .await
+            .0,
+        409
+    );
+
+    let (status, e) = s.post(&format!("/executions/{id}/resume"), json!({})).await;
+    assert_eq!((status, e["state"].as_str()), (200, Some("RUNNING")));
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    assert_eq!(attempts(&e).len(), 2);
+    assert_eq!(e["result"]["resumed_from"]["step"], 1);
+}
+
+#[tokio::test]
+async fn restart_reruns_failed_task_runs_with_numbers_continuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "once", "action": "chaos"}))
+        .await;
+    let id = s.start("once", json!({"mode": "flaky"})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(attempts(&e).len(), 1);
+    let (status, e) = s
+        .post(&format!("/executions/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert!(
+        matches!(
+            e["state"].as_str().unwrap(),
+            "RESTARTED" | "RUNNING" | "SUCCESS"
+        ),
+        "{e}"
+    );
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    let a = attempts(&e);
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1]["number"], 2);
+    assert_eq!(
+        e["result"]["resumed_from"]["step"], 1,
+        "the checkpoint carried over"
+    );
+    assert_eq!(
+        s.post(&format!("/executions/{id}/restart"), json!({}))
+            .await
+            .0,
+        409,
+        "SUCCESS is final"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_same_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let start = |key: &'static str| {
+        let req = s
+            .http
+            .post(s.url("/tasks/hello/executions"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"input": {"name": "k"}}));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, e1) = start("order-17").await;
+    let (s2, e2) = start("order-17").await;
+    let (s3, e3) = start("order-18").await;
+    assert_eq!((s1, s2, s3), (201, 200, 201));
+    assert_eq!(e1["id"], e2["id"]);
+    assert_ne!(e1["id"], e3["id"]);
+    assert_eq!(e1["idempotency_key"], "order-17");
+    let (_, list) = s.get("/executions?task_id=hello").await;
+    assert_eq!(list["executions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_executions_all_succeed_and_list_filters_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "noop", "action": "noop"}))
+        .await;
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut handles = Vec::new();
+    for _ in 0..1000 {
+        let (http, url, sem) = (s.http.clone(), s.url("/tasks/noop/executions"), sem.clone());
+        handles.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let r = http.post(url).send().await.unwrap();
+            assert_eq!(r.status(), 201);
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, done) = s
+            .get("/executions?status=completed&task_id=noop&limit=1000")
+            .await;
+        let n = done["executions"].as_array().unwrap().len();
+        if n == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of 1000 completed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, failed) = s.get("/executions?status=failed,killed").await;
+    assert!(failed["executions"].as_array().unwrap().is_empty());
+
+    // Cursor pagination walks all of them exactly once, newest first.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/executions?task_id=noop&limit=300&cursor={c}"),
+            None => "/executions?task_id=noop&limit=300".to_string(),
+        };
+        let (_, page) = s.get(&q).await;
+        for e in page["executions"].as_array().unwrap() {
+            assert!(seen.insert(e["id"].as_str().unwrap().to_string()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1000);
+    let csv = s
+        .http
+        .get(s.url("/executions?task_id=noop&limit=5&format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 6);
+    assert!(csv.starts_with("id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms"));
+    assert!(csv.lines().nth(1).unwrap().contains(",SUCCESS,http,"));
+}
+
+#[tokio::test]
+async fn followers_see_log_lines_while_the_guest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "slow", "action": "chaos"}))
+        .await;
+    let id = s
+        .start("slow", json!({"mode": "slow", "steps": 4, "step_ms": 400}))
+        .await;
+    let started = Instant::now();
+    let mut r = s
+        .http
+        .get(s.url(&format!("/executions/{id}/logs?follow=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let mut first_line_at = None;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        if first_line_at.is_none() && text.contains("step 0 done") {
+            first_line_at = Some(started.elapsed());
+        }
+        if text.contains("event: end") {
+            break;
+        }
+    }
+    let first = first_line_at.expect("a log line arrived");
+    // Step 0 ends at ~400 ms of a ~1.6 s run; it must arrive well before the end.
+    assert!(
+        first < Duration::from_millis(1300),
+        "first line after {first:?}"
+    );
+    for step in 0..4 {
+        assert!(text.contains(&format!("step {step} done")), "{text}");
+    }
+    assert!(text.contains(r#"data: {"state":"SUCCESS"}"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_nothing_and_reruns_only_unfinished_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "slow", "action": "chaos",
+        "retry": {"max_attempts": 3, "initial_backoff": "100ms"}
+    }))
+    .await;
+    let quick: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(s.start("slow", json!({"mode": "ok"})).await);
+        }
+        ids
+    };
+    for id in &quick {
+        s.wait_for(id, "SUCCESS", WAIT).await;
+    }
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(
+            s.start("slow", json!({"mode": "slow", "steps": 6, "step_ms": 250}))
+                .await,
+        );
+    }
+    // Mid-attempt: some steps checkpointed, the rest not done.
+    for id in &slow {
+        s.wait_for(id, "RUNNING", WAIT).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.kill();
+
+    let s = Server::launch(dir.path());
+    for id in &quick {
+        let e = s.execution(id).await;
+        assert_eq!(e["state"], "SUCCESS");
+        assert_eq!(attempts(&e).len(), 1, "finished work is not run again");
+    }
+    for id in &slow {
+        let e = s.wait_for(id, "terminal", WAIT).await;
+        assert_eq!(e["state"], "SUCCESS", "{e}");
+        let a = attempts(&e);
+        assert_eq!(a.len(), 2, "{e}");
+        assert_eq!(a[0]["error"]["kind"], "host_crash");
+        let resumed = e["result"]["resumed_from"].as_u64().unwrap();
+        assert!(resumed >= 1, "the checkpoint carried over: {e}");
+        assert_eq!(
+            e["result"]["ran"].as_array().unwrap().len() as u64,
+            6 - resumed
+        );
+    }
+    let (_, all) = s.get("/executions?limit=1000").await;
+    assert_eq!(all["executions"].as_array().unwrap().len(), 7, "none lost");
+}
