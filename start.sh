@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds Ward and its example plugins, then runs Ward's main job.
+# Builds Ward and its example plugins, then starts `ward serve` on the embedded
+# default (SQLite and media in ~/.local/share/ward), with the example plugins
+# registered and an example task `hello` ready.
 # Installs the wasm32-wasip2 target when missing. Extra arguments go to `ward`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,4 +15,4 @@ cargo build --release --locked -p ward
 if [ $# -gt 0 ]; then
   exec ./target/release/ward "$@"
 fi
-exec ./target/release/ward run plugins/target/wasm32-wasip2/release/hello.wasm --input '{"name":"Ward"}'
+exec ./target/release/ward serve
