@@ -584,3 +584,31 @@ async fn a_killed_server_loses_nothing_and_reruns_only_unfinished_work() {
     let (_, all) = s.get("/executions?limit=1000").await;
     assert_eq!(all["executions"].as_array().unwrap().len(), 7, "none lost");
 }
+
+#[tokio::test]
+async fn sigterm_lets_running_attempts_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "slow", "action": "chaos"}))
+        .await;
+    let id = s
+        .start("slow", json!({"mode": "slow", "steps": 3, "step_ms": 300}))
+        .await;
+    s.wait_for(&id, "RUNNING", WAIT).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = s.wait_exit(Duration::from_secs(20));
+    assert!(exited, "the server exits after its running attempt");
+
+    let s = Server::launch(dir.path());
+    let e = s.execution(&id).await;
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(
+        attempts(&e).len(),
+        1,
+        "finished within the grace period, not re-run"
+    );
+}

@@ -21,13 +21,23 @@ impl Server {
         Server::launch_with(data, &[])
     }
 
+    /// Starts a server with no example plugins registered.
+    pub fn launch_bare(data: &Path) -> Server {
+        let empty = data.join("no-examples");
+        std::fs::create_dir_all(&empty).unwrap();
+        Server::launch_with(data, &["--plugins", empty.to_str().unwrap()])
+    }
+
+    /// `extra` may name `--plugins`; otherwise the built plugins are registered.
     pub fn launch_with(data: &Path, extra: &[&str]) -> Server {
         let plugins = super::plugin("hello").parent().unwrap().to_path_buf();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .arg("--plugins")
-            .arg(&plugins)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data);
+        if !extra.contains(&"--plugins") {
+            cmd.arg("--plugins").arg(&plugins);
+        }
+        let mut child = cmd
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,6 +71,18 @@ impl Server {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::client::{
-    Client, Control, ExecutionFilter, duration_display, field, items, print_json, short_time,
-    table, text, time_of_day,
+    Client, Control, ExecutionFilter, duration_display, field, items, out, outln, print_json,
+    short_time, table, text, time_of_day,
 };
 use super::exit;
 use crate::model::state::ExecutionState;
@@ -110,7 +110,7 @@ pub async fn main(client: Client, args: ExecutionArgs) -> anyhow::Result<u8> {
             if json {
                 print_json(&e);
             } else {
-                print!("{}", detail(&e));
+                out!("{}", detail(&e));
             }
             Ok(exit::OK)
         }
@@ -136,7 +136,7 @@ async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u
         if json {
             print_json(&execution);
         } else {
-            println!(
+            outln!(
                 "started execution {} of {} ({})",
                 text(&execution, "id"),
                 args.task,
@@ -154,7 +154,7 @@ async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u
     if json {
         print_json(&current);
     } else {
-        print!("{}", detail(&current));
+        out!("{}", detail(&current));
     }
     Ok(exit_code(&current))
 }
@@ -220,7 +220,7 @@ async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<u8>
             .collect(),
         Err(_) => BTreeMap::new(),
     };
-    print!("{}", execution_table(items(&page, "executions"), &names));
+    out!("{}", execution_table(items(&page, "executions"), &names));
     if page.get("next_cursor").is_some_and(|c| !c.is_null()) {
         eprintln!("(more executions match; raise --limit to see them)");
     }
@@ -404,7 +404,7 @@ async fn logs(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
         print_json(&serde_json::json!({ "logs": logs }));
     } else {
         for l in &logs {
-            println!("{}", log_line(l));
+            outln!("{}", log_line(l));
         }
     }
     Ok(exit::OK)
@@ -415,9 +415,9 @@ async fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
     while let Some(event) = stream.next().await? {
         match event.event.as_str() {
             "log" => match serde_json::from_str::<Value>(&event.data) {
-                Ok(log) if json => println!("{log}"),
-                Ok(log) => println!("{}", log_line(&log)),
-                Err(_) => println!("{}", event.data),
+                Ok(log) if json => outln!("{log}"),
+                Ok(log) => outln!("{}", log_line(&log)),
+                Err(_) => outln!("{}", event.data),
             },
             "end" => return Ok(exit::OK),
             _ => {}
@@ -431,7 +431,7 @@ async fn control(client: &Client, id: &str, action: Control, json: bool) -> anyh
     if json {
         print_json(&e);
     } else {
-        println!("execution {}: {}", text(&e, "id"), text(&e, "state"));
+        outln!("execution {}: {}", text(&e, "id"), text(&e, "state"));
     }
     Ok(exit::OK)
 }
@@ -521,13 +521,12 @@ fn change_line(e: &Value) -> String {
 }
 
 async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
-    let mut stdout = std::io::stdout();
-    let redraw = !json && stdout.is_terminal();
+    let redraw = !json && std::io::stdout().is_terminal();
     let mut logs: VecDeque<String> = VecDeque::new();
     let mut after: Option<i64> = None;
     let mut last_change: Option<String> = None;
     if redraw {
-        print!("\x1b[2J");
+        out!("\x1b[2J");
     }
     loop {
         let e = client.execution(id).await?;
@@ -537,7 +536,7 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
                 after = log_id(&l).max(after);
                 let line = log_line(&l);
                 if !redraw {
-                    println!("{line}");
+                    outln!("{line}");
                 }
                 logs.push_back(line);
                 if logs.len() > WATCH_LOG_LINES {
@@ -549,13 +548,12 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
         if redraw {
             // Home, then each line clears its rest, then clear below.
             let frame = watch_frame(&e, &logs, SystemTime::now()).replace('\n', "\x1b[K\n");
-            print!("\x1b[H{frame}\x1b[J");
-            let _ = stdout.flush();
+            out!("\x1b[H{frame}\x1b[J");
         } else if last_change.as_ref() != Some(&change) {
             if json {
-                println!("{e}");
+                outln!("{e}");
             } else {
-                println!("{change}  elapsed {}", elapsed(&e, SystemTime::now()));
+                outln!("{change}  elapsed {}", elapsed(&e, SystemTime::now()));
             }
             last_change = Some(change);
         }

@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, field, items, print_json, short_digest, short_time, table, text};
+use super::client::{
+    Client, field, items, out, outln, print_json, short_digest, short_time, table, text,
+};
 use super::exit;
 use crate::sandbox::limits::bytes_display;
 
@@ -60,7 +62,7 @@ pub async fn main(client: Client, args: PluginArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&plugin);
             } else {
-                println!("{}", pushed_line(&plugin, created));
+                outln!("{}", pushed_line(&plugin, created));
             }
         }
         PluginCommand::List => {
@@ -68,7 +70,7 @@ pub async fn main(client: Client, args: PluginArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&list);
             } else {
-                print!("{}", plugin_table(items(&list, "plugins")));
+                out!("{}", plugin_table(items(&list, "plugins")));
             }
         }
     }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, field, items, print_json, short_time, table, text};
+use super::client::{Client, field, items, out, outln, print_json, short_time, table, text};
 use super::exit;
 
 #[derive(Debug, Args)]
@@ -43,7 +43,7 @@ pub async fn main(client: Client, args: TaskArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&task);
             } else {
-                println!(
+                outln!(
                     "created task {} (id {}, version {})",
                     text(&task, "name"),
                     text(&task, "id"),
@@ -56,7 +56,7 @@ pub async fn main(client: Client, args: TaskArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&list);
             } else {
-                print!("{}", task_table(items(&list, "tasks")));
+                out!("{}", task_table(items(&list, "tasks")));
             }
         }
     }

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, field, items, print_json, short_time, table, text};
+use super::client::{Client, field, items, out, print_json, short_time, table, text};
 use super::exit;
 
 #[derive(Debug, Args)]
@@ -28,7 +28,7 @@ pub async fn main(client: Client, args: WorkerArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&list);
             } else {
-                print!("{}", worker_table(items(&list, "workers")));
+                out!("{}", worker_table(items(&list, "workers")));
             }
         }
     }

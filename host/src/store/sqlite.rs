@@ -1298,3 +1298,212 @@ fn media_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<MediaInfo> {
 pub fn unix_ms() -> i64 {
     now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::state::TaskRunState;
+    use crate::sandbox::report::{AttemptReport, AttemptStatus};
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn task() -> Task {
+        Task {
+            id: "task-1".into(),
+            version: 1,
+            spec: serde_json::from_value(
+                json!({"name": "t", "action": "noop", "retry": {"max_attempts": 2}}),
+            )
+            .unwrap(),
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    async fn execution(s: &SqliteStore, key: Option<&str>) -> (Execution, bool) {
+        s.create_execution(NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            task: task(),
+            task_run_id: uuid::Uuid::now_v7().to_string(),
+            trigger: Trigger::Http,
+            input: json!({}),
+            labels: Default::default(),
+            idempotency_key: key.map(str::to_string),
+            parent_id: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn ok_report(n: u32) -> AttemptReport {
+        let mut r = AttemptReport::failed_before_start(n, ErrorKind::Trap, String::new());
+        r.status = AttemptStatus::Success;
+        r.error = None;
+        r
+    }
+
+    #[tokio::test]
+    async fn a_stale_completion_is_refused_by_its_fencing_token() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        let run = s.runnable(10).await.unwrap().remove(0);
+        let first = s
+            .start_attempt(&run.task_run_id, "host-a", 0)
+            .await
+            .unwrap();
+        assert_eq!(first.fence, 1);
+        let finish = |worker: &str, fence: i64| FinishAttempt {
+            attempt_id: first.attempt_id.clone(),
+            task_run_id: run.task_run_id.clone(),
+            execution_id: e.id.clone(),
+            worker: worker.into(),
+            fence,
+            report: ok_report(1),
+            outcome: RunOutcome::Final(TaskRunState::Success),
+        };
+        assert!(matches!(
+            s.finish_attempt(finish("host-b", 1)).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(matches!(
+            s.finish_attempt(finish("host-a", 0)).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(matches!(
+            s.save_checkpoint(&run.task_run_id, 7, "{}").await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(
+            s.finish_attempt(finish("host-a", 1)).await.unwrap(),
+            ExecutionState::Success
+        );
+        // Finished: a second completion and a new start are both refused.
+        assert!(s.finish_attempt(finish("host-a", 1)).await.is_err());
+        assert!(matches!(
+            s.start_attempt(&run.task_run_id, "host-a", 0).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        let stored = s.execution(&e.id, true).await.unwrap().unwrap();
+        assert_eq!(stored.state, ExecutionState::Success);
+        assert_eq!(stored.task_runs.unwrap()[0].attempts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forbidden_transitions_change_nothing() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        assert!(matches!(
+            s.control(&e.id, Control::Pause).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.control(&e.id, Control::Resume).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.control(&e.id, Control::Restart).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert_eq!(
+            s.execution(&e.id, false).await.unwrap().unwrap().state,
+            ExecutionState::Created
+        );
+        let out = s.control(&e.id, Control::Cancel).await.unwrap();
+        assert_eq!(out.state, ExecutionState::Killed);
+        assert!(s.control(&e.id, Control::Cancel).await.is_err());
+        assert!(
+            s.runnable(10).await.unwrap().is_empty(),
+            "a killed task run is not runnable"
+        );
+        let events = s.events(&e.id, 0, 100).await.unwrap();
+        let to: Vec<_> = events.iter().filter_map(|e| e.to.clone()).collect();
+        assert_eq!(to, vec!["CREATED", "KILLED", "KILLED"]);
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_are_per_task() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (a, new_a) = execution(&s, Some("k")).await;
+        let (b, new_b) = execution(&s, Some("k")).await;
+        assert!(new_a && !new_b);
+        assert_eq!(a.id, b.id);
+        assert_eq!(s.runnable(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_closes_crashed_attempts_and_retries_under_the_policy() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        let run = s.runnable(10).await.unwrap().remove(0);
+        s.start_attempt(&run.task_run_id, "dead-host", 0)
+            .await
+            .unwrap();
+        s.save_checkpoint(&run.task_run_id, 1, r#"{"done":2}"#)
+            .await
+            .unwrap();
+        let rec = s.recover(1_000, &|_, _| 50).await.unwrap();
+        assert_eq!(rec.crashed_attempts, 1);
+        let again = s.runnable(10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].not_before, Some(1_050));
+        let second = s
+            .start_attempt(&run.task_run_id, "new-host", 0)
+            .await
+            .unwrap();
+        assert_eq!(second.number, 2);
+        assert_eq!(second.checkpoint.as_deref(), Some(r#"{"done":2}"#));
+        let stored = s.execution(&e.id, true).await.unwrap().unwrap();
+        let attempts = &stored.task_runs.unwrap()[0].attempts;
+        assert_eq!(
+            attempts[0].error.as_ref().unwrap().kind,
+            ErrorKind::HostCrash
+        );
+    }
+
+    #[tokio::test]
+    async fn hot_queries_use_indexes() {
+        let (dir, s) = store().await;
+        drop(s);
+        let mut c =
+            SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+                .await
+                .unwrap();
+        for sql in [
+            "SELECT id FROM task_runs WHERE state IN ('CREATED', 'RETRYING') ORDER BY priority DESC, id LIMIT 100",
+            "SELECT * FROM executions WHERE id = 'x'",
+            "SELECT id FROM executions WHERE task_id = 'x' AND idempotency_key = 'k'",
+            "SELECT * FROM executions WHERE state IN ('CREATED', 'RUNNING') ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM executions WHERE task_id = 'x' AND id < 'z' ORDER BY id DESC LIMIT 50",
+            "SELECT * FROM logs WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
+            "SELECT * FROM events WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
+            "SELECT * FROM attempts WHERE status = 'running'",
+            "SELECT id, state FROM task_runs WHERE execution_id = 'x'",
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            // A SCAN is fine only through an index (e.g. the partial index
+            // holding just the runnable task runs); never of a whole table.
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN") || step.contains("USING"),
+                    "{sql}\n  plan: {plan:?}"
+                );
+            }
+            assert!(
+                plan.iter().any(|p| p.contains("USING")),
+                "{sql}\n  plan: {plan:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! End-to-end tests of the client commands (`ward plugin|task|execution|worker`)
+//! against a real `ward serve`, exactly as a user types them.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::server::Server;
+use serde_json::Value;
+
+fn ward(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .env("WARD_SERVER", server.base.trim_end_matches("/api/v1"))
+        .output()
+        .expect("ward runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            stdout(o),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn the_cli_drives_plugins_tasks_and_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_bare(dir.path());
+
+    // Plugins: push under a name, push again (already present), list.
+    for (name, file) in [("hello", "hello"), ("chaos", "chaos")] {
+        let path = common::plugin(file);
+        let out = ward(
+            &s,
+            &[
+                "plugin",
+                "push",
+                path.to_str().unwrap(),
+                "--name",
+                name,
+                "--json",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(json(&out)["id"].as_str().unwrap().starts_with("sha256:"));
+    }
+    let out = ward(
+        &s,
+        &["plugin", "push", common::plugin("hello").to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("already present"), "{}", stdout(&out));
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"nope").unwrap();
+    let out = ward(&s, &["plugin", "push", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ward(&s, &["plugin", "list"]);
+    assert!(
+        stdout(&out).contains("hello") && stdout(&out).contains("chaos"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Tasks from YAML and JSON files.
+    let yaml = dir.path().join("greet.yaml");
+    std::fs::write(
+        &yaml,
+        "name: greet\naction: hello\ninput:\n  name: YAML\nretry:\n  max_attempts: 2\n",
+    )
+    .unwrap();
+    let out = ward(&s, &["task", "create", "-f", yaml.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"name": "bad name", "action": "missing"}"#).unwrap();
+    let out = ward(&s, &["task", "create", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("422"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ward(&s, &["task", "list"]);
+    assert!(stdout(&out).contains("greet"));
+
+    // Start and wait; get; logs; list with a status filter.
+    let out = ward(&s, &["execution", "start", "greet", "--wait", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = json(&out);
+    assert_eq!(e["state"], "SUCCESS");
+    assert_eq!(e["trigger"], "cli");
+    assert_eq!(e["result"]["message"], "Hello, YAML!");
+    let id = e["id"].as_str().unwrap().to_string();
+    let out = ward(
+        &s,
+        &[
+            "execution",
+            "start",
+            "greet",
+            "--input",
+            r#"{"name":""}"#,
+            "--wait",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid input fails the execution"
+    );
+    let out = ward(&s, &["execution", "get", &id]);
+    assert!(stdout(&out).contains("SUCCESS"), "{}", stdout(&out));
+    let out = ward(&s, &["execution", "logs", &id]);
+    assert!(stdout(&out).contains("greeting YAML"), "{}", stdout(&out));
+    let out = ward(&s, &["execution", "logs", &id, "--follow"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("greeting YAML"));
+    let out = ward(
+        &s,
+        &[
+            "execution",
+            "list",
+            "--status",
+            "completed",
+            "--task",
+            "greet",
+            "--json",
+        ],
+    );
+    let list = json(&out);
+    assert_eq!(list["executions"].as_array().unwrap().len(), 1);
+    let out = ward(&s, &["execution", "list", "--status", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Control: cancel a sleeping guest; cancelling again is refused.
+    let t = dir.path().join("chaos.json");
+    std::fs::write(&t, r#"{"name": "chaos", "action": "chaos"}"#).unwrap();
+    assert_eq!(
+        ward(&s, &["task", "create", "-f", t.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = ward(
+        &s,
+        &[
+            "execution",
+            "start",
+            "chaos",
+            "--input",
+            r#"{"mode":"sleep"}"#,
+            "--json",
+        ],
+    );
+    let sleeper = json(&out)["id"].as_str().unwrap().to_string();
+    s.wait_for(&sleeper, "RUNNING", std::time::Duration::from_secs(30))
+        .await;
+    let out = ward(&s, &["execution", "cancel", &sleeper]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_for(&sleeper, "KILLED", std::time::Duration::from_secs(30))
+        .await;
+    let out = ward(&s, &["execution", "cancel", &sleeper]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+    let out = ward(&s, &["execution", "restart", &sleeper, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = ward(&s, &["execution", "watch", &id]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("SUCCESS"));
+    let out = ward(&s, &["worker", "list", "--json"]);
+    assert!(json(&out)["workers"][0]["slots"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn an_unreachable_server_says_how_to_start_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["--server", "http://127.0.0.1:9", "execution", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach Ward") && err.contains("ward serve"),
+        "{err}"
+    );
+}
