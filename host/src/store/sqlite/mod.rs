@@ -1,0 +1,738 @@
+//! The embedded SQLite store: WAL, `synchronous=FULL`, migrations embedded.
+//!
+//! Writes go through one writer thread that commits in groups (`writes`);
+//! reads use a small sqlx pool of other connections, which WAL lets run
+//! beside the writer.
+
+mod writes;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+
+use super::*;
+use crate::model::execution::{Attempt, AttemptPhase, TaskRun};
+use writes::{Crashed, Created, Writer};
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    writer: Writer,
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durable at commit: an acknowledged change survives power loss.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory")
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let mut conn = SqliteConnection::connect_with(&options(path)).await?;
+        sqlx::migrate!("./migrations")
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        conn.close().await?;
+        let writer = Writer::open(path)?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(path).read_only(true))
+            .await?;
+        Ok(SqliteStore { read, writer })
+    }
+
+    async fn reader(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        Ok(self.read.acquire().await?)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn exec_state(s: &str) -> StoreResult<ExecutionState> {
+    ExecutionState::from_str(s).map_err(StoreError::Internal)
+}
+
+fn run_state(s: &str) -> StoreResult<TaskRunState> {
+    TaskRunState::from_str(s).map_err(StoreError::Internal)
+}
+
+fn json_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> StoreResult<Option<Value>> {
+    let text: Option<String> = row.try_get(col)?;
+    Ok(match text {
+        Some(t) => Some(serde_json::from_str(&t)?),
+        None => None,
+    })
+}
+
+const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key";
+
+fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Execution> {
+    let trigger: String = row.try_get("trigger")?;
+    Ok(Execution {
+        id: row.try_get("id")?,
+        task_id: row.try_get("task_id")?,
+        task_version: row.try_get("task_version")?,
+        namespace: row.try_get("namespace")?,
+        parent_id: row.try_get("parent_id")?,
+        trigger: Trigger::parse(&trigger)
+            .ok_or_else(|| StoreError::Internal(format!("bad trigger {trigger}")))?,
+        input: json_col(row, "input")?.unwrap_or(Value::Null),
+        state: exec_state(row.try_get("state")?)?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        outputs: match json_col(row, "outputs")? {
+            Some(v) => serde_json::from_value(v)?,
+            None => Default::default(),
+        },
+        result: json_col(row, "result")?,
+        error: match json_col(row, "error")? {
+            Some(v) => Some(serde_json::from_value(v)?),
+            None => None,
+        },
+        labels: match json_col(row, "labels")? {
+            Some(v) => serde_json::from_value(v)?,
+            None => Default::default(),
+        },
+        idempotency_key: row.try_get("idempotency_key")?,
+        task_runs: None,
+    })
+}
+
+async fn load_execution(
+    c: &mut SqliteConnection,
+    id: &str,
+    with_runs: bool,
+) -> StoreResult<Option<Execution>> {
+    let row = sqlx::query(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut exec = execution_from_row(&row)?;
+    if with_runs {
+        let runs = sqlx::query("SELECT id, step, state, not_before, checkpoint FROM task_runs WHERE execution_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await?;
+        let attempts = sqlx::query(
+            "SELECT id, task_run_id, number, status, error, usage, worker_id, started_at, ended_at \
+             FROM attempts WHERE execution_id = ? ORDER BY number",
+        )
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await?;
+        let mut task_runs = Vec::new();
+        for r in runs {
+            let run_id: String = r.try_get("id")?;
+            let mut list = Vec::new();
+            for a in attempts
+                .iter()
+                .filter(|a| a.get::<String, _>("task_run_id") == run_id)
+            {
+                let status: String = a.try_get("status")?;
+                list.push(Attempt {
+                    id: a.try_get("id")?,
+                    number: a.try_get::<i64, _>("number")? as u32,
+                    status: AttemptPhase::parse(&status)
+                        .ok_or_else(|| StoreError::Internal(format!("bad status {status}")))?,
+                    error: match json_col(a, "error")? {
+                        Some(v) => Some(serde_json::from_value(v)?),
+                        None => None,
+                    },
+                    usage: match json_col(a, "usage")? {
+                        Some(v) => Some(serde_json::from_value(v)?),
+                        None => None,
+                    },
+                    worker_id: a.try_get("worker_id")?,
+                    started_at: a.try_get("started_at")?,
+                    ended_at: a.try_get("ended_at")?,
+                });
+            }
+            let not_before: Option<i64> = r.try_get("not_before")?;
+            task_runs.push(TaskRun {
+                id: run_id,
+                step: r.try_get("step")?,
+                state: run_state(r.try_get("state")?)?,
+                attempts: list,
+                not_before: not_before.map(ms_to_rfc3339),
+                checkpoint: json_col(&r, "checkpoint")?,
+            });
+        }
+        exec.task_runs = Some(task_runs);
+    }
+    Ok(Some(exec))
+}
+
+fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Task> {
+    let spec: String = row.try_get("spec")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        spec: serde_json::from_str(&spec)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn plugin_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Plugin> {
+    let digest: String = row.try_get("digest")?;
+    Ok(Plugin {
+        id: format!("sha256:{digest}"),
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn runnable_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<Runnable> {
+    Ok(Runnable {
+        task_run_id: r.try_get("id")?,
+        execution_id: r.try_get("execution_id")?,
+        task_id: r.try_get("task_id")?,
+        priority: r.try_get::<i64, _>("priority")? as i32,
+        queue: r.try_get("queue")?,
+        not_before: r.try_get("not_before")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<bool> {
+        let p = plugin.clone();
+        self.writer.run(move |c| writes::put_plugin(c, &p)).await
+    }
+
+    async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>> {
+        let mut c = self.reader().await?;
+        let digest = id_or_name.trim_start_matches("sha256:");
+        let row = sqlx::query(
+            "SELECT * FROM plugins WHERE digest = ? UNION ALL \
+             SELECT * FROM (SELECT * FROM plugins WHERE name = ? ORDER BY created_at DESC LIMIT 1) LIMIT 1",
+        )
+        .bind(digest)
+        .bind(id_or_name)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.as_ref().map(plugin_from_row).transpose()
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<Plugin>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name, created_at")
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    async fn create_task(&self, task: &Task) -> StoreResult<()> {
+        let t = task.clone();
+        self.writer.run(move |c| writes::create_task(c, &t)).await
+    }
+
+    async fn update_task(&self, id: &str, spec: &TaskSpec) -> StoreResult<Task> {
+        let (id, spec) = (id.to_string(), spec.clone());
+        self.writer
+            .run(move |c| writes::update_task(c, &id, spec))
+            .await
+    }
+
+    async fn delete_task(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer.run(move |c| writes::delete_task(c, &id)).await
+    }
+
+    async fn task(&self, id_or_name: &str) -> StoreResult<Option<Task>> {
+        let mut c = self.reader().await?;
+        let row =
+            sqlx::query("SELECT * FROM tasks WHERE (id = ? OR name = ?) AND deleted = 0 LIMIT 1")
+                .bind(id_or_name)
+                .bind(id_or_name)
+                .fetch_optional(&mut *c)
+                .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn tasks(&self) -> StoreResult<Vec<Task>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT * FROM tasks WHERE deleted = 0 ORDER BY namespace, name")
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)> {
+        match self
+            .writer
+            .run(move |c| writes::create_execution(c, new))
+            .await?
+        {
+            Created::New(e) => Ok((*e, true)),
+            Created::Existing(id) => {
+                let e = self
+                    .execution(&id, false)
+                    .await?
+                    .ok_or_else(|| StoreError::Internal(format!("execution {id} vanished")))?;
+                Ok((e, false))
+            }
+        }
+    }
+
+    async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>> {
+        let mut c = self.reader().await?;
+        load_execution(&mut c, id, with_runs).await
+    }
+
+    async fn executions(&self, f: &ExecutionFilter) -> StoreResult<Vec<Execution>> {
+        let mut c = self.reader().await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE 1 = 1"
+        ));
+        if !f.states.is_empty() {
+            q.push(" AND state IN (");
+            let mut sep = q.separated(", ");
+            for s in &f.states {
+                sep.push_bind(s.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(t) = &f.task_id {
+            q.push(" AND task_id = ").push_bind(t.clone());
+        }
+        if let Some(s) = &f.since {
+            q.push(" AND created_at >= ").push_bind(s.clone());
+        }
+        if let Some(u) = &f.until {
+            q.push(" AND created_at < ").push_bind(u.clone());
+        }
+        if let Some(cur) = &f.cursor {
+            q.push(" AND id < ").push_bind(cur.clone());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(f.limit.clamp(1, 1000) as i64);
+        let rows = q.build().fetch_all(&mut *c).await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn control(&self, id: &str, control: Control) -> StoreResult<ControlOutcome> {
+        let id = id.to_string();
+        self.writer
+            .run(move |c| writes::control(c, &id, control))
+            .await
+    }
+
+    async fn start_attempt(
+        &self,
+        task_run_id: &str,
+        worker: &str,
+        lease_until: i64,
+    ) -> StoreResult<StartedAttempt> {
+        let (run, worker) = (task_run_id.to_string(), worker.to_string());
+        self.writer
+            .run(move |c| writes::start_attempt(c, &run, &worker, lease_until))
+            .await
+    }
+
+    async fn finish_attempt(&self, f: FinishAttempt) -> StoreResult<ExecutionState> {
+        self.writer.run(move |c| writes::finish_attempt(c, f)).await
+    }
+
+    async fn save_checkpoint(&self, task_run_id: &str, fence: i64, state: &str) -> StoreResult<()> {
+        let (run, state) = (task_run_id.to_string(), state.to_string());
+        self.writer
+            .run(move |c| writes::save_checkpoint(c, &run, fence, &state))
+            .await
+    }
+
+    fn append_logs(&self, lines: Vec<NewLog>) {
+        if !lines.is_empty() {
+            self.writer.fire(move |c| writes::append_logs(c, &lines));
+        }
+    }
+
+    async fn renew_leases(&self, worker: &str, lease_until: i64) -> StoreResult<()> {
+        let worker = worker.to_string();
+        self.writer
+            .run(move |c| writes::renew_leases(c, &worker, lease_until))
+            .await
+    }
+
+    async fn recover(
+        &self,
+        now_ms: i64,
+        backoff_ms: &(dyn for<'s> Fn(&'s TaskSpec, u32) -> i64 + Sync),
+    ) -> StoreResult<Recovery> {
+        // The backoff function is not 'static: work out the retry times
+        // here, then hand the writes to the writer.
+        let running = self.writer.run(writes::running_attempts).await?;
+        let crashed = running
+            .into_iter()
+            .map(|a| Crashed {
+                retry_at: (a.number < a.max_attempts)
+                    .then(|| now_ms + backoff_ms(&a.spec, a.number)),
+                attempt_id: a.attempt_id,
+                run_id: a.run_id,
+                execution_id: a.execution_id,
+                number: a.number,
+            })
+            .collect();
+        self.writer.run(move |c| writes::recover(c, crashed)).await
+    }
+
+    async fn runnable(&self, limit: u32) -> StoreResult<Vec<Runnable>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query(
+            "SELECT id, execution_id, task_id, priority, queue, not_before FROM task_runs \
+             WHERE state IN ('CREATED', 'RETRYING') ORDER BY priority DESC, id LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&mut *c)
+        .await?;
+        rows.iter().map(runnable_from_row).collect()
+    }
+
+    async fn logs(
+        &self,
+        execution_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredLog>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT id, attempt, ts, level, source, message FROM logs WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(execution_id)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredLog {
+                    id: r.try_get("id")?,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    ts: r.try_get("ts")?,
+                    level: r.try_get("level")?,
+                    source: r.try_get("source")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events(&self, execution_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(execution_id)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&mut *c)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get("id")?,
+                    execution_id: r.try_get("execution_id")?,
+                    ts: r.try_get("ts")?,
+                    kind: r.try_get("kind")?,
+                    from: r.try_get("from_state")?,
+                    to: r.try_get("to_state")?,
+                    detail: json_col(r, "detail")?.unwrap_or(Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT * FROM media WHERE execution_id = ? ORDER BY id")
+            .bind(execution_id)
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter().map(media_from_row).collect()
+    }
+
+    async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>> {
+        let mut c = self.reader().await?;
+        let row = sqlx::query("SELECT * FROM media WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.as_ref().map(media_from_row).transpose()
+    }
+
+    async fn metrics(&self, execution_id: &str) -> StoreResult<Vec<AttemptMetric>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT number, report FROM attempts WHERE execution_id = ? AND report IS NOT NULL ORDER BY number")
+            .bind(execution_id)
+            .fetch_all(&mut *c)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let attempt = r.try_get::<i64, _>("number")? as u32;
+            let report = json_col(&r, "report")?.unwrap_or(Value::Null);
+            let metrics: Vec<crate::sandbox::report::Metric> =
+                serde_json::from_value(report["metrics"].clone()).unwrap_or_default();
+            out.extend(
+                metrics
+                    .into_iter()
+                    .map(|metric| AttemptMetric { attempt, metric }),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn media_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<MediaInfo> {
+    Ok(MediaInfo {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        content_type: r.try_get("content_type")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        sha256: r.try_get("sha256")?,
+        url: r.try_get("url")?,
+    })
+}
+
+/// For tests and the recovery path: the current time in unix ms.
+pub fn unix_ms() -> i64 {
+    now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::now;
+    use crate::model::state::TaskRunState;
+    use crate::sandbox::ErrorKind;
+    use crate::sandbox::report::{AttemptReport, AttemptStatus};
+    use serde_json::json;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn task() -> Task {
+        Task {
+            id: "task-1".into(),
+            version: 1,
+            spec: serde_json::from_value(
+                json!({"name": "t", "action": "noop", "retry": {"max_attempts": 2}}),
+            )
+            .unwrap(),
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    async fn execution(s: &SqliteStore, key: Option<&str>) -> (Execution, bool) {
+        s.create_execution(NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            task: task(),
+            task_run_id: uuid::Uuid::now_v7().to_string(),
+            trigger: Trigger::Http,
+            input: json!({}),
+            labels: Default::default(),
+            idempotency_key: key.map(str::to_string),
+            parent_id: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn ok_report(n: u32) -> AttemptReport {
+        let mut r = AttemptReport::failed_before_start(n, ErrorKind::Trap, String::new());
+        r.status = AttemptStatus::Success;
+        r.error = None;
+        r
+    }
+
+    #[tokio::test]
+    async fn a_stale_completion_is_refused_by_its_fencing_token() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        let run = s.runnable(10).await.unwrap().remove(0);
+        let first = s
+            .start_attempt(&run.task_run_id, "host-a", 0)
+            .await
+            .unwrap();
+        assert_eq!(first.fence, 1);
+        let finish = |worker: &str, fence: i64| FinishAttempt {
+            attempt_id: first.attempt_id.clone(),
+            task_run_id: run.task_run_id.clone(),
+            execution_id: e.id.clone(),
+            worker: worker.into(),
+            fence,
+            report: ok_report(1),
+            outcome: RunOutcome::Final(TaskRunState::Success),
+        };
+        assert!(matches!(
+            s.finish_attempt(finish("host-b", 1)).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(matches!(
+            s.finish_attempt(finish("host-a", 0)).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(matches!(
+            s.save_checkpoint(&run.task_run_id, 7, "{}").await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(
+            s.finish_attempt(finish("host-a", 1)).await.unwrap(),
+            ExecutionState::Success
+        );
+        // Finished: a second completion and a new start are both refused.
+        assert!(s.finish_attempt(finish("host-a", 1)).await.is_err());
+        assert!(matches!(
+            s.start_attempt(&run.task_run_id, "host-a", 0).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        let stored = s.execution(&e.id, true).await.unwrap().unwrap();
+        assert_eq!(stored.state, ExecutionState::Success);
+        assert_eq!(stored.task_runs.unwrap()[0].attempts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forbidden_transitions_change_nothing() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        assert!(matches!(
+            s.control(&e.id, Control::Pause).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.control(&e.id, Control::Resume).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert!(matches!(
+            s.control(&e.id, Control::Restart).await,
+            Err(StoreError::Forbidden(_))
+        ));
+        assert_eq!(
+            s.execution(&e.id, false).await.unwrap().unwrap().state,
+            ExecutionState::Created
+        );
+        let out = s.control(&e.id, Control::Cancel).await.unwrap();
+        assert_eq!(out.state, ExecutionState::Killed);
+        assert!(s.control(&e.id, Control::Cancel).await.is_err());
+        assert!(
+            s.runnable(10).await.unwrap().is_empty(),
+            "a killed task run is not runnable"
+        );
+        let events = s.events(&e.id, 0, 100).await.unwrap();
+        let to: Vec<_> = events.iter().filter_map(|e| e.to.clone()).collect();
+        assert_eq!(to, vec!["CREATED", "KILLED", "KILLED"]);
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_are_per_task() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (a, new_a) = execution(&s, Some("k")).await;
+        let (b, new_b) = execution(&s, Some("k")).await;
+        assert!(new_a && !new_b);
+        assert_eq!(a.id, b.id);
+        assert_eq!(s.runnable(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_closes_crashed_attempts_and_retries_under_the_policy() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (e, _) = execution(&s, None).await;
+        let run = s.runnable(10).await.unwrap().remove(0);
+        s.start_attempt(&run.task_run_id, "dead-host", 0)
+            .await
+            .unwrap();
+        s.save_checkpoint(&run.task_run_id, 1, r#"{"done":2}"#)
+            .await
+            .unwrap();
+        let rec = s.recover(1_000, &|_, _| 50).await.unwrap();
+        assert_eq!(rec.crashed_attempts, 1);
+        let again = s.runnable(10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].not_before, Some(1_050));
+        let second = s
+            .start_attempt(&run.task_run_id, "new-host", 0)
+            .await
+            .unwrap();
+        assert_eq!(second.number, 2);
+        assert_eq!(second.checkpoint.as_deref(), Some(r#"{"done":2}"#));
+        let stored = s.execution(&e.id, true).await.unwrap().unwrap();
+        let attempts = &stored.task_runs.unwrap()[0].attempts;
+        assert_eq!(
+            attempts[0].error.as_ref().unwrap().kind,
+            ErrorKind::HostCrash
+        );
+    }
+
+    #[tokio::test]
+    async fn hot_queries_use_indexes() {
+        let (dir, s) = store().await;
+        drop(s);
+        let mut c =
+            SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+                .await
+                .unwrap();
+        for sql in [
+            "SELECT id FROM task_runs WHERE state IN ('CREATED', 'RETRYING') ORDER BY priority DESC, id LIMIT 100",
+            "SELECT * FROM executions WHERE id = 'x'",
+            "SELECT id FROM executions WHERE task_id = 'x' AND idempotency_key = 'k'",
+            "SELECT * FROM executions WHERE state IN ('CREATED', 'RUNNING') ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM executions WHERE task_id = 'x' AND id < 'z' ORDER BY id DESC LIMIT 50",
+            "SELECT * FROM logs WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
+            "SELECT * FROM events WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
+            "SELECT * FROM attempts WHERE status = 'running'",
+            "SELECT id, state FROM task_runs WHERE execution_id = 'x'",
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            // A SCAN is fine only through an index (e.g. the partial index
+            // holding just the runnable task runs); never of a whole table.
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN") || step.contains("USING"),
+                    "{sql}\n  plan: {plan:?}"
+                );
+            }
+            assert!(
+                plan.iter().any(|p| p.contains("USING")),
+                "{sql}\n  plan: {plan:?}"
+            );
+        }
+    }
+}
