@@ -27,8 +27,7 @@ pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
-    svc.store()
-        .task(&id)
+    svc.task(&id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
@@ -40,7 +39,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Task>, ApiError> {
     let spec: TaskSpec = parse_json(&body?, "task")?;
-    if svc.store().task(&id).await?.is_none() {
+    if svc.task(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no task {id}")));
     }
     Ok(Json(svc.update_task(&id, spec).await?))
@@ -50,6 +49,6 @@ pub async fn delete(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    svc.store().delete_task(&id).await?;
+    svc.delete_task(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

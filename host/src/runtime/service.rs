@@ -160,6 +160,13 @@ pub struct WorkerInfo {
 }
 
 pub struct Service {
+    /// Tasks by the id or name they were looked up with, and loaded actions
+    /// by the action they were looked up with: the trigger and attempt hot
+    /// paths then read nothing from the store. This host is the only writer
+    /// of tasks and plugins (SQLite), and clears these on every change; a
+    /// multi-host store must invalidate them across hosts.
+    tasks: Mutex<Cache<Task>>,
+    actions: Mutex<Cache<Arc<LoadedAction>>>,
     store: Arc<dyn Store>,
     sandbox: Arc<Sandbox>,
     media: Arc<MediaStore>,
@@ -186,6 +193,8 @@ impl Service {
             ServiceError::Internal(format!("creating {}: {e}", config.plugins_dir.display()))
         })?;
         let svc = Arc::new(Service {
+            tasks: Mutex::new(Cache::default()),
+            actions: Mutex::new(Cache::default()),
             store,
             sandbox,
             media,
@@ -315,6 +324,8 @@ impl Service {
             created_at: now(),
         };
         let created = self.store.put_plugin(&plugin).await?;
+        // A name may now mean a newer component.
+        lock(&self.actions).clear();
         let stored = self.store.plugin(&plugin.id).await?.unwrap_or(plugin);
         Ok((stored, created))
     }
@@ -348,6 +359,7 @@ impl Service {
             updated_at: ts,
         };
         self.store.create_task(&task).await?;
+        lock(&self.tasks).clear();
         self.lock_dispatch()
             .task_limits
             .insert(task.id.clone(), task.spec.concurrency);
@@ -357,9 +369,32 @@ impl Service {
     pub async fn update_task(&self, id: &str, spec: TaskSpec) -> ServiceResult<Task> {
         self.check_task(&spec).await?;
         let task = self.store.update_task(id, &spec).await?;
+        lock(&self.tasks).clear();
         self.lock_dispatch()
             .task_limits
             .insert(task.id.clone(), task.spec.concurrency);
+        Ok(task)
+    }
+
+    pub async fn delete_task(&self, id: &str) -> ServiceResult<()> {
+        self.store.delete_task(id).await?;
+        lock(&self.tasks).clear();
+        Ok(())
+    }
+
+    /// A task by id or name, from memory when it was looked up before.
+    pub async fn task(&self, id_or_name: &str) -> ServiceResult<Option<Task>> {
+        let generation = {
+            let cache = lock(&self.tasks);
+            if let Some(t) = cache.entries.get(id_or_name) {
+                return Ok(Some(t.clone()));
+            }
+            cache.generation
+        };
+        let task = self.store.task(id_or_name).await?;
+        if let Some(t) = &task {
+            lock(&self.tasks).insert(generation, id_or_name, t.clone());
+        }
         Ok(task)
     }
 
@@ -377,7 +412,6 @@ impl Service {
         idempotency_key: Option<String>,
     ) -> ServiceResult<(Execution, bool)> {
         let task = self
-            .store
             .task(task)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no task {task}")))?;
@@ -562,6 +596,19 @@ impl Service {
     }
 
     async fn action_for(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
+        let generation = {
+            let cache = lock(&self.actions);
+            if let Some(a) = cache.entries.get(action) {
+                return Ok(a.clone());
+            }
+            cache.generation
+        };
+        let loaded = self.load_action(action).await?;
+        lock(&self.actions).insert(generation, action, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn load_action(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
         let plugin = self
             .store
             .plugin(action)
@@ -698,6 +745,39 @@ impl Service {
     }
 }
 
+/// Lookups remembered until the next change. The generation makes a lookup
+/// that raced with a change drop its (possibly stale) result.
+struct Cache<T> {
+    entries: HashMap<String, T>,
+    generation: u64,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache {
+            entries: HashMap::new(),
+            generation: 0,
+        }
+    }
+}
+
+impl<T> Cache<T> {
+    fn insert(&mut self, read_at: u64, key: &str, value: T) {
+        if read_at == self.generation {
+            self.entries.insert(key.to_string(), value);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.generation += 1;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Checkpoints committed to the store before the guest hears they are saved.
 struct StoreCheckpoints {
     store: Arc<dyn Store>,
@@ -745,5 +825,38 @@ impl LogObserver for StoreLogs {
             source,
             message: line.message.clone(),
         }]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_that_raced_with_a_change_is_not_remembered() {
+        let mut c: Cache<u32> = Cache::default();
+        let read_at = c.generation;
+        c.clear(); // a task changed while the lookup was reading the store
+        c.insert(read_at, "t", 1);
+        assert!(c.entries.is_empty());
+        c.insert(c.generation, "t", 2);
+        assert_eq!(c.entries["t"], 2);
+    }
+
+    #[test]
+    fn ready_work_is_ordered_by_priority_then_age() {
+        let item = |priority, seq| Ready {
+            priority,
+            seq,
+            run: RunRef {
+                task_run_id: format!("{priority}-{seq}"),
+                execution_id: String::new(),
+                task_id: String::new(),
+                queue: String::new(),
+            },
+        };
+        let mut heap = BinaryHeap::from(vec![item(0, 1), item(5, 3), item(0, 0), item(5, 2)]);
+        let order: Vec<_> = std::iter::from_fn(|| heap.pop().map(|r| r.run.task_run_id)).collect();
+        assert_eq!(order, vec!["5-2", "5-3", "0-0", "0-1"]);
     }
 }
