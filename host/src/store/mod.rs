@@ -189,6 +189,8 @@ pub trait Store: Send + Sync + 'static {
     // The attempt lifecycle.
     /// Marks the task run RUNNING under `worker` with a new fencing token and
     /// records the attempt; fails if the execution is paused, ending or ended.
+    /// May return before the change is committed (nobody is told of it);
+    /// every later write of the attempt is ordered after it.
     async fn start_attempt(
         &self,
         task_run_id: &str,

@@ -354,8 +354,10 @@ impl Store for SqliteStore {
         lease_until: i64,
     ) -> StoreResult<StartedAttempt> {
         let (run, worker) = (task_run_id.to_string(), worker.to_string());
+        // The guest may start while RUNNING is being committed: no caller
+        // is told, and the attempt's completion is queued behind it.
         self.writer
-            .run(move |c| writes::start_attempt(c, &run, &worker, lease_until))
+            .run_before_commit(move |c| writes::start_attempt(c, &run, &worker, lease_until))
             .await
     }
 

@@ -83,6 +83,35 @@ impl Writer {
             .map_err(|_| StoreError::Internal("the store's writer dropped a write".into()))?
     }
 
+    /// Runs `f` in the next transaction and resolves as soon as `f` has run,
+    /// before the commit. For writes nobody is told about (an attempt
+    /// marked RUNNING): later writes queue behind it in the same order, so
+    /// nothing can observe the difference except a failed commit, which is
+    /// logged and leaves the task run to recovery.
+    pub async fn run_before_commit<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let result = f(c);
+            let ok = result.is_ok();
+            let _ = tx.send(result);
+            let ack: Ack = Box::new(|commit| {
+                if let Err(e) = commit {
+                    tracing::error!(error = %e, "store: a write acted on before its commit was lost");
+                }
+            });
+            (ok, ack)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Internal("the store's writer dropped a write".into()))?
+    }
+
     /// Queues `f` without waiting for it (log lines).
     pub fn fire<F>(&self, f: F)
     where
