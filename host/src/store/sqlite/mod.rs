@@ -31,7 +31,6 @@ fn options(path: &Path) -> SqliteConnectOptions {
         // Durable at commit: an acknowledged change survives power loss.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("cache_size", "-65536")
         .pragma("temp_store", "memory")
 }
 
@@ -404,7 +403,16 @@ impl Store for SqliteStore {
                 number: a.number,
             })
             .collect();
-        self.writer.run(move |c| writes::recover(c, crashed)).await
+        // Recovery checks transitions as it writes: a refusal there is a
+        // broken batch (rolled back whole), not a clean one.
+        self.writer
+            .run(move |c| {
+                writes::recover(c, crashed).map_err(|e| match e {
+                    StoreError::Forbidden(f) => StoreError::Internal(format!("recovery: {f}")),
+                    other => other,
+                })
+            })
+            .await
     }
 
     async fn runnable(&self, limit: u32) -> StoreResult<Vec<Runnable>> {
@@ -655,6 +663,31 @@ mod tests {
         let events = s.events(&e.id, 0, 100).await.unwrap();
         let to: Vec<_> = events.iter().filter_map(|e| e.to.clone()).collect();
         assert_eq!(to, vec!["CREATED", "KILLED", "KILLED"]);
+    }
+
+    #[tokio::test]
+    async fn refused_writes_do_not_disturb_their_batch() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let s = std::sync::Arc::new(s);
+        let mut writes = Vec::new();
+        for i in 0..60 {
+            let s = s.clone();
+            writes.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    execution(&s, None).await.1
+                } else {
+                    matches!(
+                        s.control("missing", Control::Pause).await,
+                        Err(StoreError::NotFound(_))
+                    )
+                }
+            }));
+        }
+        for w in writes {
+            assert!(w.await.unwrap());
+        }
+        assert_eq!(s.runnable(100).await.unwrap().len(), 30);
     }
 
     #[tokio::test]

@@ -6,11 +6,17 @@
 //! writes run here, synchronously on a dedicated thread with rusqlite (the
 //! same libsqlite3 that sqlx links), with prepared statements cached. The
 //! thread takes every write queued while the previous commit ran, applies
-//! them in one transaction (each in its own savepoint, so one refused write
-//! does not undo the others) and acknowledges each only after the commit:
+//! them in one transaction and acknowledges each only after the commit:
 //! durable at acknowledgement, with one fsync per batch instead of one per
 //! execution. Every state change is checked against `model::state` here,
 //! inside the transaction, before it is written.
+//!
+//! Every refusal (a forbidden transition, a conflict, a stale fencing token,
+//! an unknown id) is decided before a write touches a row, so a refused
+//! write leaves the batch as it was and needs no savepoint (savepoints made
+//! SQLite copy each touched page into a sub-journal: measurable at this
+//! rate). A failure of SQLite itself rolls the whole batch back and fails
+//! every write in it.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -26,7 +32,23 @@ use crate::model::state;
 use crate::sandbox::report::{AttemptError, ErrorKind, Usage};
 
 type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Ack) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (Applied, Ack) + Send>;
+
+/// What a write did to the transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Done, or refused before writing anything.
+    Clean,
+    /// SQLite failed part-way: the transaction must be rolled back.
+    Broken,
+}
+
+fn applied<T>(result: &StoreResult<T>) -> Applied {
+    match result {
+        Err(StoreError::Internal(_)) => Applied::Broken,
+        _ => Applied::Clean,
+    }
+}
 
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -46,8 +68,10 @@ impl Writer {
     pub fn open(path: &Path) -> StoreResult<Writer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // The default page cache: every commit walks it (pcache1Truncate), so a
+        // large one costs more than it saves here.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = memory;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = memory;",
         )?;
         conn.set_prepared_statement_cache_capacity(128);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -67,14 +91,14 @@ impl Writer {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c| {
             let result = f(c);
-            let ok = result.is_ok();
+            let state = applied(&result);
             let ack: Ack = Box::new(move |commit| {
                 let _ = tx.send(match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Internal(format!("commit failed: {e}"))),
+                    Err(e) => Err(StoreError::Internal(format!("not committed: {e}"))),
                 });
             });
-            (ok, ack)
+            (state, ack)
         });
         self.jobs
             .send(job)
@@ -96,14 +120,14 @@ impl Writer {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c| {
             let result = f(c);
-            let ok = result.is_ok();
+            let state = applied(&result);
             let _ = tx.send(result);
             let ack: Ack = Box::new(|commit| {
                 if let Err(e) = commit {
                     tracing::error!(error = %e, "store: a write acted on before its commit was lost");
                 }
             });
-            (ok, ack)
+            (state, ack)
         });
         self.jobs
             .send(job)
@@ -118,14 +142,11 @@ impl Writer {
         F: FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
     {
         let job: Job = Box::new(move |c| {
-            let ok = match f(c) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "store: a queued write failed");
-                    false
-                }
-            };
-            (ok, Box::new(|_| {}))
+            let result = f(c);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "store: a queued write failed");
+            }
+            (applied(&result), Box::new(|_| {}))
         });
         if self.jobs.send(job).is_err() {
             tracing::error!("store: the writer has stopped; a queued write was lost");
@@ -134,38 +155,50 @@ impl Writer {
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+    let mut pending: std::collections::VecDeque<Job> = Default::default();
+    loop {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(job) => pending.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => pending.push_back(job),
                 Err(_) => break,
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "store: cannot begin a transaction");
-            for job in jobs {
+            for job in pending.drain(..) {
                 let (_, ack) = job(&conn);
                 ack(Err(e.to_string()));
             }
             continue;
         }
-        let mut acks = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let _ = conn.execute_batch("SAVEPOINT op");
-            let (ok, ack) = job(&conn);
-            if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO op");
-            }
-            let _ = conn.execute_batch("RELEASE op");
+        let mut acks = Vec::with_capacity(pending.len());
+        let mut broken = false;
+        while let Some(job) = pending.pop_front() {
+            let (state, ack) = job(&conn);
             acks.push(ack);
+            if state == Applied::Broken {
+                // The rest of the batch runs in a fresh transaction.
+                broken = true;
+                break;
+            }
         }
-        let commit = match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, "store: commit failed");
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e.to_string())
+        let commit = if broken {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err("a write in the same batch failed; the batch was rolled back".to_string())
+        } else {
+            match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "store: commit failed");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e.to_string())
+                }
             }
         };
         for ack in acks {
@@ -680,6 +713,19 @@ pub(super) fn finish_attempt(c: &Connection, f: FinishAttempt) -> StoreResult<Ex
     } else {
         f.outcome
     };
+    // Every check before the first write (see the module docs).
+    let (run_to, not_before) = match outcome {
+        RunOutcome::Retry { not_before } => (TaskRunState::Retrying, Some(not_before)),
+        RunOutcome::Final(s) => (s, None),
+    };
+    state::task_run(run_from, run_to)?;
+    let exec_to = match outcome {
+        RunOutcome::Retry { .. } => exec_from,
+        RunOutcome::Final(s) => final_execution_state(s),
+    };
+    if exec_to != exec_from {
+        state::execution(exec_from, exec_to)?;
+    }
     let report_json = json!({
         "result": r.result, "outputs": r.outputs, "metrics": r.metrics, "media": r.media,
         "warnings": r.warnings, "checkpoint": r.checkpoint,
@@ -709,11 +755,6 @@ pub(super) fn finish_attempt(c: &Connection, f: FinishAttempt) -> StoreResult<Ex
         )?
         .execute(params![m.id, f.execution_id, f.attempt_id, m.name, m.content_type, m.size as i64, m.sha256, m.url, now()])?;
     }
-    let (run_to, not_before) = match outcome {
-        RunOutcome::Retry { not_before } => (TaskRunState::Retrying, Some(not_before)),
-        RunOutcome::Final(s) => (s, None),
-    };
-    state::task_run(run_from, run_to)?;
     c.prepare_cached(
         "UPDATE task_runs SET state = ?, owner = NULL, lease_until = NULL, not_before = ?, checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
     )?
@@ -733,10 +774,6 @@ pub(super) fn finish_attempt(c: &Connection, f: FinishAttempt) -> StoreResult<Ex
             error,
             f.execution_id
         ])?;
-    let exec_to = match outcome {
-        RunOutcome::Retry { .. } => exec_from,
-        RunOutcome::Final(s) => final_execution_state(s),
-    };
     set_execution_state(
         c,
         &f.execution_id,
