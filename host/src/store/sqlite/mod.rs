@@ -32,6 +32,7 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .pragma("temp_store", "memory")
+        .pragma("mmap_size", "1073741824")
 }
 
 impl SqliteStore {
