@@ -102,11 +102,7 @@ impl Writer {
             });
             (state, ack)
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Internal("the store's writer dropped a write".into()))?
+        self.submit(job, rx).await
     }
 
     /// Runs `f` in the next transaction and resolves as soon as `f` has run,
@@ -131,6 +127,10 @@ impl Writer {
             });
             (state, ack)
         });
+        self.submit(job, rx).await
+    }
+
+    async fn submit<T>(&self, job: Job, rx: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
