@@ -621,6 +621,31 @@ pub(super) fn control(c: &Connection, id: &str, control: Control) -> StoreResult
     Ok(outcome)
 }
 
+thread_local! {
+    /// Task versions never change: their parsed specs, on the writer thread.
+    static SPECS: std::cell::RefCell<std::collections::HashMap<(String, i64), TaskSpec>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn task_version_spec(c: &Connection, task_id: &str, version: i64) -> StoreResult<TaskSpec> {
+    let key = (task_id.to_string(), version);
+    if let Some(spec) = SPECS.with(|m| m.borrow().get(&key).cloned()) {
+        return Ok(spec);
+    }
+    let text: String = c
+        .prepare_cached("SELECT spec FROM task_versions WHERE task_id = ? AND version = ?")?
+        .query_row(params![task_id, version], |r| r.get(0))?;
+    let spec: TaskSpec = serde_json::from_str(&text)?;
+    SPECS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(key, spec.clone());
+    });
+    Ok(spec)
+}
+
 pub(super) fn start_attempt(
     c: &Connection,
     run_id: &str,
@@ -692,9 +717,7 @@ pub(super) fn start_attempt(
         .into());
     }
     state::task_run(run_from, TaskRunState::Running)?;
-    let spec: String = c
-        .prepare_cached("SELECT spec FROM task_versions WHERE task_id = ? AND version = ?")?
-        .query_row(params![task_id, task_version], |r| r.get(0))?;
+    let spec = task_version_spec(c, &task_id, task_version)?;
     let number = attempts + 1;
     let fence = fence + 1;
     let attempt_id = uuid::Uuid::now_v7().to_string();
@@ -739,7 +762,7 @@ pub(super) fn start_attempt(
         checkpoint,
         input: serde_json::from_str(&input)?,
         task_version,
-        spec: serde_json::from_str(&spec)?,
+        spec,
         step,
     })
 }
