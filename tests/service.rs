@@ -73,6 +73,25 @@ async fn every_endpoint_serves_a_hello_execution() {
         .map(|e| e["to"].as_str().unwrap())
         .collect();
     assert_eq!(states, vec!["CREATED", "RUNNING", "SUCCESS"]);
+    // Following a finished execution's events replays them, then ends.
+    let sse = s
+        .http
+        .get(s.url(&format!("/executions/{id}/events?follow=true")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sse.matches("event: event").count(),
+        events["events"].as_array().unwrap().len(),
+        "{sse}"
+    );
+    assert!(
+        sse.contains("event: end") && sse.contains(r#""state":"SUCCESS""#),
+        "{sse}"
+    );
     let (_, outputs) = s.get(&format!("/executions/{id}/outputs")).await;
     assert_eq!(outputs["message"], "Hello, Ada!");
     let (_, metrics) = s.get(&format!("/executions/{id}/metrics")).await;

@@ -307,23 +307,74 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-pub async fn logs(
-    State(svc): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<StreamQuery>,
-) -> Result<Response, ApiError> {
+/// A paged, followable source of an execution's items.
+#[derive(Clone, Copy)]
+enum Feed {
+    Logs,
+    Events,
+}
+
+impl Feed {
+    /// The JSON key of a page and the SSE event name of an item.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Feed::Logs => ("logs", "log"),
+            Feed::Events => ("events", "event"),
+        }
+    }
+
+    async fn page(
+        self,
+        svc: &AppState,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Value)>, ApiError> {
+        let store = svc.store();
+        let items = match self {
+            Feed::Logs => store
+                .logs(id, after, limit)
+                .await?
+                .into_iter()
+                .map(|l| (l.id, json!(l)))
+                .collect(),
+            Feed::Events => store
+                .events(id, after, limit)
+                .await?
+                .into_iter()
+                .map(|e| (e.id, json!(e)))
+                .collect(),
+        };
+        Ok(items)
+    }
+}
+
+async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<Response, ApiError> {
     load(&svc, &id, false).await?;
+    let (key, event) = feed.names();
     if q.follow {
-        let stream = follow(svc, id, q.after, "log", |svc, id, after| async move {
-            let lines = svc.store().logs(&id, after, PAGE).await?;
-            Ok(lines.into_iter().map(|l| (l.id, l)).collect())
+        let stream = follow(svc, id, q.after, event, move |svc, id, after| async move {
+            feed.page(&svc, &id, after, PAGE).await
         });
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let lines = svc.store().logs(&id, q.after, 100_000).await?;
-    Ok(Json(json!({ "logs": lines })).into_response())
+    let items: Vec<Value> = feed
+        .page(&svc, &id, q.after, 100_000)
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    Ok(Json(json!({ key: items })).into_response())
+}
+
+pub async fn logs(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    feed(svc, id, q, Feed::Logs).await
 }
 
 pub async fn events(
@@ -331,18 +382,7 @@ pub async fn events(
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    load(&svc, &id, false).await?;
-    if q.follow {
-        let stream = follow(svc, id, q.after, "event", |svc, id, after| async move {
-            let events = svc.store().events(&id, after, PAGE).await?;
-            Ok(events.into_iter().map(|e| (e.id, e)).collect())
-        });
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
-            .into_response());
-    }
-    let events = svc.store().events(&id, q.after, 100_000).await?;
-    Ok(Json(json!({ "events": events })).into_response())
+    feed(svc, id, q, Feed::Events).await
 }
 
 #[derive(Deserialize)]
