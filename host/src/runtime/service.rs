@@ -119,6 +119,7 @@ struct RunRef {
     execution_id: String,
     task_id: String,
     queue: String,
+    priority: i32,
 }
 
 impl Ord for Ready {
@@ -259,6 +260,7 @@ impl Service {
                 execution_id: r.execution_id,
                 task_id: r.task_id,
                 queue: r.queue,
+                priority: r.priority,
             },
         };
         let mut d = self.lock_dispatch();
@@ -570,6 +572,18 @@ impl Service {
         d.delayed.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// Queues a task run again for `not_before` (unix ms).
+    fn requeue(&self, run: RunRef, not_before: i64) {
+        self.enqueue(Runnable {
+            task_run_id: run.task_run_id,
+            execution_id: run.execution_id,
+            task_id: run.task_id,
+            priority: run.priority,
+            queue: run.queue,
+            not_before: Some(not_before),
+        });
+    }
+
     fn release(&self, run: &RunRef) {
         let mut d = self.lock_dispatch();
         if let Some(n) = d.running_by_task.get_mut(&run.task_id) {
@@ -642,9 +656,16 @@ impl Service {
                 self.release(&run);
                 return;
             }
-            Err(e) => {
-                tracing::error!(task_run = %run.task_run_id, error = %e, "starting an attempt failed");
+            Err(StoreError::NotFound(_)) => {
                 self.release(&run);
+                return;
+            }
+            Err(e) => {
+                // Still runnable in the store: try again shortly rather than
+                // leave it stranded until the next start.
+                tracing::error!(task_run = %run.task_run_id, error = %e, "starting an attempt failed; retrying in 1 s");
+                self.release(&run);
+                self.requeue(run, unix_ms() + 1_000);
                 return;
             }
         };
@@ -724,16 +745,8 @@ impl Service {
                 if let RunOutcome::Retry { not_before } = outcome
                     && state != ExecutionState::Killed
                 {
-                    let priority = started.spec.priority;
                     self.release(&run);
-                    self.enqueue(Runnable {
-                        task_run_id: run.task_run_id,
-                        execution_id: run.execution_id,
-                        task_id: run.task_id,
-                        priority,
-                        queue: run.queue,
-                        not_before: Some(not_before),
-                    });
+                    self.requeue(run, not_before);
                     return;
                 }
             }
@@ -853,6 +866,7 @@ mod tests {
                 execution_id: String::new(),
                 task_id: String::new(),
                 queue: String::new(),
+                priority,
             },
         };
         let mut heap = BinaryHeap::from(vec![item(0, 1), item(5, 3), item(0, 0), item(5, 2)]);

@@ -92,21 +92,6 @@ impl ErrorKind {
             ErrorKind::HostCrash => "host_crash",
         }
     }
-
-    /// Whether another attempt may help. The action's own verdict
-    /// (`fatal`, `invalid-input`) is final; so is a result that is not JSON
-    /// and a component that does not load. Resource exhaustion may be load
-    /// or input dependent and is left to the retry policy.
-    pub fn is_retryable(self) -> bool {
-        !matches!(
-            self,
-            ErrorKind::ActionFatal
-                | ErrorKind::InvalidInput
-                | ErrorKind::InvalidResult
-                | ErrorKind::LoadFailed
-                | ErrorKind::Cancelled
-        )
-    }
 }
 
 impl fmt::Display for ErrorKind {
