@@ -339,6 +339,47 @@ async fn cancel_stops_a_looping_guest() {
     s.wait_for(&blocker, "KILLED", WAIT).await;
 }
 
+/// The engine issue's reproduction: a cancel while the task run waits out
+/// a retry's backoff ends the execution at once, and nothing runs later.
+#[tokio::test]
+async fn cancel_during_a_retry_backoff_kills_the_execution_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "retrier", "action": "chaos",
+        "retry": {"max_attempts": 5, "initial_backoff": "20s", "multiplier": 1.0}
+    }))
+    .await;
+    let id = s.start("retrier", json!({"mode": "retryable"})).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let e = s.execution(&id).await;
+        if e["task_runs"][0]["state"] == "RETRYING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never retrying: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    let (status, e) = s.post(&format!("/executions/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["state"], "KILLED", "{e}");
+    let e = s.execution(&id).await;
+    let took = t.elapsed();
+    assert_eq!(e["state"], "KILLED", "{e}");
+    assert_eq!(e["task_runs"][0]["state"], "KILLED", "{e}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(attempts(&e).len(), 1);
+    // Cancelled: a second cancel is a 409, and restart brings it back.
+    let (status, _) = s.post(&format!("/executions/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409);
+    let (status, e) = s
+        .post(&format!("/executions/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["state"], "RESTARTED", "{e}");
+}
+
 #[tokio::test]
 async fn pause_holds_new_attempts_until_resume() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::exit;
+use crate::model::report::{AttemptReport, LogLine, Metric};
 use crate::runtime::local::run_task_run;
 use crate::sandbox::limits::{bytes_display, parse_bytes};
-use crate::sandbox::report::{AttemptReport, LogLine, Metric};
 use crate::sandbox::{
     AttemptSpec, EngineConfig, ErrorKind, Invocation, Limits, MediaStore, MediaUrls, Sandbox,
 };
@@ -314,8 +314,8 @@ fn log_line(l: &LogLine) -> String {
 
 fn source(l: &LogLine) -> &'static str {
     match l.source {
-        crate::sandbox::report::LogSource::Host => "host",
-        crate::sandbox::report::LogSource::Stdout => "stdout",
-        crate::sandbox::report::LogSource::Stderr => "stderr",
+        crate::model::report::LogSource::Host => "host",
+        crate::model::report::LogSource::Stdout => "stdout",
+        crate::model::report::LogSource::Stderr => "stderr",
     }
 }

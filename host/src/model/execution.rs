@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::report::{AttemptError, AttemptStatus, Usage};
 use super::state::{ExecutionState, TaskRunState};
-use crate::sandbox::report::{AttemptError, AttemptStatus, Usage};
 
 /// What started an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,10 +1,15 @@
-//! The domain model shared by store, runtime and API: tasks, executions,
-//! task runs, attempts, events and the state machines that govern them.
+//! The domain model shared by store, runtime, sandbox and API: tasks,
+//! executions, task runs, attempts, attempt reports, events, the state
+//! machines, the transition planner, the retry rule and the clock.
 //!
-//! A leaf module: it depends on nothing of Ward but the sandbox's report
-//! types, so every layer can use it without pointing back.
+//! The leaf: it depends on nothing else of Ward, so every layer can use it
+//! without pointing back. Nothing here does I/O.
 
+pub mod clock;
 pub mod execution;
+pub mod plan;
+pub mod report;
+pub mod retry;
 pub mod state;
 pub mod task;
 

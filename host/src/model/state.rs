@@ -1,10 +1,12 @@
-//! The state machines of executions and task runs: every allowed
-//! transition, in one place. The store checks each write against them
-//! before it commits; nothing else decides what may follow what.
+//! The state machines of executions and task runs: the table of allowed
+//! edges. The planner (`model::plan`) composes them into whole steps and
+//! checks every edge it plans against this table; nothing else decides
+//! what may follow what.
 //!
-//! Executions (the machine, plus what it implies):
-//! `CREATED → RUNNING → SUCCESS | WARNING | FAILED`; `RUNNING → KILLING →
-//! KILLED`; `CREATED → KILLED`; `RUNNING ⇄ PAUSED`; `FAILED | KILLED →
+//! Executions: `CREATED → RUNNING → SUCCESS | WARNING | FAILED`; `RUNNING →
+//! KILLING → KILLED` (cancel while an attempt runs: it is interrupted
+//! first); `CREATED | RUNNING → KILLED` (cancel while nothing runs, e.g.
+//! during a retry's backoff); `RUNNING ⇄ PAUSED`; `FAILED | KILLED →
 //! RESTARTED → RUNNING`. Also allowed, because a paused execution's running
 //! attempt still finishes: `PAUSED → SUCCESS | WARNING | FAILED`; and
 //! cancelling works from every non-terminal state: `PAUSED | RESTARTED →
@@ -110,7 +112,10 @@ impl ExecutionState {
         matches!(
             (self, to),
             (Created, Running | Killed)
-                | (Running, Success | Warning | Failed | Killing | Paused)
+                | (
+                    Running,
+                    Success | Warning | Failed | Killing | Killed | Paused
+                )
                 | (
                     Paused,
                     Running | Success | Warning | Failed | Killing | Killed
@@ -213,6 +218,7 @@ mod tests {
             (Running, Warning),
             (Running, Failed),
             (Running, Killing),
+            (Running, Killed),
             (Killing, Killed),
             (Created, Killed),
             (Running, Paused),

@@ -6,7 +6,7 @@
 
 use crate::sandbox::{AttemptReport, AttemptSpec, LoadedAction, Sandbox};
 
-use super::retry::is_retryable;
+use crate::model::retry::is_retryable;
 
 /// Runs up to `max_attempts` attempts of `spec` (its `attempt` number is set
 /// here) and returns every attempt's report, oldest first.

@@ -4,7 +4,6 @@
 //!
 //! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
-pub mod backoff;
 pub mod local;
-pub mod retry;
+
 pub mod service;

@@ -19,21 +19,17 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::backoff;
-use super::retry::is_retryable;
+use crate::model::clock::{self, Clock};
 use crate::model::execution::{Execution, Plugin, Trigger};
 use crate::model::now;
-use crate::model::state::{ExecutionState, TaskRunState};
+use crate::model::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
+use crate::model::retry::random_jitter;
 use crate::model::task::{Task, TaskBounds, TaskSpec};
 use crate::sandbox::component::{LoadError, LoadedAction, digest};
-use crate::sandbox::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
 use crate::sandbox::{
     AttemptSpec, CheckpointSink, Invocation, LogObserver, MediaStore, Quotas, Sandbox,
 };
-use crate::store::sqlite::unix_ms;
-use crate::store::{
-    Control, FinishAttempt, NewExecution, NewLog, RunOutcome, Runnable, Store, StoreError,
-};
+use crate::store::{Control, FinishAttempt, NewExecution, NewLog, Runnable, Store, StoreError};
 
 /// Service settings.
 #[derive(Debug, Clone)]
@@ -99,6 +95,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Conflict(m) => ServiceError::Conflict(m),
             StoreError::Forbidden(f) => ServiceError::Forbidden(f.to_string()),
             StoreError::Fenced(m) => ServiceError::Conflict(m),
+            e @ StoreError::NotDue { .. } => ServiceError::Conflict(e.to_string()),
             StoreError::Internal(m) => ServiceError::Internal(m),
         }
     }
@@ -179,6 +176,10 @@ pub struct Service {
     busy: AtomicUsize,
     seq: AtomicU64,
     accepting: AtomicBool,
+    /// Set when the shutdown grace ran out: attempts interrupted now are
+    /// reported as the host's shutdown, not as the guest's end.
+    stopping: AtomicBool,
+    clock: Arc<dyn Clock>,
 }
 
 impl Service {
@@ -189,6 +190,17 @@ impl Service {
         sandbox: Arc<Sandbox>,
         media: Arc<MediaStore>,
         config: ServiceConfig,
+    ) -> ServiceResult<Arc<Service>> {
+        Self::start_with_clock(store, sandbox, media, config, clock::system()).await
+    }
+
+    /// Like [`start`](Self::start), with time from `clock` (the store's).
+    pub async fn start_with_clock(
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        media: Arc<MediaStore>,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
     ) -> ServiceResult<Arc<Service>> {
         std::fs::create_dir_all(&config.plugins_dir).map_err(|e| {
             ServiceError::Internal(format!("creating {}: {e}", config.plugins_dir.display()))
@@ -207,13 +219,10 @@ impl Service {
             busy: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            clock,
         });
-        let rec = svc
-            .store
-            .recover(unix_ms(), &|spec: &TaskSpec, n: u32| {
-                backoff(&spec.retry, n).as_millis() as i64
-            })
-            .await?;
+        let rec = svc.store.recover().await?;
         if rec.crashed_attempts + rec.killed_executions > 0 {
             tracing::warn!(
                 crashed_attempts = rec.crashed_attempts,
@@ -268,7 +277,7 @@ impl Service {
             return;
         }
         match r.not_before {
-            Some(at) if at > unix_ms() => {
+            Some(at) if at > self.clock.now_ms() => {
                 d.delayed.push(Reverse((at, seq, r.task_run_id.clone())));
                 d.delayed_items.insert(r.task_run_id, item);
             }
@@ -447,24 +456,34 @@ impl Service {
         Ok((exec, created))
     }
 
-    /// Cancels, pauses, resumes or restarts an execution.
+    /// Cancels, pauses, resumes or restarts an execution. Answers with the
+    /// execution in the state this call's own plan produced, even if
+    /// another change followed before it was read back.
     pub async fn control(&self, id: &str, control: Control) -> ServiceResult<Execution> {
         let outcome = self.store.control(id, control).await?;
+        self.act_on(&outcome);
+        let mut exec = self
+            .store
+            .execution(id, true)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no execution {id}")))?;
+        exec.state = outcome.state;
+        Ok(exec)
+    }
+
+    /// Carries out an applied plan's timers: interrupts and queued runs.
+    fn act_on(&self, outcome: &crate::store::PlanOutcome) {
         if !outcome.interrupt.is_empty() {
-            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let running = lock(&self.running);
             for run in &outcome.interrupt {
                 if let Some(token) = running.get(run) {
                     token.cancel();
                 }
             }
         }
-        for r in outcome.runnable {
-            self.enqueue(r);
+        for r in &outcome.runnable {
+            self.enqueue(r.clone());
         }
-        self.store
-            .execution(id, true)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no execution {id}")))
     }
 
     pub fn worker_info(&self) -> WorkerInfo {
@@ -488,22 +507,40 @@ impl Service {
     }
 
     /// Stops claiming work and waits up to the grace period for running
-    /// attempts; what is still running then is retried at the next start.
+    /// attempts. Those still running then are interrupted and recorded as
+    /// stopped by the shutdown: due again at once at the next start, without
+    /// using up one of their attempts. What cannot be recorded in time is
+    /// closed by recovery at the next start.
     pub async fn shutdown(&self) {
         self.accepting.store(false, AtomicOrdering::SeqCst);
         self.wake.notify_one();
-        let deadline = Instant::now() + self.config.shutdown_grace;
-        while self.busy.load(AtomicOrdering::SeqCst) > 0 {
+        if !self.wait_idle(self.config.shutdown_grace).await {
+            tracing::warn!(
+                running = self.busy.load(AtomicOrdering::SeqCst),
+                "grace period over; interrupting unfinished attempts, which run again at the next start"
+            );
+            self.stopping.store(true, AtomicOrdering::SeqCst);
+            for token in lock(&self.running).values() {
+                token.cancel();
+            }
+            self.wait_idle(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Waits up to `limit` for every attempt to end; whether they did.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            // Registered before the check, so a release in between wakes us.
+            let idle = self.idle.notified();
+            if self.busy.load(AtomicOrdering::SeqCst) == 0 {
+                return true;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                tracing::warn!(
-                    running = self.busy.load(AtomicOrdering::SeqCst),
-                    "grace period over; unfinished attempts will be retried at the next start"
-                );
-                break;
+                return false;
             }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), self.idle.notified())
-                .await;
+            let _ = tokio::time::timeout(left, idle).await;
         }
     }
 
@@ -516,7 +553,7 @@ impl Service {
             }
             let next_due = self.dispatch_ready();
             let wait = next_due
-                .map(|at| Duration::from_millis((at - unix_ms()).clamp(1, 1000) as u64))
+                .map(|at| Duration::from_millis((at - self.clock.now_ms()).clamp(1, 1000) as u64))
                 .unwrap_or(Duration::from_secs(1));
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
         }
@@ -525,7 +562,7 @@ impl Service {
     /// Starts what may start now; returns when the next delayed item is due.
     fn dispatch_ready(self: &Arc<Self>) -> Option<i64> {
         let mut d = self.lock_dispatch();
-        let now_ms = unix_ms();
+        let now_ms = self.clock.now_ms();
         while let Some(Reverse((at, _, _))) = d.delayed.peek() {
             if *at > now_ms {
                 break;
@@ -602,7 +639,7 @@ impl Service {
         let every = self.config.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let until = unix_ms() + self.config.lease.as_millis() as i64;
+            let until = self.clock.now_ms() + self.config.lease.as_millis() as i64;
             if let Err(e) = self.store.renew_leases(&self.config.worker_id, until).await {
                 tracing::error!(error = %e, "renewing leases failed");
             }
@@ -643,7 +680,7 @@ impl Service {
     /// One attempt of a task run, start to finish, then what follows it.
     async fn run_task_run(self: Arc<Self>, run: RunRef) {
         let worker = self.config.worker_id.clone();
-        let lease_until = unix_ms() + self.config.lease.as_millis() as i64;
+        let lease_until = self.clock.now_ms() + self.config.lease.as_millis() as i64;
         let started = match self
             .store
             .start_attempt(&run.task_run_id, &worker, lease_until)
@@ -660,12 +697,18 @@ impl Service {
                 self.release(&run);
                 return;
             }
+            Err(StoreError::NotDue { not_before, .. }) => {
+                // Queued early (e.g. resumed during a backoff): wait for it.
+                self.release(&run);
+                self.requeue(run, not_before);
+                return;
+            }
             Err(e) => {
                 // Still runnable in the store: try again shortly rather than
                 // leave it stranded until the next start.
                 tracing::error!(task_run = %run.task_run_id, error = %e, "starting an attempt failed; retrying in 1 s");
                 self.release(&run);
-                self.requeue(run, unix_ms() + 1_000);
+                self.requeue(run, self.clock.now_ms() + 1_000);
                 return;
             }
         };
@@ -719,41 +762,24 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&run.task_run_id);
 
-        let outcome = match (report.status, report.error_kind()) {
-            (AttemptStatus::Success, _) => RunOutcome::Final(TaskRunState::Success),
-            (AttemptStatus::Warning, _) => RunOutcome::Final(TaskRunState::Warning),
-            (AttemptStatus::Killed, _) => RunOutcome::Final(TaskRunState::Killed),
-            (_, Some(kind)) if is_retryable(kind) && started.number < started.max_attempts => {
-                RunOutcome::Retry {
-                    not_before: unix_ms()
-                        + backoff(&started.spec.retry, started.number).as_millis() as i64,
-                }
-            }
-            _ => RunOutcome::Final(TaskRunState::Failed),
-        };
         let finish = FinishAttempt {
             attempt_id: started.attempt_id.clone(),
             task_run_id: run.task_run_id.clone(),
             execution_id: run.execution_id.clone(),
             worker,
             fence: started.fence,
+            shutdown: report.status == AttemptStatus::Killed
+                && self.stopping.load(AtomicOrdering::SeqCst),
             report,
-            outcome,
+            jitter: random_jitter(),
         };
         match self.store.finish_attempt(finish).await {
-            Ok(state) => {
-                if let RunOutcome::Retry { not_before } = outcome
-                    && state != ExecutionState::Killed
-                {
-                    self.release(&run);
-                    self.requeue(run, not_before);
-                    return;
-                }
-            }
+            Ok(outcome) => self.act_on(&outcome),
             Err(e) => {
                 tracing::error!(task_run = %run.task_run_id, error = %e, "recording an attempt failed")
             }
         }
+        // Only now: shutdown waits for this to record the attempt.
         self.release(&run);
     }
 }

@@ -1,12 +1,13 @@
 //! The store: durable tasks, executions, task runs, attempts, logs, events
 //! and media records, behind the [`Store`] trait.
 //!
-//! Owns persistence only. Every state change is checked against
-//! `model::state` inside the store's transaction before it is written, and
-//! committed before the call returns. The runtime decides *what* happens;
-//! the store makes it durable and refuses what the state machine forbids.
-//! `sqlite.rs` is the embedded default; a PostgreSQL sibling can implement
-//! the same trait (leases and fencing tokens are already recorded).
+//! Owns persistence only. Every state change is an event planned by
+//! `model::plan` over a snapshot read in the store's transaction, applied
+//! whole in that transaction and committed before the call returns; a
+//! refusal writes nothing. Neither the store nor the runtime holds a
+//! transition rule. `sqlite/` is the embedded default; a PostgreSQL sibling
+//! implements the same trait with the same planner (leases and fencing
+//! tokens are already recorded).
 
 pub mod sqlite;
 
@@ -15,9 +16,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::model::execution::{Event, Execution, Plugin, StoredLog, Trigger};
+use crate::model::report::{AttemptReport, MediaInfo};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
 use crate::model::task::{Task, TaskSpec};
-use crate::sandbox::report::{AttemptReport, MediaInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +31,9 @@ pub enum StoreError {
     /// A completion from a host that no longer owns the task run.
     #[error("stale completion: {0}")]
     Fenced(String),
+    /// A task run claimed before its backoff ran out.
+    #[error("task run {run} is not due before {not_before} (unix ms)")]
+    NotDue { run: String, not_before: i64 },
     #[error("store failure: {0}")]
     Internal(String),
 }
@@ -87,15 +91,8 @@ pub struct StartedAttempt {
     pub step: String,
 }
 
-/// How a finished attempt leaves its task run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
-    /// Another attempt at `not_before` (unix ms).
-    Retry { not_before: i64 },
-    /// The task run ends in this state.
-    Final(TaskRunState),
-}
-
+/// An attempt's end, as its worker reports it. What follows (a retry, the
+/// task run's end, the execution's) is the planner's decision.
 #[derive(Debug, Clone)]
 pub struct FinishAttempt {
     pub attempt_id: String,
@@ -104,7 +101,10 @@ pub struct FinishAttempt {
     pub worker: String,
     pub fence: i64,
     pub report: AttemptReport,
-    pub outcome: RunOutcome,
+    /// In `[-1, 1]`: the random part of a retry's backoff.
+    pub jitter: f64,
+    /// The worker stopped the attempt because its host is shutting down.
+    pub shutdown: bool,
 }
 
 /// A user's request to change an execution.
@@ -116,13 +116,14 @@ pub enum Control {
     Restart,
 }
 
-/// What a control request changed.
-#[derive(Debug, Clone)]
-pub struct ControlOutcome {
+/// What an applied plan asks of the runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanOutcome {
+    /// The execution's state the plan produced.
     pub state: ExecutionState,
-    /// Task runs that became runnable (resume, restart).
+    /// Task runs to queue (a retry, resume, restart), each with its time.
     pub runnable: Vec<Runnable>,
-    /// Task runs with a running attempt to interrupt (cancel).
+    /// Task runs whose running attempt must be interrupted (cancel).
     pub interrupt: Vec<String>,
 }
 
@@ -161,7 +162,7 @@ pub struct ExecutionFilter {
 pub struct AttemptMetric {
     pub attempt: u32,
     #[serde(flatten)]
-    pub metric: crate::sandbox::report::Metric,
+    pub metric: crate::model::report::Metric,
 }
 
 /// Persistence for the runtime and the API.
@@ -184,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)>;
     async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>>;
     async fn executions(&self, filter: &ExecutionFilter) -> StoreResult<Vec<Execution>>;
-    async fn control(&self, id: &str, control: Control) -> StoreResult<ControlOutcome>;
+    async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome>;
 
     // The attempt lifecycle.
     /// Marks the task run RUNNING under `worker` with a new fencing token and
@@ -197,21 +198,17 @@ pub trait Store: Send + Sync + 'static {
         worker: &str,
         lease_until: i64,
     ) -> StoreResult<StartedAttempt>;
-    /// Stores the report and moves task run and execution on; refused if
-    /// the fencing token no longer matches.
-    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<ExecutionState>;
+    /// Stores the report and moves task run and execution on as planned;
+    /// refused if the fencing token no longer matches.
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<PlanOutcome>;
     async fn save_checkpoint(&self, task_run_id: &str, fence: i64, state: &str) -> StoreResult<()>;
     /// Queued, fire and forget: a follower sees them within a batch.
     fn append_logs(&self, lines: Vec<NewLog>);
     async fn renew_leases(&self, worker: &str, lease_until: i64) -> StoreResult<()>;
-    /// Closes attempts left running by a dead process (kind `host_crash`),
-    /// schedules their task runs under their retry policy, ends KILLING
-    /// executions as KILLED.
-    async fn recover(
-        &self,
-        now_ms: i64,
-        backoff_ms: &(dyn for<'s> Fn(&'s TaskSpec, u32) -> i64 + Sync),
-    ) -> StoreResult<Recovery>;
+    /// Closes attempts left running by a dead process (kind `host_crash`):
+    /// their task runs are retried under their policy, and KILLING
+    /// executions end KILLED.
+    async fn recover(&self) -> StoreResult<Recovery>;
     async fn runnable(&self, limit: u32) -> StoreResult<Vec<Runnable>>;
 
     // What executions produced.

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::model::report::{LogLevel, LogLine, LogSource};
 use crate::sandbox::limits::bytes_display;
-use crate::sandbox::report::{LogLevel, LogLine, LogSource};
 
 /// Receives each log line as it is written, for live following.
 pub trait LogObserver: Send + Sync {

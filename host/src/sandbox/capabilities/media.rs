@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::model::report::MediaInfo;
 use crate::sandbox::limits::{Quotas, bytes_display, shorten};
-use crate::sandbox::report::MediaInfo;
 
 /// How a stored object's URL is made.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::model::report::Metric;
 use crate::sandbox::limits::{check_name, shorten};
-use crate::sandbox::report::Metric;
 
 /// Tags per series; more are refused.
 const MAX_TAGS: usize = 32;

@@ -4,10 +4,14 @@
 //! reads use a small sqlx pool of other connections, which WAL lets run
 //! beside the writer.
 
+mod apply;
+#[cfg(test)]
+mod plan_props;
 mod writes;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,12 +19,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
 use super::*;
+use crate::model::clock::{self, Clock};
 use crate::model::execution::{Attempt, AttemptPhase, TaskRun};
-use writes::{Crashed, Created, Writer};
+use writes::{Created, Writer};
 
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Writer,
+    clock: Arc<dyn Clock>,
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -38,6 +44,11 @@ fn options(path: &Path) -> SqliteConnectOptions {
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with_clock(path, clock::system()).await
+    }
+
+    /// Like [`open`](Self::open), with time from `clock`.
+    pub async fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let mut conn = SqliteConnection::connect_with(&options(path)).await?;
         sqlx::migrate!("./migrations")
             .run(&mut conn)
@@ -49,7 +60,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options(path).read_only(true))
             .await?;
-        Ok(SqliteStore { read, writer })
+        Ok(SqliteStore {
+            read,
+            writer,
+            clock,
+        })
     }
 
     async fn reader(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
@@ -288,9 +303,10 @@ impl Store for SqliteStore {
     }
 
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)> {
+        let clock = self.clock.clone();
         match self
             .writer
-            .run(move |c| writes::create_execution(c, new))
+            .run(move |c| writes::create_execution(c, &*clock, new))
             .await?
         {
             Created::New(e) => Ok((*e, true)),
@@ -340,10 +356,10 @@ impl Store for SqliteStore {
         rows.iter().map(execution_from_row).collect()
     }
 
-    async fn control(&self, id: &str, control: Control) -> StoreResult<ControlOutcome> {
-        let id = id.to_string();
+    async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome> {
+        let (id, clock) = (id.to_string(), self.clock.clone());
         self.writer
-            .run(move |c| writes::control(c, &id, control))
+            .run(move |c| apply::control(c, &*clock, &id, control))
             .await
     }
 
@@ -353,16 +369,25 @@ impl Store for SqliteStore {
         worker: &str,
         lease_until: i64,
     ) -> StoreResult<StartedAttempt> {
-        let (run, worker) = (task_run_id.to_string(), worker.to_string());
+        let (run, worker, clock) = (
+            task_run_id.to_string(),
+            worker.to_string(),
+            self.clock.clone(),
+        );
         // The guest may start while RUNNING is being committed: no caller
         // is told, and the attempt's completion is queued behind it.
         self.writer
-            .run_before_commit(move |c| writes::start_attempt(c, &run, &worker, lease_until))
+            .run_before_commit(move |c| {
+                apply::start_attempt(c, &*clock, &run, &worker, lease_until)
+            })
             .await
     }
 
-    async fn finish_attempt(&self, f: FinishAttempt) -> StoreResult<ExecutionState> {
-        self.writer.run(move |c| writes::finish_attempt(c, f)).await
+    async fn finish_attempt(&self, f: FinishAttempt) -> StoreResult<PlanOutcome> {
+        let clock = self.clock.clone();
+        self.writer
+            .run(move |c| apply::finish_attempt(c, &*clock, &f))
+            .await
     }
 
     async fn save_checkpoint(&self, task_run_id: &str, fence: i64, state: &str) -> StoreResult<()> {
@@ -385,32 +410,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn recover(
-        &self,
-        now_ms: i64,
-        backoff_ms: &(dyn for<'s> Fn(&'s TaskSpec, u32) -> i64 + Sync),
-    ) -> StoreResult<Recovery> {
-        // The backoff function is not 'static: work out the retry times
-        // here, then hand the writes to the writer.
-        let running = self.writer.run(writes::running_attempts).await?;
-        let crashed = running
-            .into_iter()
-            .map(|a| Crashed {
-                retry_at: (a.number < a.max_attempts)
-                    .then(|| now_ms + backoff_ms(&a.spec, a.number)),
-                attempt_id: a.attempt_id,
-                run_id: a.run_id,
-                execution_id: a.execution_id,
-                number: a.number,
-            })
-            .collect();
-        // Recovery checks transitions as it writes: a refusal there is a
-        // broken batch (rolled back whole), not a clean one.
+    async fn recover(&self) -> StoreResult<Recovery> {
+        let clock = self.clock.clone();
+        // A refusal during recovery means the rows contradict each other:
+        // roll the whole batch back rather than commit half of it.
         self.writer
             .run(move |c| {
-                writes::recover(c, crashed).map_err(|e| match e {
-                    StoreError::Forbidden(f) => StoreError::Internal(format!("recovery: {f}")),
-                    other => other,
+                apply::recover(c, &*clock, &mut crate::model::retry::random_jitter).map_err(|e| {
+                    match e {
+                        StoreError::Internal(m) => StoreError::Internal(m),
+                        other => StoreError::Internal(format!("recovery: {other}")),
+                    }
                 })
             })
             .await
@@ -508,7 +518,7 @@ impl Store for SqliteStore {
         for r in rows {
             let attempt = r.try_get::<i64, _>("number")? as u32;
             let report = json_col(&r, "report")?.unwrap_or(Value::Null);
-            let metrics: Vec<crate::sandbox::report::Metric> =
+            let metrics: Vec<crate::model::report::Metric> =
                 serde_json::from_value(report["metrics"].clone()).unwrap_or_default();
             out.extend(
                 metrics
@@ -540,9 +550,7 @@ pub fn unix_ms() -> i64 {
 mod tests {
     use super::*;
     use crate::model::now;
-    use crate::model::state::TaskRunState;
-    use crate::sandbox::ErrorKind;
-    use crate::sandbox::report::{AttemptReport, AttemptStatus};
+    use crate::model::report::{AttemptReport, AttemptStatus, ErrorKind};
     use serde_json::json;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -604,7 +612,8 @@ mod tests {
             worker: worker.into(),
             fence,
             report: ok_report(1),
-            outcome: RunOutcome::Final(TaskRunState::Success),
+            jitter: 0.0,
+            shutdown: false,
         };
         assert!(matches!(
             s.finish_attempt(finish("host-b", 1)).await,
@@ -619,7 +628,7 @@ mod tests {
             Err(StoreError::Fenced(_))
         ));
         assert_eq!(
-            s.finish_attempt(finish("host-a", 1)).await.unwrap(),
+            s.finish_attempt(finish("host-a", 1)).await.unwrap().state,
             ExecutionState::Success
         );
         // Finished: a second completion and a new start are both refused.
@@ -704,7 +713,11 @@ mod tests {
 
     #[tokio::test]
     async fn recovery_closes_crashed_attempts_and_retries_under_the_policy() {
-        let (_d, s) = store().await;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::model::clock::ManualClock::starting_at(1_000);
+        let s = SqliteStore::open_with_clock(&dir.path().join("t.db"), clock.clone())
+            .await
+            .unwrap();
         s.create_task(&task()).await.unwrap();
         let (e, _) = execution(&s, None).await;
         let run = s.runnable(10).await.unwrap().remove(0);
@@ -714,11 +727,18 @@ mod tests {
         s.save_checkpoint(&run.task_run_id, 1, r#"{"done":2}"#)
             .await
             .unwrap();
-        let rec = s.recover(1_000, &|_, _| 50).await.unwrap();
+        let rec = s.recover().await.unwrap();
         assert_eq!(rec.crashed_attempts, 1);
         let again = s.runnable(10).await.unwrap();
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].not_before, Some(1_050));
+        // The default policy: 1 s, give or take its 10 % jitter.
+        let at = again[0].not_before.unwrap();
+        assert!((1_900..=2_100).contains(&at), "{at}");
+        assert!(matches!(
+            s.start_attempt(&run.task_run_id, "new-host", 0).await,
+            Err(StoreError::NotDue { .. })
+        ));
+        clock.advance(std::time::Duration::from_millis(1_100));
         let second = s
             .start_attempt(&run.task_run_id, "new-host", 0)
             .await
@@ -750,7 +770,9 @@ mod tests {
             "SELECT * FROM logs WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM events WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM attempts WHERE status = 'running'",
-            "SELECT id, state FROM task_runs WHERE execution_id = 'x'",
+            "SELECT id, state FROM task_runs WHERE execution_id = 'x' ORDER BY id",
+            "SELECT id, execution_id FROM task_runs WHERE state = 'RUNNING' ORDER BY id",
+            "SELECT id FROM attempts WHERE task_run_id = 'x' AND number = 1",
         ] {
             let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .fetch_all(&mut c)

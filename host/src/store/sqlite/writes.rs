@@ -8,8 +8,8 @@
 //! thread takes every write queued while the previous commit ran, applies
 //! them in one transaction and acknowledges each only after the commit:
 //! durable at acknowledgement, with one fsync per batch instead of one per
-//! execution. Every state change is checked against `model::state` here,
-//! inside the transaction, before it is written.
+//! execution. State changes are planned by `model::plan` and applied here
+//! inside the transaction (`apply.rs`).
 //!
 //! Every refusal (a forbidden transition, a conflict, a stale fencing token,
 //! an unknown id) is decided before a write touches a row, so a refused
@@ -23,13 +23,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::super::*;
+use crate::model::clock::Clock;
 use crate::model::now;
-use crate::model::state;
-use crate::sandbox::report::{AttemptError, ErrorKind, Usage};
+use crate::model::plan;
 
 type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (Applied, Ack) + Send>;
@@ -215,21 +215,6 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn exec_state(s: &str) -> StoreResult<ExecutionState> {
-    s.parse().map_err(StoreError::Internal)
-}
-
-fn run_state(s: &str) -> StoreResult<TaskRunState> {
-    s.parse().map_err(StoreError::Internal)
-}
-
-fn parse_rfc3339_ms(s: &str) -> Option<f64> {
-    humantime::parse_rfc3339_weak(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64() * 1000.0)
-}
-
 /// An event waiting for its batch's commit.
 struct PendingEvent {
     execution_id: String,
@@ -251,25 +236,25 @@ thread_local! {
 /// Rows per multi-row event insert.
 const EVENT_CHUNK: usize = 32;
 
-fn event(
-    _c: &Connection,
+/// Records an event of the batch in progress (written just before commit).
+pub(super) fn push_event(
     execution_id: &str,
+    ts: &str,
     kind: &'static str,
     from: Option<&str>,
     to: Option<&str>,
     detail: &Value,
-) -> StoreResult<()> {
+) {
     EVENTS.with(|e| {
         e.borrow_mut().push(PendingEvent {
             execution_id: execution_id.to_string(),
-            ts: now(),
+            ts: ts.to_string(),
             kind,
             from: from.map(str::to_string),
             to: to.map(str::to_string),
             detail: detail.to_string(),
         })
     });
-    Ok(())
 }
 
 fn discard_events() {
@@ -294,103 +279,6 @@ fn flush_events(c: &Connection) -> StoreResult<()> {
         st.execute(values.as_slice())?;
     }
     Ok(())
-}
-
-/// Moves an execution to `to` (no-op if there already), checking the
-/// machine, stamping times and recording the event. `started_at` is the
-/// execution's start, for the duration of a terminal state.
-fn set_execution_state(
-    c: &Connection,
-    id: &str,
-    from: ExecutionState,
-    to: ExecutionState,
-    started_at: Option<&str>,
-    detail: Value,
-) -> StoreResult<()> {
-    if from == to {
-        return Ok(());
-    }
-    state::execution(from, to)?;
-    let ts = now();
-    if to.is_terminal() {
-        let duration = started_at
-            .and_then(parse_rfc3339_ms)
-            .zip(parse_rfc3339_ms(&ts))
-            .map(|(a, b)| b - a);
-        c.prepare_cached(
-            "UPDATE executions SET state = ?, ended_at = ?, duration_ms = ? WHERE id = ?",
-        )?
-        .execute(params![to.as_str(), ts, duration, id])?;
-    } else if to == ExecutionState::Running {
-        c.prepare_cached(
-            "UPDATE executions SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
-        )?
-        .execute(params![to.as_str(), ts, id])?;
-    } else if to == ExecutionState::Restarted {
-        c.prepare_cached("UPDATE executions SET state = ?, ended_at = NULL, duration_ms = NULL, error = NULL WHERE id = ?")?
-            .execute(params![to.as_str(), id])?;
-    } else {
-        c.prepare_cached("UPDATE executions SET state = ? WHERE id = ?")?
-            .execute(params![to.as_str(), id])?;
-    }
-    event(
-        c,
-        id,
-        "execution.state",
-        Some(from.as_str()),
-        Some(to.as_str()),
-        &detail,
-    )
-}
-
-fn set_run_state(
-    c: &Connection,
-    execution_id: &str,
-    run_id: &str,
-    from: TaskRunState,
-    to: TaskRunState,
-) -> StoreResult<()> {
-    if from == to {
-        return Ok(());
-    }
-    state::task_run(from, to)?;
-    c.prepare_cached("UPDATE task_runs SET state = ? WHERE id = ?")?
-        .execute(params![to.as_str(), run_id])?;
-    event(
-        c,
-        execution_id,
-        "task_run.state",
-        Some(from.as_str()),
-        Some(to.as_str()),
-        &json!({ "task_run_id": run_id }),
-    )
-}
-
-fn final_execution_state(run: TaskRunState) -> ExecutionState {
-    match run {
-        TaskRunState::Success => ExecutionState::Success,
-        TaskRunState::Warning => ExecutionState::Warning,
-        TaskRunState::Killed => ExecutionState::Killed,
-        _ => ExecutionState::Failed,
-    }
-}
-
-fn runnable_of(c: &Connection, execution_id: &str) -> StoreResult<Vec<Runnable>> {
-    let mut st = c.prepare_cached(
-        "SELECT id, execution_id, task_id, priority, queue, not_before FROM task_runs \
-         WHERE execution_id = ? AND state IN ('CREATED', 'RETRYING')",
-    )?;
-    let rows = st.query_map([execution_id], |r| {
-        Ok(Runnable {
-            task_run_id: r.get(0)?,
-            execution_id: r.get(1)?,
-            task_id: r.get(2)?,
-            priority: r.get::<_, i64>(3)? as i32,
-            queue: r.get(4)?,
-            not_before: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<bool> {
@@ -474,7 +362,11 @@ pub(super) enum Created {
     Existing(String),
 }
 
-pub(super) fn create_execution(c: &Connection, new: NewExecution) -> StoreResult<Created> {
+pub(super) fn create_execution(
+    c: &Connection,
+    clock: &dyn Clock,
+    new: NewExecution,
+) -> StoreResult<Created> {
     if let Some(key) = &new.idempotency_key {
         let existing: Option<String> = c
             .prepare_cached("SELECT id FROM executions WHERE task_id = ? AND idempotency_key = ?")?
@@ -484,11 +376,12 @@ pub(super) fn create_execution(c: &Connection, new: NewExecution) -> StoreResult
             return Ok(Created::Existing(id));
         }
     }
-    let created_at = now();
+    let created_at = clock.now_rfc3339();
     let spec = &new.task.spec;
+    let (state, run_state, created) = plan::trigger(new.trigger.as_str());
     c.prepare_cached(
         "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'CREATED', ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         new.id,
@@ -498,23 +391,24 @@ pub(super) fn create_execution(c: &Connection, new: NewExecution) -> StoreResult
         new.parent_id,
         new.trigger.as_str(),
         new.input.to_string(),
+        state.as_str(),
         created_at,
         serde_json::to_string(&new.labels)?,
         new.idempotency_key,
     ])?;
     c.prepare_cached(
         "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
-         VALUES (?, ?, ?, 'main', 'CREATED', ?, ?, ?)",
+         VALUES (?, ?, ?, 'main', ?, ?, ?, ?)",
     )?
-    .execute(params![new.task_run_id, new.id, new.task.id, spec.retry.max_attempts as i64, spec.queue, spec.priority as i64])?;
-    event(
-        c,
+    .execute(params![new.task_run_id, new.id, new.task.id, run_state.as_str(), spec.retry.max_attempts as i64, spec.queue, spec.priority as i64])?;
+    push_event(
         &new.id,
-        "execution.state",
-        None,
-        Some("CREATED"),
-        &json!({ "trigger": new.trigger.as_str() }),
-    )?;
+        &created_at,
+        created.kind.as_str(),
+        created.from,
+        created.to,
+        &created.detail,
+    );
     Ok(Created::New(Box::new(Execution {
         id: new.id,
         task_id: new.task.id,
@@ -523,7 +417,7 @@ pub(super) fn create_execution(c: &Connection, new: NewExecution) -> StoreResult
         parent_id: new.parent_id,
         trigger: new.trigger,
         input: new.input,
-        state: ExecutionState::Created,
+        state,
         created_at,
         started_at: None,
         ended_at: None,
@@ -537,97 +431,17 @@ pub(super) fn create_execution(c: &Connection, new: NewExecution) -> StoreResult
     })))
 }
 
-pub(super) fn control(c: &Connection, id: &str, control: Control) -> StoreResult<ControlOutcome> {
-    let (from, started): (String, Option<String>) = c
-        .prepare_cached("SELECT state, started_at FROM executions WHERE id = ?")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
-    let from = exec_state(&from)?;
-    let runs: Vec<(String, String)> = c
-        .prepare_cached("SELECT id, state FROM task_runs WHERE execution_id = ?")?
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let runs: Vec<(String, TaskRunState)> = runs
-        .into_iter()
-        .map(|(i, s)| Ok((i, run_state(&s)?)))
-        .collect::<StoreResult<_>>()?;
-    // Asking for the state it is already in is refused too (409), not
-    // silently accepted.
-    let wanted = match control {
-        Control::Cancel => ExecutionState::Killed,
-        Control::Pause => ExecutionState::Paused,
-        Control::Resume => ExecutionState::Running,
-        Control::Restart => ExecutionState::Restarted,
-    };
-    let allowed = from.can_become(wanted)
-        || (control == Control::Cancel && from.can_become(ExecutionState::Killing));
-    if !allowed || (control == Control::Resume && from != ExecutionState::Paused) {
-        return Err(state::Forbidden {
-            from: from.to_string(),
-            to: wanted.to_string(),
-        }
-        .into());
-    }
-    let detail = json!({ "by": "user" });
-    let mut outcome = ControlOutcome {
-        state: from,
-        runnable: Vec::new(),
-        interrupt: Vec::new(),
-    };
-    match control {
-        Control::Cancel => {
-            let running: Vec<String> = runs
-                .iter()
-                .filter(|(_, s)| *s == TaskRunState::Running)
-                .map(|(i, _)| i.clone())
-                .collect();
-            let to = if running.is_empty() {
-                ExecutionState::Killed
-            } else {
-                ExecutionState::Killing
-            };
-            for (run, s) in &runs {
-                if !s.is_terminal() && *s != TaskRunState::Running {
-                    set_run_state(c, id, run, *s, TaskRunState::Killed)?;
-                }
-            }
-            set_execution_state(c, id, from, to, started.as_deref(), detail)?;
-            outcome.state = to;
-            outcome.interrupt = running;
-        }
-        Control::Pause => {
-            set_execution_state(c, id, from, ExecutionState::Paused, None, detail)?;
-            outcome.state = ExecutionState::Paused;
-        }
-        Control::Resume => {
-            set_execution_state(c, id, from, ExecutionState::Running, None, detail)?;
-            outcome.state = ExecutionState::Running;
-            outcome.runnable = runnable_of(c, id)?;
-        }
-        Control::Restart => {
-            set_execution_state(c, id, from, ExecutionState::Restarted, None, detail)?;
-            for (run, s) in &runs {
-                if matches!(s, TaskRunState::Failed | TaskRunState::Killed) {
-                    set_run_state(c, id, run, *s, TaskRunState::Created)?;
-                    c.prepare_cached("UPDATE task_runs SET not_before = NULL WHERE id = ?")?
-                        .execute([run])?;
-                }
-            }
-            outcome.state = ExecutionState::Restarted;
-            outcome.runnable = runnable_of(c, id)?;
-        }
-    }
-    Ok(outcome)
-}
-
 thread_local! {
     /// Task versions never change: their parsed specs, on the writer thread.
     static SPECS: std::cell::RefCell<std::collections::HashMap<(String, i64), TaskSpec>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-fn task_version_spec(c: &Connection, task_id: &str, version: i64) -> StoreResult<TaskSpec> {
+pub(super) fn task_version_spec(
+    c: &Connection,
+    task_id: &str,
+    version: i64,
+) -> StoreResult<TaskSpec> {
     let key = (task_id.to_string(), version);
     if let Some(spec) = SPECS.with(|m| m.borrow().get(&key).cloned()) {
         return Ok(spec);
@@ -644,229 +458,6 @@ fn task_version_spec(c: &Connection, task_id: &str, version: i64) -> StoreResult
         m.insert(key, spec.clone());
     });
     Ok(spec)
-}
-
-pub(super) fn start_attempt(
-    c: &Connection,
-    run_id: &str,
-    worker: &str,
-    lease_until: i64,
-) -> StoreResult<StartedAttempt> {
-    type Row = (
-        String,
-        i64,
-        i64,
-        i64,
-        Option<String>,
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-    );
-    let row: Row = c
-        .prepare_cached(
-            "SELECT tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.checkpoint, tr.execution_id, tr.step, \
-             e.state, e.input, e.task_id, e.task_version \
-             FROM task_runs tr JOIN executions e ON e.id = tr.execution_id WHERE tr.id = ?",
-        )?
-        .query_row([run_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-            ))
-        })
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no task run {run_id}")))?;
-    let (
-        run_from,
-        attempts,
-        max_attempts,
-        fence,
-        checkpoint,
-        execution_id,
-        step,
-        exec_from,
-        input,
-        task_id,
-        task_version,
-    ) = row;
-    let run_from = run_state(&run_from)?;
-    let exec_from = exec_state(&exec_from)?;
-    // Only a queued, restarted or running execution gets a new attempt: a
-    // paused one waits for resume (PAUSED → RUNNING is resume's transition,
-    // not the dispatcher's).
-    if !matches!(
-        exec_from,
-        ExecutionState::Created | ExecutionState::Restarted | ExecutionState::Running
-    ) {
-        return Err(state::Forbidden {
-            from: exec_from.to_string(),
-            to: "RUNNING (a new attempt)".into(),
-        }
-        .into());
-    }
-    state::task_run(run_from, TaskRunState::Running)?;
-    let spec = task_version_spec(c, &task_id, task_version)?;
-    let number = attempts + 1;
-    let fence = fence + 1;
-    let attempt_id = uuid::Uuid::now_v7().to_string();
-    c.prepare_cached(
-        "UPDATE task_runs SET state = 'RUNNING', attempts = ?, fence = ?, owner = ?, lease_until = ?, not_before = NULL WHERE id = ?",
-    )?
-    .execute(params![number, fence, worker, lease_until, run_id])?;
-    event(
-        c,
-        &execution_id,
-        "task_run.state",
-        Some(run_from.as_str()),
-        Some("RUNNING"),
-        &json!({ "task_run_id": run_id }),
-    )?;
-    set_execution_state(
-        c,
-        &execution_id,
-        exec_from,
-        ExecutionState::Running,
-        None,
-        json!({}),
-    )?;
-    c.prepare_cached(
-        "INSERT INTO attempts (id, task_run_id, execution_id, number, status, worker_id, fence, started_at) \
-         VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-    )?
-    .execute(params![attempt_id, run_id, execution_id, number, worker, fence, now()])?;
-    event(
-        c,
-        &execution_id,
-        "attempt.started",
-        None,
-        None,
-        &json!({ "attempt": number, "worker": worker }),
-    )?;
-    Ok(StartedAttempt {
-        attempt_id,
-        number: number as u32,
-        fence,
-        max_attempts: max_attempts as u32,
-        checkpoint,
-        input: serde_json::from_str(&input)?,
-        task_version,
-        spec,
-        step,
-    })
-}
-
-pub(super) fn finish_attempt(c: &Connection, f: FinishAttempt) -> StoreResult<ExecutionState> {
-    let row: (String, i64, Option<String>, String, Option<String>) = c
-        .prepare_cached(
-            "SELECT tr.state, tr.fence, tr.owner, e.state, e.started_at \
-             FROM task_runs tr JOIN executions e ON e.id = tr.execution_id WHERE tr.id = ?",
-        )?
-        .query_row([&f.task_run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no task run {}", f.task_run_id)))?;
-    let (run_from, fence, owner, exec_from, started) = row;
-    let run_from = run_state(&run_from)?;
-    if fence != f.fence
-        || owner.as_deref() != Some(f.worker.as_str())
-        || run_from != TaskRunState::Running
-    {
-        return Err(StoreError::Fenced(format!(
-            "task run {} is no longer owned by {} with token {}",
-            f.task_run_id, f.worker, f.fence
-        )));
-    }
-    let exec_from = exec_state(&exec_from)?;
-    let r = &f.report;
-    // A kill request wins over whatever the attempt did.
-    let outcome = if exec_from == ExecutionState::Killing {
-        RunOutcome::Final(TaskRunState::Killed)
-    } else {
-        f.outcome
-    };
-    // Every check before the first write (see the module docs).
-    let (run_to, not_before) = match outcome {
-        RunOutcome::Retry { not_before } => (TaskRunState::Retrying, Some(not_before)),
-        RunOutcome::Final(s) => (s, None),
-    };
-    state::task_run(run_from, run_to)?;
-    let exec_to = match outcome {
-        RunOutcome::Retry { .. } => exec_from,
-        RunOutcome::Final(s) => final_execution_state(s),
-    };
-    if exec_to != exec_from {
-        state::execution(exec_from, exec_to)?;
-    }
-    let report_json = json!({
-        "result": r.result, "outputs": r.outputs, "metrics": r.metrics, "media": r.media,
-        "warnings": r.warnings, "checkpoint": r.checkpoint,
-    });
-    let error = r.error.as_ref().map(serde_json::to_string).transpose()?;
-    c.prepare_cached("UPDATE attempts SET status = ?, error = ?, usage = ?, report = ?, ended_at = ? WHERE id = ?")?
-        .execute(params![
-            r.status.as_str(),
-            error,
-            serde_json::to_string(&r.usage)?,
-            report_json.to_string(),
-            now(),
-            f.attempt_id
-        ])?;
-    event(
-        c,
-        &f.execution_id,
-        "attempt.finished",
-        None,
-        None,
-        &json!({ "attempt": r.attempt, "status": r.status.as_str(), "error": r.error }),
-    )?;
-    for m in &r.media {
-        c.prepare_cached(
-            "INSERT INTO media (id, execution_id, attempt_id, name, content_type, size, sha256, url, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?
-        .execute(params![m.id, f.execution_id, f.attempt_id, m.name, m.content_type, m.size as i64, m.sha256, m.url, now()])?;
-    }
-    c.prepare_cached(
-        "UPDATE task_runs SET state = ?, owner = NULL, lease_until = NULL, not_before = ?, checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
-    )?
-    .execute(params![run_to.as_str(), not_before, r.checkpoint.as_ref().map(|v| v.to_string()), f.task_run_id])?;
-    event(
-        c,
-        &f.execution_id,
-        "task_run.state",
-        Some(run_from.as_str()),
-        Some(run_to.as_str()),
-        &json!({ "task_run_id": f.task_run_id }),
-    )?;
-    c.prepare_cached("UPDATE executions SET outputs = ?, result = ?, error = ? WHERE id = ?")?
-        .execute(params![
-            serde_json::to_string(&r.outputs)?,
-            r.result.as_ref().map(|v| v.to_string()),
-            error,
-            f.execution_id
-        ])?;
-    set_execution_state(
-        c,
-        &f.execution_id,
-        exec_from,
-        exec_to,
-        started.as_deref(),
-        json!({ "attempt": r.attempt }),
-    )?;
-    Ok(exec_to)
 }
 
 pub(super) fn save_checkpoint(
@@ -907,135 +498,4 @@ pub(super) fn renew_leases(c: &Connection, worker: &str, lease_until: i64) -> St
     c.prepare_cached("UPDATE task_runs SET lease_until = ? WHERE owner = ? AND state = 'RUNNING'")?
         .execute(params![lease_until, worker])?;
     Ok(())
-}
-
-/// One attempt a dead process left running, with when to retry it (if its
-/// policy allows another attempt).
-pub(super) struct Crashed {
-    pub attempt_id: String,
-    pub run_id: String,
-    pub execution_id: String,
-    pub number: u32,
-    pub retry_at: Option<i64>,
-}
-
-/// An attempt left running, with what recovery needs to decide its fate.
-pub(super) struct RunningAttempt {
-    pub attempt_id: String,
-    pub run_id: String,
-    pub execution_id: String,
-    pub number: u32,
-    pub max_attempts: u32,
-    pub spec: TaskSpec,
-}
-
-pub(super) fn running_attempts(c: &Connection) -> StoreResult<Vec<RunningAttempt>> {
-    let mut st = c.prepare_cached(
-        "SELECT a.id, a.task_run_id, a.execution_id, a.number, tr.max_attempts, v.spec \
-         FROM attempts a JOIN task_runs tr ON tr.id = a.task_run_id JOIN executions e ON e.id = a.execution_id \
-         JOIN task_versions v ON v.task_id = e.task_id AND v.version = e.task_version \
-         WHERE a.status = 'running'",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)? as u32,
-            r.get::<_, i64>(4)? as u32,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (attempt_id, run_id, execution_id, number, max_attempts, spec) = row?;
-        out.push(RunningAttempt {
-            attempt_id,
-            run_id,
-            execution_id,
-            number,
-            max_attempts,
-            spec: serde_json::from_str(&spec)?,
-        });
-    }
-    Ok(out)
-}
-
-pub(super) fn recover(c: &Connection, crashed: Vec<Crashed>) -> StoreResult<Recovery> {
-    let mut rec = Recovery::default();
-    let error = AttemptError {
-        kind: ErrorKind::HostCrash,
-        message: "the host running this attempt stopped before it finished".into(),
-    };
-    let error_text = serde_json::to_string(&error)?;
-    for x in crashed {
-        rec.crashed_attempts += 1;
-        c.prepare_cached("UPDATE attempts SET status = 'failed', error = ?, usage = ?, ended_at = ? WHERE id = ?")?
-            .execute(params![error_text, serde_json::to_string(&Usage::default())?, now(), x.attempt_id])?;
-        event(
-            c,
-            &x.execution_id,
-            "attempt.finished",
-            None,
-            None,
-            &json!({ "attempt": x.number, "status": "failed", "error": error }),
-        )?;
-        let (exec_from, started): (String, Option<String>) = c
-            .prepare_cached("SELECT state, started_at FROM executions WHERE id = ?")?
-            .query_row([&x.execution_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let exec_from = exec_state(&exec_from)?;
-        let run_to = match (exec_from, x.retry_at) {
-            (ExecutionState::Killing, _) => TaskRunState::Killed,
-            (_, Some(_)) => TaskRunState::Retrying,
-            (_, None) => TaskRunState::Failed,
-        };
-        set_run_state(c, &x.execution_id, &x.run_id, TaskRunState::Running, run_to)?;
-        let not_before = if run_to == TaskRunState::Retrying {
-            x.retry_at
-        } else {
-            None
-        };
-        c.prepare_cached(
-            "UPDATE task_runs SET owner = NULL, lease_until = NULL, not_before = ? WHERE id = ?",
-        )?
-        .execute(params![not_before, x.run_id])?;
-        if run_to != TaskRunState::Retrying {
-            c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
-                .execute(params![error_text, x.execution_id])?;
-            set_execution_state(
-                c,
-                &x.execution_id,
-                exec_from,
-                final_execution_state(run_to),
-                started.as_deref(),
-                json!({ "recovery": true }),
-            )?;
-        }
-    }
-    let killing: Vec<(String, Option<String>)> = c
-        .prepare_cached("SELECT id, started_at FROM executions WHERE state = 'KILLING'")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, started) in killing {
-        rec.killed_executions += 1;
-        let runs: Vec<(String, String)> = c
-            .prepare_cached("SELECT id, state FROM task_runs WHERE execution_id = ?")?
-            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (run, s) in runs {
-            let s = run_state(&s)?;
-            if !s.is_terminal() {
-                set_run_state(c, &id, &run, s, TaskRunState::Killed)?;
-            }
-        }
-        set_execution_state(
-            c,
-            &id,
-            ExecutionState::Killing,
-            ExecutionState::Killed,
-            started.as_deref(),
-            json!({ "recovery": true }),
-        )?;
-    }
-    Ok(rec)
 }

@@ -1,7 +1,7 @@
 //! The attempt report: what one attempt did, in the JSON shape that
 //! `ward run --json` prints and the HTTP API serves.
 //!
-//! Types only; the runner fills them in (`sandbox::runner`).
+//! Types only, shared by every layer; the sandbox's runner fills them in.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,912 @@
+//! The transition planner: the one place that decides what follows what.
+//!
+//! [`plan`] takes a [`Snapshot`] of an execution (its state, its task runs'
+//! states, attempts made, fencing tokens, retry policy) and one [`Event`]
+//! (claim, attempt finished, host lost, shutdown, cancel, pause, resume,
+//! restart) and returns either the complete [`Plan`] — every execution,
+//! task-run and attempt transition, the events to record and the timers to
+//! set — or a [`Refusal`], before anything is written. A store applies a
+//! plan inside one transaction and re-checks only what concurrency can
+//! change (the snapshot it read must still be current); the runtime acts
+//! on the plan's timers. Neither holds a transition rule of its own.
+//!
+//! Every edge a plan contains is checked against `model::state`, the table
+//! of allowed edges; this module composes them into whole, consistent
+//! steps. Pure: time and randomness come in with the event.
+
+use serde_json::{Value, json};
+
+use super::report::{AttemptError, AttemptStatus, ErrorKind};
+use super::retry::{backoff_ms, is_retryable};
+use super::state::{self, ExecutionState, Forbidden, TaskRunState};
+use super::task::RetryPolicy;
+
+/// What the planner needs to know of an execution, read in the same
+/// transaction that will apply the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub execution_id: String,
+    pub state: ExecutionState,
+    /// The retry policy of the execution's task version.
+    pub retry: RetryPolicy,
+    pub runs: Vec<RunSnapshot>,
+}
+
+/// One task run as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSnapshot {
+    pub id: String,
+    pub state: TaskRunState,
+    /// Attempts started so far: the last attempt's number.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Bumped at every claim; a finish must carry the current one.
+    pub fence: i64,
+    /// The worker running it (while `RUNNING`).
+    pub owner: Option<String>,
+    /// Unix ms before which no attempt may start (while `RETRYING`).
+    pub not_before: Option<i64>,
+}
+
+/// Something that happened to an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A worker wants to start the next attempt of a task run (its first,
+    /// or a retry whose backoff is due).
+    Claim {
+        run: String,
+        worker: String,
+        now_ms: i64,
+    },
+    /// An attempt ended on the worker that owns it.
+    AttemptFinished {
+        run: String,
+        worker: String,
+        fence: i64,
+        status: AttemptStatus,
+        error: Option<ErrorKind>,
+        now_ms: i64,
+        /// In `[-1, 1]`, drawn by the caller (see `retry::backoff_ms`).
+        jitter: f64,
+    },
+    /// The host running an attempt died or lost its lease: the attempt
+    /// fails with `host_crash` and is retried under the policy.
+    HostLost {
+        run: String,
+        now_ms: i64,
+        jitter: f64,
+    },
+    /// The owning host stopped the attempt because it is shutting down: it
+    /// was not the guest's fault, so the task run is due again at once and
+    /// the attempt does not count against `max_attempts`.
+    Shutdown {
+        run: String,
+        worker: String,
+        fence: i64,
+        now_ms: i64,
+    },
+    Cancel,
+    Pause,
+    Resume,
+    Restart,
+}
+
+/// A change of one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition<S> {
+    pub from: S,
+    pub to: S,
+}
+
+/// Who holds a task run after the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// Taken by `worker` under a new fencing token.
+    Take { worker: String, fence: i64 },
+    /// Given up: nobody runs it.
+    Release,
+    /// Unchanged.
+    Keep,
+}
+
+/// One task run's change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunChange {
+    pub run: String,
+    pub from: TaskRunState,
+    pub to: TaskRunState,
+    pub lease: Lease,
+    /// The new `not_before` (only `RETRYING` has one; every other state clears it).
+    pub not_before: Option<i64>,
+    /// Attempts started, after the plan.
+    pub attempts: u32,
+    /// The largest attempt count after the plan (a shutdown gives back the
+    /// attempt it interrupted).
+    pub max_attempts: u32,
+}
+
+/// What happens to an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptChange {
+    /// A new attempt `number` of `run` starts under `fence`.
+    Start {
+        run: String,
+        number: u32,
+        fence: i64,
+        worker: String,
+    },
+    /// Attempt `number` of `run` ends with `status`. `error` is set when the
+    /// planner, not the guest, decided how it ended (a lost host, a shutdown).
+    Finish {
+        run: String,
+        number: u32,
+        status: AttemptStatus,
+        error: Option<AttemptError>,
+    },
+}
+
+/// The kinds of recorded events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    ExecutionState,
+    TaskRunState,
+    AttemptStarted,
+    AttemptFinished,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ExecutionState => "execution.state",
+            EventKind::TaskRunState => "task_run.state",
+            EventKind::AttemptStarted => "attempt.started",
+            EventKind::AttemptFinished => "attempt.finished",
+        }
+    }
+}
+
+/// An event to record, in the order the plan lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEvent {
+    pub kind: EventKind,
+    pub from: Option<&'static str>,
+    pub to: Option<&'static str>,
+    pub detail: Value,
+}
+
+/// What the runtime must do once the plan is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// Queue `run` for an attempt at `not_before` (unix ms; `None`: now).
+    Runnable {
+        run: String,
+        not_before: Option<i64>,
+    },
+    /// Interrupt the running attempt of `run`.
+    Interrupt { run: String },
+}
+
+/// Everything one event changes, decided before anything is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub execution: Option<Transition<ExecutionState>>,
+    pub runs: Vec<RunChange>,
+    pub attempt: Option<AttemptChange>,
+    pub events: Vec<PlannedEvent>,
+    pub timers: Vec<Timer>,
+    /// The execution's state once the plan is applied.
+    pub state: ExecutionState,
+}
+
+/// Why an event changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The state machine has no such edge (e.g. pausing a finished execution).
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    /// A finish, claim or checkpoint from a worker that no longer owns the
+    /// task run (its fencing token moved on).
+    #[error("stale: {0}")]
+    Stale(String),
+    /// The task run's backoff has not run out.
+    #[error("task run {run} is not due before {not_before} (unix ms)")]
+    NotDue { run: String, not_before: i64 },
+    /// The execution has no such task run.
+    #[error("no task run {0} in this execution")]
+    UnknownRun(String),
+}
+
+impl Refusal {
+    fn forbidden(from: impl ToString, to: impl ToString) -> Refusal {
+        Refusal::Forbidden(Forbidden {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+}
+
+/// The initial states of a new execution and its task runs, and the event
+/// that records its creation.
+pub fn trigger(trigger: &str) -> (ExecutionState, TaskRunState, PlannedEvent) {
+    (
+        ExecutionState::Created,
+        TaskRunState::Created,
+        PlannedEvent {
+            kind: EventKind::ExecutionState,
+            from: None,
+            to: Some(ExecutionState::Created.as_str()),
+            detail: json!({ "trigger": trigger }),
+        },
+    )
+}
+
+/// Decides what `event` does to the execution in `snap`.
+pub fn plan(snap: &Snapshot, event: &Event) -> Result<Plan, Refusal> {
+    let mut b = Builder::new(snap);
+    match event {
+        Event::Claim {
+            run,
+            worker,
+            now_ms,
+        } => b.claim(run, worker, *now_ms)?,
+        Event::AttemptFinished {
+            run,
+            worker,
+            fence,
+            status,
+            error,
+            now_ms,
+            jitter,
+        } => {
+            let r = b.owned_run(run, worker, *fence)?;
+            b.finish(r, *status, *error, None, *now_ms, *jitter)?;
+        }
+        Event::HostLost {
+            run,
+            now_ms,
+            jitter,
+        } => {
+            let r = b.run_index(run)?;
+            if b.runs[r].state != TaskRunState::Running {
+                return Err(Refusal::Stale(format!("task run {run} is not running")));
+            }
+            let error = AttemptError {
+                kind: ErrorKind::HostCrash,
+                message: "the host running this attempt stopped before it finished".into(),
+            };
+            b.finish(
+                r,
+                AttemptStatus::Failed,
+                Some(ErrorKind::HostCrash),
+                Some(error),
+                *now_ms,
+                *jitter,
+            )?;
+        }
+        Event::Shutdown {
+            run,
+            worker,
+            fence,
+            now_ms,
+        } => {
+            let r = b.owned_run(run, worker, *fence)?;
+            b.shutdown(r, *now_ms)?;
+        }
+        Event::Cancel => b.cancel()?,
+        Event::Pause => b.pause()?,
+        Event::Resume => b.resume()?,
+        Event::Restart => b.restart()?,
+    }
+    Ok(b.build())
+}
+
+/// Accumulates a plan over a working copy of the snapshot.
+struct Builder<'a> {
+    snap: &'a Snapshot,
+    state: ExecutionState,
+    runs: Vec<RunSnapshot>,
+    changes: Vec<RunChange>,
+    attempt: Option<AttemptChange>,
+    events: Vec<PlannedEvent>,
+    timers: Vec<Timer>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(snap: &'a Snapshot) -> Self {
+        Builder {
+            snap,
+            state: snap.state,
+            runs: snap.runs.clone(),
+            changes: Vec::new(),
+            attempt: None,
+            events: Vec::new(),
+            timers: Vec::new(),
+        }
+    }
+
+    fn build(self) -> Plan {
+        let execution = (self.state != self.snap.state).then_some(Transition {
+            from: self.snap.state,
+            to: self.state,
+        });
+        Plan {
+            execution,
+            runs: self.changes,
+            attempt: self.attempt,
+            events: self.events,
+            timers: self.timers,
+            state: self.state,
+        }
+    }
+
+    fn run_index(&self, run: &str) -> Result<usize, Refusal> {
+        self.runs
+            .iter()
+            .position(|r| r.id == run)
+            .ok_or_else(|| Refusal::UnknownRun(run.to_string()))
+    }
+
+    /// The running task run `run`, if `worker` still owns it under `fence`.
+    fn owned_run(&self, run: &str, worker: &str, fence: i64) -> Result<usize, Refusal> {
+        let r = self.run_index(run)?;
+        let s = &self.runs[r];
+        if s.state != TaskRunState::Running
+            || s.fence != fence
+            || s.owner.as_deref() != Some(worker)
+        {
+            return Err(Refusal::Stale(format!(
+                "task run {run} is no longer owned by {worker} with token {fence}"
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Moves the execution, checked against the machine; records the event.
+    fn move_execution(&mut self, to: ExecutionState, detail: Value) -> Result<(), Refusal> {
+        if self.state == to {
+            return Ok(());
+        }
+        state::execution(self.state, to)?;
+        self.events.push(PlannedEvent {
+            kind: EventKind::ExecutionState,
+            from: Some(self.state.as_str()),
+            to: Some(to.as_str()),
+            detail,
+        });
+        self.state = to;
+        Ok(())
+    }
+
+    /// Moves task run `r`, checked against the machine; records the event.
+    fn move_run(
+        &mut self,
+        r: usize,
+        to: TaskRunState,
+        lease: Lease,
+        not_before: Option<i64>,
+    ) -> Result<(), Refusal> {
+        let from = self.runs[r].state;
+        state::task_run(from, to)?;
+        let run = &mut self.runs[r];
+        run.state = to;
+        run.not_before = not_before;
+        match &lease {
+            Lease::Take { worker, fence } => {
+                run.owner = Some(worker.clone());
+                run.fence = *fence;
+            }
+            Lease::Release => run.owner = None,
+            Lease::Keep => {}
+        }
+        self.changes.push(RunChange {
+            run: run.id.clone(),
+            from,
+            to,
+            lease,
+            not_before,
+            attempts: run.attempts,
+            max_attempts: run.max_attempts,
+        });
+        self.events.push(PlannedEvent {
+            kind: EventKind::TaskRunState,
+            from: Some(from.as_str()),
+            to: Some(to.as_str()),
+            detail: json!({ "task_run_id": run.id }),
+        });
+        Ok(())
+    }
+
+    fn claim(&mut self, run: &str, worker: &str, now_ms: i64) -> Result<(), Refusal> {
+        let r = self.run_index(run)?;
+        // Only a queued, restarted or running execution gets a new attempt:
+        // a paused one waits for resume, a killed one for restart.
+        if !matches!(
+            self.state,
+            ExecutionState::Created | ExecutionState::Restarted | ExecutionState::Running
+        ) {
+            return Err(Refusal::forbidden(self.state, "RUNNING (a new attempt)"));
+        }
+        let s = &self.runs[r];
+        if !matches!(s.state, TaskRunState::Created | TaskRunState::Retrying) {
+            return Err(Refusal::forbidden(s.state, TaskRunState::Running));
+        }
+        if let Some(at) = s.not_before
+            && at > now_ms
+        {
+            return Err(Refusal::NotDue {
+                run: run.to_string(),
+                not_before: at,
+            });
+        }
+        let number = s.attempts + 1;
+        let fence = s.fence + 1;
+        self.runs[r].attempts = number;
+        self.move_run(
+            r,
+            TaskRunState::Running,
+            Lease::Take {
+                worker: worker.to_string(),
+                fence,
+            },
+            None,
+        )?;
+        self.move_execution(ExecutionState::Running, json!({}))?;
+        self.attempt = Some(AttemptChange::Start {
+            run: run.to_string(),
+            number,
+            fence,
+            worker: worker.to_string(),
+        });
+        self.events.push(PlannedEvent {
+            kind: EventKind::AttemptStarted,
+            from: None,
+            to: None,
+            detail: json!({ "attempt": number, "worker": worker }),
+        });
+        Ok(())
+    }
+
+    /// Ends the running attempt of run `r` and moves the run and the
+    /// execution on: a kill request wins over whatever the attempt did; a
+    /// retryable failure with attempts left waits out its backoff.
+    fn finish(
+        &mut self,
+        r: usize,
+        status: AttemptStatus,
+        kind: Option<ErrorKind>,
+        error: Option<AttemptError>,
+        now_ms: i64,
+        jitter: f64,
+    ) -> Result<(), Refusal> {
+        let s = &self.runs[r];
+        let number = s.attempts;
+        let (to, not_before) = if self.state == ExecutionState::Killing {
+            (TaskRunState::Killed, None)
+        } else {
+            match status {
+                AttemptStatus::Success => (TaskRunState::Success, None),
+                AttemptStatus::Warning => (TaskRunState::Warning, None),
+                AttemptStatus::Killed => (TaskRunState::Killed, None),
+                AttemptStatus::Failed => match kind {
+                    Some(k) if is_retryable(k) && s.attempts < s.max_attempts => (
+                        TaskRunState::Retrying,
+                        Some(now_ms + backoff_ms(&self.snap.retry, s.attempts, jitter)),
+                    ),
+                    _ => (TaskRunState::Failed, None),
+                },
+            }
+        };
+        let status_text = status.as_str();
+        let error_detail = error
+            .as_ref()
+            .map(|e| json!(e))
+            .or_else(|| kind.map(|k| json!({ "kind": k })))
+            .unwrap_or(Value::Null);
+        self.attempt = Some(AttemptChange::Finish {
+            run: s.id.clone(),
+            number,
+            status,
+            error,
+        });
+        self.events.push(PlannedEvent {
+            kind: EventKind::AttemptFinished,
+            from: None,
+            to: None,
+            detail: json!({ "attempt": number, "status": status_text, "error": error_detail }),
+        });
+        self.move_run(r, to, Lease::Release, not_before)?;
+        if let Some(at) = not_before {
+            self.timers.push(Timer::Runnable {
+                run: self.runs[r].id.clone(),
+                not_before: Some(at),
+            });
+        }
+        self.settle(json!({ "attempt": number }))
+    }
+
+    fn shutdown(&mut self, r: usize, now_ms: i64) -> Result<(), Refusal> {
+        if self.state == ExecutionState::Killing {
+            return self.finish(r, AttemptStatus::Killed, None, None, now_ms, 0.0);
+        }
+        let s = &self.runs[r];
+        let number = s.attempts;
+        let id = s.id.clone();
+        // The interrupted attempt keeps its number; the run gets one more
+        // attempt in all, so the guest loses none of its retries.
+        self.runs[r].max_attempts = s.max_attempts.saturating_add(1);
+        self.attempt = Some(AttemptChange::Finish {
+            run: id.clone(),
+            number,
+            status: AttemptStatus::Failed,
+            error: Some(AttemptError {
+                kind: ErrorKind::HostCrash,
+                message: "the host shut down while this attempt ran; it runs again".into(),
+            }),
+        });
+        self.events.push(PlannedEvent {
+            kind: EventKind::AttemptFinished,
+            from: None,
+            to: None,
+            detail: json!({ "attempt": number, "status": "failed", "error": { "kind": "host_crash" }, "shutdown": true }),
+        });
+        self.move_run(r, TaskRunState::Retrying, Lease::Release, Some(now_ms))?;
+        self.timers.push(Timer::Runnable {
+            run: id,
+            not_before: Some(now_ms),
+        });
+        Ok(())
+    }
+
+    /// The execution follows its task runs: while killing, it ends KILLED
+    /// once nothing runs (what is still queued is killed); otherwise it
+    /// ends when every task run has, in the worst of their states.
+    fn settle(&mut self, detail: Value) -> Result<(), Refusal> {
+        if self.state.is_terminal() {
+            return Ok(());
+        }
+        if self.state == ExecutionState::Killing {
+            if self.runs.iter().any(|r| r.state == TaskRunState::Running) {
+                return Ok(());
+            }
+            for r in 0..self.runs.len() {
+                if !self.runs[r].state.is_terminal() {
+                    self.move_run(r, TaskRunState::Killed, Lease::Release, None)?;
+                }
+            }
+            return self.move_execution(ExecutionState::Killed, detail);
+        }
+        if self.runs.is_empty() || !self.runs.iter().all(|r| r.state.is_terminal()) {
+            return Ok(());
+        }
+        let has = |s: TaskRunState| self.runs.iter().any(|r| r.state == s);
+        let to = if has(TaskRunState::Failed) {
+            ExecutionState::Failed
+        } else if has(TaskRunState::Killed) {
+            ExecutionState::Killed
+        } else if has(TaskRunState::Warning) {
+            ExecutionState::Warning
+        } else {
+            ExecutionState::Success
+        };
+        self.move_execution(to, detail)
+    }
+
+    fn cancel(&mut self) -> Result<(), Refusal> {
+        if self.state.is_terminal() || self.state == ExecutionState::Killing {
+            return Err(Refusal::forbidden(self.state, ExecutionState::Killed));
+        }
+        let detail = json!({ "by": "user" });
+        let mut running = false;
+        for r in 0..self.runs.len() {
+            match self.runs[r].state {
+                TaskRunState::Running => {
+                    running = true;
+                    self.timers.push(Timer::Interrupt {
+                        run: self.runs[r].id.clone(),
+                    });
+                }
+                s if s.is_terminal() => {}
+                _ => self.move_run(r, TaskRunState::Killed, Lease::Release, None)?,
+            }
+        }
+        let to = if running {
+            ExecutionState::Killing
+        } else {
+            ExecutionState::Killed
+        };
+        self.move_execution(to, detail)
+    }
+
+    fn pause(&mut self) -> Result<(), Refusal> {
+        if self.state != ExecutionState::Running {
+            return Err(Refusal::forbidden(self.state, ExecutionState::Paused));
+        }
+        self.move_execution(ExecutionState::Paused, json!({ "by": "user" }))
+    }
+
+    fn resume(&mut self) -> Result<(), Refusal> {
+        if self.state != ExecutionState::Paused {
+            return Err(Refusal::forbidden(self.state, ExecutionState::Running));
+        }
+        self.move_execution(ExecutionState::Running, json!({ "by": "user" }))?;
+        self.queue_runnable();
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), Refusal> {
+        if !matches!(self.state, ExecutionState::Failed | ExecutionState::Killed) {
+            return Err(Refusal::forbidden(self.state, ExecutionState::Restarted));
+        }
+        self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
+        for r in 0..self.runs.len() {
+            if matches!(
+                self.runs[r].state,
+                TaskRunState::Failed | TaskRunState::Killed
+            ) {
+                self.move_run(r, TaskRunState::Created, Lease::Release, None)?;
+            }
+        }
+        self.queue_runnable();
+        Ok(())
+    }
+
+    /// Timers for every task run waiting for an attempt.
+    fn queue_runnable(&mut self) {
+        for r in &self.runs {
+            if matches!(r.state, TaskRunState::Created | TaskRunState::Retrying) {
+                self.timers.push(Timer::Runnable {
+                    run: r.id.clone(),
+                    not_before: r.not_before,
+                });
+            }
+        }
+    }
+}
+
+/// Applies a plan to a snapshot in memory: what a store's rows say after
+/// applying it. The property tests compare a real store against this.
+pub fn apply(snap: &Snapshot, plan: &Plan) -> Snapshot {
+    let mut next = snap.clone();
+    next.state = plan.state;
+    for c in &plan.runs {
+        if let Some(r) = next.runs.iter_mut().find(|r| r.id == c.run) {
+            r.state = c.to;
+            r.not_before = c.not_before;
+            r.attempts = c.attempts;
+            r.max_attempts = c.max_attempts;
+            match &c.lease {
+                Lease::Take { worker, fence } => {
+                    r.owner = Some(worker.clone());
+                    r.fence = *fence;
+                }
+                Lease::Release => r.owner = None,
+                Lease::Keep => {}
+            }
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use ExecutionState as E;
+    use TaskRunState as R;
+
+    fn snap(state: E, run: R) -> Snapshot {
+        Snapshot {
+            execution_id: "e".into(),
+            state,
+            retry: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_secs(20),
+                multiplier: 1.0,
+                max_backoff: Duration::from_secs(60),
+                jitter: 0.0,
+            },
+            runs: vec![RunSnapshot {
+                id: "r".into(),
+                state: run,
+                attempts: u32::from(run != R::Created),
+                max_attempts: 5,
+                fence: 1,
+                owner: (run == R::Running).then(|| "w".into()),
+                not_before: (run == R::Retrying).then_some(20_000),
+            }],
+        }
+    }
+
+    fn finished(status: AttemptStatus, error: Option<ErrorKind>) -> Event {
+        Event::AttemptFinished {
+            run: "r".into(),
+            worker: "w".into(),
+            fence: 1,
+            status,
+            error,
+            now_ms: 0,
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn cancelling_during_a_backoff_kills_the_execution_at_once() {
+        let p = plan(&snap(E::Running, R::Retrying), &Event::Cancel).unwrap();
+        assert_eq!(p.state, E::Killed);
+        assert_eq!(
+            p.execution,
+            Some(Transition {
+                from: E::Running,
+                to: E::Killed
+            })
+        );
+        assert_eq!(p.runs.len(), 1);
+        assert_eq!((p.runs[0].from, p.runs[0].to), (R::Retrying, R::Killed));
+        assert!(p.timers.is_empty());
+        let kinds: Vec<_> = p.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![EventKind::TaskRunState, EventKind::ExecutionState]
+        );
+    }
+
+    #[test]
+    fn cancelling_a_running_attempt_interrupts_it_and_waits_for_it() {
+        let s = snap(E::Running, R::Running);
+        let p = plan(&s, &Event::Cancel).unwrap();
+        assert_eq!(p.state, E::Killing);
+        assert!(p.runs.is_empty());
+        assert_eq!(p.timers, vec![Timer::Interrupt { run: "r".into() }]);
+        // Whatever the attempt then reports, the kill wins.
+        let killing = apply(&s, &p);
+        let p = plan(&killing, &finished(AttemptStatus::Success, None)).unwrap();
+        assert_eq!(p.state, E::Killed);
+        assert_eq!(p.runs[0].to, R::Killed);
+    }
+
+    #[test]
+    fn a_retryable_failure_with_attempts_left_waits_out_its_backoff() {
+        let p = plan(
+            &snap(E::Running, R::Running),
+            &finished(AttemptStatus::Failed, Some(ErrorKind::ActionRetryable)),
+        )
+        .unwrap();
+        assert_eq!(p.state, E::Running);
+        assert_eq!(p.runs[0].to, R::Retrying);
+        assert_eq!(p.runs[0].not_before, Some(20_000));
+        assert_eq!(
+            p.timers,
+            vec![Timer::Runnable {
+                run: "r".into(),
+                not_before: Some(20_000)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_final_failure_or_the_last_attempt_fails_the_execution() {
+        let p = plan(
+            &snap(E::Running, R::Running),
+            &finished(AttemptStatus::Failed, Some(ErrorKind::ActionFatal)),
+        )
+        .unwrap();
+        assert_eq!((p.runs[0].to, p.state), (R::Failed, E::Failed));
+        let mut last = snap(E::Running, R::Running);
+        last.runs[0].attempts = 5;
+        let p = plan(
+            &last,
+            &finished(AttemptStatus::Failed, Some(ErrorKind::Trap)),
+        )
+        .unwrap();
+        assert_eq!((p.runs[0].to, p.state), (R::Failed, E::Failed));
+    }
+
+    #[test]
+    fn a_stale_finish_is_refused() {
+        let mut e = finished(AttemptStatus::Success, None);
+        if let Event::AttemptFinished { fence, .. } = &mut e {
+            *fence = 0;
+        }
+        assert!(matches!(
+            plan(&snap(E::Running, R::Running), &e),
+            Err(Refusal::Stale(_))
+        ));
+        assert!(matches!(
+            plan(
+                &snap(E::Running, R::Retrying),
+                &finished(AttemptStatus::Success, None)
+            ),
+            Err(Refusal::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn a_claim_waits_for_the_backoff_and_for_resume() {
+        let claim = |now_ms| Event::Claim {
+            run: "r".into(),
+            worker: "w2".into(),
+            now_ms,
+        };
+        let s = snap(E::Running, R::Retrying);
+        assert!(matches!(
+            plan(&s, &claim(19_999)),
+            Err(Refusal::NotDue { .. })
+        ));
+        let p = plan(&s, &claim(20_000)).unwrap();
+        assert_eq!(
+            p.attempt,
+            Some(AttemptChange::Start {
+                run: "r".into(),
+                number: 2,
+                fence: 2,
+                worker: "w2".into()
+            })
+        );
+        assert!(matches!(
+            plan(&snap(E::Paused, R::Retrying), &claim(20_000)),
+            Err(Refusal::Forbidden(_))
+        ));
+        let p = plan(&snap(E::Created, R::Created), &claim(0)).unwrap();
+        assert_eq!(p.state, E::Running);
+    }
+
+    #[test]
+    fn pause_resume_and_restart_follow_the_machine() {
+        let paused = plan(&snap(E::Running, R::Retrying), &Event::Pause).unwrap();
+        assert_eq!(paused.state, E::Paused);
+        assert!(plan(&snap(E::Paused, R::Retrying), &Event::Pause).is_err());
+        let resumed = plan(&snap(E::Paused, R::Retrying), &Event::Resume).unwrap();
+        assert_eq!(
+            resumed.timers,
+            vec![Timer::Runnable {
+                run: "r".into(),
+                not_before: Some(20_000)
+            }]
+        );
+        assert!(plan(&snap(E::Running, R::Running), &Event::Resume).is_err());
+        let restarted = plan(&snap(E::Killed, R::Killed), &Event::Restart).unwrap();
+        assert_eq!(restarted.state, E::Restarted);
+        assert_eq!(restarted.runs[0].to, R::Created);
+        assert!(plan(&snap(E::Success, R::Success), &Event::Restart).is_err());
+        assert!(plan(&snap(E::Success, R::Success), &Event::Cancel).is_err());
+        assert!(plan(&snap(E::Killing, R::Running), &Event::Cancel).is_err());
+    }
+
+    #[test]
+    fn a_lost_host_retries_under_the_policy_or_ends_a_killing_execution() {
+        let lost = Event::HostLost {
+            run: "r".into(),
+            now_ms: 1_000,
+            jitter: 0.0,
+        };
+        let p = plan(&snap(E::Running, R::Running), &lost).unwrap();
+        assert_eq!(p.runs[0].to, R::Retrying);
+        assert!(matches!(
+            &p.attempt,
+            Some(AttemptChange::Finish { error: Some(e), .. }) if e.kind == ErrorKind::HostCrash
+        ));
+        let p = plan(&snap(E::Killing, R::Running), &lost).unwrap();
+        assert_eq!((p.runs[0].to, p.state), (R::Killed, E::Killed));
+    }
+
+    #[test]
+    fn a_shutdown_gives_the_attempt_back() {
+        let mut s = snap(E::Running, R::Running);
+        s.runs[0].attempts = 5;
+        let p = plan(
+            &s,
+            &Event::Shutdown {
+                run: "r".into(),
+                worker: "w".into(),
+                fence: 1,
+                now_ms: 7,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.runs[0].to, R::Retrying);
+        assert_eq!(p.runs[0].not_before, Some(7));
+        assert_eq!(p.runs[0].max_attempts, 6);
+        assert_eq!(p.state, E::Running);
+    }
+}

@@ -1,0 +1,468 @@
+//! Plans, applied: reads the planner's [`Snapshot`] of an execution inside
+//! the writer's transaction, asks `model::plan` what an event does, and
+//! writes exactly the plan. No transition rule lives here: a refusal comes
+//! from the planner before the first write, so it leaves the batch as it was.
+//!
+//! The snapshot is read in the same transaction that applies the plan, on
+//! the one writer thread, so nothing can change between the two; a store
+//! with several writers (PostgreSQL) reads it `FOR UPDATE` instead.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use super::super::*;
+use super::writes::{push_event, task_version_spec};
+use crate::model::clock::{Clock, parse_rfc3339_ms};
+use crate::model::plan::{
+    self, AttemptChange, Event, Lease, Plan, Refusal, RunSnapshot, Snapshot, Timer,
+};
+use crate::model::report::AttemptReport;
+
+impl From<Refusal> for StoreError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Forbidden(f) => StoreError::Forbidden(f),
+            Refusal::Stale(m) => StoreError::Fenced(m),
+            Refusal::NotDue { run, not_before } => StoreError::NotDue { run, not_before },
+            Refusal::UnknownRun(run) => StoreError::NotFound(format!("no task run {run}")),
+        }
+    }
+}
+
+/// The execution's row beside its snapshot: what applying needs.
+pub(super) struct Loaded {
+    pub snap: Snapshot,
+    pub started_at: Option<String>,
+    pub task_id: String,
+    pub task_version: i64,
+    pub input: String,
+    /// Per task run, in the snapshot's order.
+    pub runs: Vec<RunRow>,
+}
+
+/// A task run's columns the planner does not need.
+pub(super) struct RunRow {
+    pub step: String,
+    pub checkpoint: Option<String>,
+    pub priority: i32,
+    pub queue: String,
+}
+
+/// Reads execution `id` and its task runs, or `None` if there is none.
+pub(super) fn load(c: &Connection, id: &str) -> StoreResult<Option<Loaded>> {
+    let row: Option<(String, Option<String>, String, i64, String)> = c
+        .prepare_cached(
+            "SELECT state, started_at, task_id, task_version, input FROM executions WHERE id = ?",
+        )?
+        .query_row([id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((state, started_at, task_id, task_version, input)) = row else {
+        return Ok(None);
+    };
+    let spec = task_version_spec(c, &task_id, task_version)?;
+    let mut st = c.prepare_cached(
+        "SELECT id, state, attempts, max_attempts, fence, owner, not_before, step, checkpoint, priority, queue \
+         FROM task_runs WHERE execution_id = ? ORDER BY id",
+    )?;
+    let mut snaps = Vec::new();
+    let mut runs = Vec::new();
+    let mut rows = st.query([id])?;
+    while let Some(r) = rows.next()? {
+        let state: String = r.get(1)?;
+        snaps.push(RunSnapshot {
+            id: r.get(0)?,
+            state: state.parse().map_err(StoreError::Internal)?,
+            attempts: r.get::<_, i64>(2)? as u32,
+            max_attempts: r.get::<_, i64>(3)? as u32,
+            fence: r.get(4)?,
+            owner: r.get(5)?,
+            not_before: r.get(6)?,
+        });
+        runs.push(RunRow {
+            step: r.get(7)?,
+            checkpoint: r.get(8)?,
+            priority: r.get::<_, i64>(9)? as i32,
+            queue: r.get(10)?,
+        });
+    }
+    Ok(Some(Loaded {
+        snap: Snapshot {
+            execution_id: id.to_string(),
+            state: state.parse().map_err(StoreError::Internal)?,
+            retry: spec.retry,
+            runs: snaps,
+        },
+        started_at,
+        task_id,
+        task_version,
+        input,
+        runs,
+    }))
+}
+
+/// The execution a task run belongs to.
+pub(super) fn execution_of(c: &Connection, run: &str) -> StoreResult<String> {
+    c.prepare_cached("SELECT execution_id FROM task_runs WHERE id = ?")?
+        .query_row([run], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no task run {run}")))
+}
+
+/// What applying a plan produced for the caller.
+pub(super) struct Applied {
+    pub plan: Plan,
+    /// The id of the attempt the plan started, if it started one.
+    pub attempt_id: Option<String>,
+}
+
+/// What the event carries beyond the plan: data to store with it.
+#[derive(Default)]
+pub(super) struct Extra<'a> {
+    /// The lease of a claim.
+    pub lease_until: Option<i64>,
+    /// The report of a finished attempt.
+    pub report: Option<&'a AttemptReport>,
+}
+
+/// Plans `event` for the loaded execution and writes the plan.
+pub(super) fn plan_and_apply(
+    c: &Connection,
+    clock: &dyn Clock,
+    loaded: &Loaded,
+    event: &Event,
+    extra: Extra<'_>,
+) -> StoreResult<Applied> {
+    // Every refusal happens here, before the first write.
+    let plan = plan::plan(&loaded.snap, event)?;
+    let id = &loaded.snap.execution_id;
+    let ts = clock.now_rfc3339();
+    let mut attempt_id = None;
+
+    match &plan.attempt {
+        Some(AttemptChange::Start {
+            run,
+            number,
+            fence,
+            worker,
+        }) => {
+            let aid = uuid::Uuid::now_v7().to_string();
+            c.prepare_cached(
+                "INSERT INTO attempts (id, task_run_id, execution_id, number, status, worker_id, fence, started_at) \
+                 VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+            )?
+            .execute(params![aid, run, id, number, worker, fence, ts])?;
+            attempt_id = Some(aid);
+        }
+        Some(AttemptChange::Finish {
+            run,
+            number,
+            status,
+            error,
+        }) => {
+            // The guest's report, unless the planner decided how the
+            // attempt ended (a lost host, a shutdown): then only its usage.
+            let guest = extra.report.filter(|_| error.is_none());
+            let error_text = match (guest, error) {
+                (Some(r), _) => r.error.as_ref().map(serde_json::to_string).transpose()?,
+                (None, planned) => planned.as_ref().map(serde_json::to_string).transpose()?,
+            };
+            let usage = extra.report.map(|r| r.usage.clone()).unwrap_or_default();
+            let report = guest.map(|r| {
+                json!({
+                    "result": r.result, "outputs": r.outputs, "metrics": r.metrics, "media": r.media,
+                    "warnings": r.warnings, "checkpoint": r.checkpoint,
+                })
+                .to_string()
+            });
+            c.prepare_cached(
+                "UPDATE attempts SET status = ?, error = ?, usage = ?, report = ?, ended_at = ? \
+                 WHERE task_run_id = ? AND number = ? AND status = 'running'",
+            )?
+            .execute(params![
+                status.as_str(),
+                error_text,
+                serde_json::to_string(&usage)?,
+                report,
+                ts,
+                run,
+                number
+            ])?;
+            if let Some(r) = guest {
+                write_report(c, id, run, *number, r, &ts)?;
+            } else if plan.state.is_terminal() {
+                c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
+                    .execute(params![error_text, id])?;
+            }
+        }
+        None => {}
+    }
+
+    for ch in &plan.runs {
+        match &ch.lease {
+            Lease::Take { worker, fence } => c
+                .prepare_cached(
+                    "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ?, \
+                     owner = ?, fence = ?, lease_until = ? WHERE id = ?",
+                )?
+                .execute(params![
+                    ch.to.as_str(),
+                    ch.attempts,
+                    ch.max_attempts,
+                    ch.not_before,
+                    worker,
+                    fence,
+                    extra.lease_until,
+                    ch.run
+                ])?,
+            Lease::Release => c
+                .prepare_cached(
+                    "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ?, \
+                     owner = NULL, lease_until = NULL WHERE id = ?",
+                )?
+                .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
+            Lease::Keep => c
+                .prepare_cached(
+                    "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ? WHERE id = ?",
+                )?
+                .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
+        };
+    }
+
+    if let Some(t) = plan.execution {
+        use ExecutionState as E;
+        if t.to.is_terminal() {
+            let duration = loaded
+                .started_at
+                .as_deref()
+                .and_then(parse_rfc3339_ms)
+                .zip(parse_rfc3339_ms(&ts))
+                .map(|(a, b)| b - a);
+            c.prepare_cached(
+                "UPDATE executions SET state = ?, ended_at = ?, duration_ms = ? WHERE id = ?",
+            )?
+            .execute(params![t.to.as_str(), ts, duration, id])?;
+        } else if t.to == E::Running {
+            c.prepare_cached(
+                "UPDATE executions SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
+            )?
+            .execute(params![t.to.as_str(), ts, id])?;
+        } else if t.to == E::Restarted {
+            c.prepare_cached(
+                "UPDATE executions SET state = ?, ended_at = NULL, duration_ms = NULL, error = NULL WHERE id = ?",
+            )?
+            .execute(params![t.to.as_str(), id])?;
+        } else {
+            c.prepare_cached("UPDATE executions SET state = ? WHERE id = ?")?
+                .execute(params![t.to.as_str(), id])?;
+        }
+    }
+
+    for e in &plan.events {
+        push_event(id, &ts, e.kind.as_str(), e.from, e.to, &e.detail);
+    }
+    Ok(Applied { plan, attempt_id })
+}
+
+/// What a finished attempt produced: media records, the task run's
+/// checkpoint, the execution's outputs, result and error.
+fn write_report(
+    c: &Connection,
+    execution_id: &str,
+    run: &str,
+    number: u32,
+    r: &AttemptReport,
+    ts: &str,
+) -> StoreResult<()> {
+    if !r.media.is_empty() {
+        let attempt_id: String = c
+            .prepare_cached("SELECT id FROM attempts WHERE task_run_id = ? AND number = ?")?
+            .query_row(params![run, number], |row| row.get(0))?;
+        for m in &r.media {
+            c.prepare_cached(
+                "INSERT INTO media (id, execution_id, attempt_id, name, content_type, size, sha256, url, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![m.id, execution_id, attempt_id, m.name, m.content_type, m.size as i64, m.sha256, m.url, ts])?;
+        }
+    }
+    if let Some(cp) = &r.checkpoint {
+        c.prepare_cached("UPDATE task_runs SET checkpoint = ? WHERE id = ?")?
+            .execute(params![cp.to_string(), run])?;
+    }
+    c.prepare_cached("UPDATE executions SET outputs = ?, result = ?, error = ? WHERE id = ?")?
+        .execute(params![
+            serde_json::to_string(&r.outputs)?,
+            r.result.as_ref().map(|v| v.to_string()),
+            r.error.as_ref().map(serde_json::to_string).transpose()?,
+            execution_id
+        ])?;
+    Ok(())
+}
+
+/// The plan's timers as the runtime needs them.
+pub(super) fn outcome(loaded: &Loaded, plan: &Plan) -> PlanOutcome {
+    let mut out = PlanOutcome {
+        state: plan.state,
+        runnable: Vec::new(),
+        interrupt: Vec::new(),
+    };
+    for t in &plan.timers {
+        match t {
+            Timer::Runnable { run, not_before } => {
+                if let Some(i) = loaded.snap.runs.iter().position(|r| &r.id == run) {
+                    out.runnable.push(Runnable {
+                        task_run_id: run.clone(),
+                        execution_id: loaded.snap.execution_id.clone(),
+                        task_id: loaded.task_id.clone(),
+                        priority: loaded.runs[i].priority,
+                        queue: loaded.runs[i].queue.clone(),
+                        not_before: *not_before,
+                    });
+                }
+            }
+            Timer::Interrupt { run } => out.interrupt.push(run.clone()),
+        }
+    }
+    out
+}
+
+/// A user's control request, planned and applied.
+pub(super) fn control(
+    c: &Connection,
+    clock: &dyn Clock,
+    id: &str,
+    control: Control,
+) -> StoreResult<PlanOutcome> {
+    let loaded = load(c, id)?.ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
+    let event = match control {
+        Control::Cancel => Event::Cancel,
+        Control::Pause => Event::Pause,
+        Control::Resume => Event::Resume,
+        Control::Restart => Event::Restart,
+    };
+    let applied = plan_and_apply(c, clock, &loaded, &event, Extra::default())?;
+    Ok(outcome(&loaded, &applied.plan))
+}
+
+/// A claim: the next attempt of a task run starts on `worker`.
+pub(super) fn start_attempt(
+    c: &Connection,
+    clock: &dyn Clock,
+    run_id: &str,
+    worker: &str,
+    lease_until: i64,
+) -> StoreResult<StartedAttempt> {
+    let execution_id = execution_of(c, run_id)?;
+    let loaded = load(c, &execution_id)?
+        .ok_or_else(|| StoreError::NotFound(format!("no execution {execution_id}")))?;
+    let event = Event::Claim {
+        run: run_id.to_string(),
+        worker: worker.to_string(),
+        now_ms: clock.now_ms(),
+    };
+    let applied = plan_and_apply(
+        c,
+        clock,
+        &loaded,
+        &event,
+        Extra {
+            lease_until: Some(lease_until),
+            report: None,
+        },
+    )?;
+    let Some(AttemptChange::Start { number, fence, .. }) = applied.plan.attempt else {
+        return Err(StoreError::Internal("a claim planned no attempt".into()));
+    };
+    let i = loaded
+        .snap
+        .runs
+        .iter()
+        .position(|r| r.id == run_id)
+        .expect("the planner found this run");
+    let spec = task_version_spec(c, &loaded.task_id, loaded.task_version)?;
+    Ok(StartedAttempt {
+        attempt_id: applied.attempt_id.expect("a started attempt has an id"),
+        number,
+        fence,
+        max_attempts: loaded.snap.runs[i].max_attempts,
+        checkpoint: loaded.runs[i].checkpoint.clone(),
+        input: serde_json::from_str(&loaded.input)?,
+        task_version: loaded.task_version,
+        spec,
+        step: loaded.runs[i].step.clone(),
+    })
+}
+
+/// An attempt's end, reported by the worker that ran it.
+pub(super) fn finish_attempt(
+    c: &Connection,
+    clock: &dyn Clock,
+    f: &FinishAttempt,
+) -> StoreResult<PlanOutcome> {
+    let loaded = load(c, &f.execution_id)?
+        .ok_or_else(|| StoreError::NotFound(format!("no execution {}", f.execution_id)))?;
+    let event = if f.shutdown {
+        Event::Shutdown {
+            run: f.task_run_id.clone(),
+            worker: f.worker.clone(),
+            fence: f.fence,
+            now_ms: clock.now_ms(),
+        }
+    } else {
+        Event::AttemptFinished {
+            run: f.task_run_id.clone(),
+            worker: f.worker.clone(),
+            fence: f.fence,
+            status: f.report.status,
+            error: f.report.error_kind(),
+            now_ms: clock.now_ms(),
+            jitter: f.jitter,
+        }
+    };
+    let applied = plan_and_apply(
+        c,
+        clock,
+        &loaded,
+        &event,
+        Extra {
+            lease_until: None,
+            report: Some(&f.report),
+        },
+    )?;
+    Ok(outcome(&loaded, &applied.plan))
+}
+
+/// Closes the attempts a dead process left running: each task run's host
+/// is lost, and the planner retries it under its policy (or ends a killing
+/// execution).
+pub(super) fn recover(
+    c: &Connection,
+    clock: &dyn Clock,
+    jitter: &mut dyn FnMut() -> f64,
+) -> StoreResult<Recovery> {
+    let running: Vec<(String, String)> = c
+        .prepare_cached(
+            "SELECT id, execution_id FROM task_runs WHERE state = 'RUNNING' ORDER BY id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut rec = Recovery::default();
+    for (run, execution_id) in running {
+        let Some(loaded) = load(c, &execution_id)? else {
+            continue;
+        };
+        let event = Event::HostLost {
+            run,
+            now_ms: clock.now_ms(),
+            jitter: jitter(),
+        };
+        let applied = plan_and_apply(c, clock, &loaded, &event, Extra::default())?;
+        rec.crashed_attempts += 1;
+        if applied.plan.state == ExecutionState::Killed {
+            rec.killed_executions += 1;
+        }
+    }
+    Ok(rec)
+}
