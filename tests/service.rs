@@ -672,3 +672,39 @@ async fn sigterm_lets_running_attempts_finish() {
         "finished within the grace period, not re-run"
     );
 }
+
+#[tokio::test]
+async fn an_attempt_cut_short_by_shutdown_runs_again_without_using_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ward.json");
+    std::fs::write(&config, r#"{"shutdown_grace": "200ms"}"#).unwrap();
+    let s = Server::launch_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    // One attempt in all: only a shutdown may give it a second.
+    s.create_task(json!({"name": "slow", "action": "chaos"}))
+        .await;
+    let id = s
+        .start("slow", json!({"mode": "slow", "steps": 10, "step_ms": 300}))
+        .await;
+    s.wait_for(&id, "RUNNING", WAIT).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(s.wait_exit(Duration::from_secs(20)), "the server exits");
+
+    let s = Server::launch(dir.path());
+    let e = s.wait_for(&id, "terminal", WAIT).await;
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    let a = attempts(&e);
+    assert_eq!(a.len(), 2, "{e}");
+    assert_eq!(a[0]["error"]["kind"], "host_crash", "{e}");
+    assert!(
+        a[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shut down"),
+        "{e}"
+    );
+    assert_eq!(a[1]["status"], "success");
+}

@@ -1,9 +1,14 @@
 //! The runtime: runs task runs as sequences of attempts on the sandbox,
 //! with retries, checkpoint hand-over, a dispatcher, control requests and
-//! crash recovery.
+//! crash recovery. What follows what is the model's planner's decision,
+//! applied by the store; the runtime schedules what the plans ask for.
 //!
 //! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
+mod catalog;
+mod dispatch;
+pub mod error;
+mod leases;
 pub mod local;
-
 pub mod service;
+mod worker;

@@ -168,7 +168,7 @@ pub(super) fn plan_and_apply(
                 (Some(r), _) => r.error.as_ref().map(serde_json::to_string).transpose()?,
                 (None, planned) => planned.as_ref().map(serde_json::to_string).transpose()?,
             };
-            let usage = extra.report.map(|r| r.usage.clone()).unwrap_or_default();
+            let usage = extra.report.map(|r| r.usage).unwrap_or_default();
             let report = guest.map(|r| {
                 json!({
                     "result": r.result, "outputs": r.outputs, "metrics": r.metrics, "media": r.media,

@@ -1,0 +1,217 @@
+//! The catalog: plugins (uploaded components) and tasks, validated and
+//! stored, with the in-memory caches that keep the trigger and attempt hot
+//! paths off the store. This host is the only writer of tasks and plugins
+//! (SQLite) and clears the caches on every change; a multi-host store must
+//! invalidate them across hosts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::error::{ServiceError, ServiceResult};
+use super::service::Service;
+use crate::model::execution::Plugin;
+use crate::model::now;
+use crate::model::task::{Task, TaskSpec};
+use crate::sandbox::component::{LoadError, LoadedAction, digest};
+
+impl Service {
+    /// Validates and stores a component; returns the plugin and whether it is new.
+    pub async fn add_plugin(
+        &self,
+        name: &str,
+        version: Option<String>,
+        bytes: Vec<u8>,
+    ) -> ServiceResult<(Plugin, bool)> {
+        crate::sandbox::limits::check_name("plugin", name).map_err(|m| ServiceError::Invalid {
+            message: m.clone(),
+            problems: vec![m],
+        })?;
+        if bytes.len() > self.config.max_plugin_bytes {
+            return Err(ServiceError::Invalid {
+                message: "component too large".into(),
+                problems: vec![format!(
+                    "component is over {} bytes",
+                    self.config.max_plugin_bytes
+                )],
+            });
+        }
+        let hex = digest(&bytes);
+        let sandbox = self.sandbox.clone();
+        let size = bytes.len();
+        let path = self.config.plugins_dir.join(format!("{hex}.wasm"));
+        let checked = tokio::task::spawn_blocking(move || -> Result<(), LoadError> {
+            sandbox.load(&bytes)?;
+            if !path.exists() {
+                std::fs::write(&path, &bytes)
+                    .map_err(|e| LoadError(format!("storing the component: {e}")))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        checked.map_err(|e| ServiceError::Invalid {
+            message: "not a component of the ward:action world".into(),
+            problems: vec![e.0],
+        })?;
+        let plugin = Plugin {
+            id: format!("sha256:{hex}"),
+            name: name.to_string(),
+            version,
+            size: size as u64,
+            created_at: now(),
+        };
+        let created = self.store.put_plugin(&plugin).await?;
+        // A name may now mean a newer component.
+        lock(&self.actions).clear();
+        let stored = self.store.plugin(&plugin.id).await?.unwrap_or(plugin);
+        Ok((stored, created))
+    }
+
+    async fn check_task(&self, spec: &TaskSpec) -> ServiceResult<()> {
+        let mut problems = spec.problems(&self.config.bounds);
+        if !spec.action.trim().is_empty() && self.store.plugin(&spec.action).await?.is_none() {
+            problems.push(format!(
+                "action {:?} is not a registered plugin (push it first: POST /api/v1/plugins)",
+                spec.action
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid {
+                message: "invalid task".into(),
+                problems,
+            })
+        }
+    }
+
+    pub async fn create_task(&self, spec: TaskSpec) -> ServiceResult<Task> {
+        self.check_task(&spec).await?;
+        let ts = now();
+        let task = Task {
+            id: uuid::Uuid::now_v7().to_string(),
+            version: 1,
+            spec,
+            created_at: ts.clone(),
+            updated_at: ts,
+        };
+        self.store.create_task(&task).await?;
+        lock(&self.tasks).clear();
+        self.lock_dispatch()
+            .task_limits
+            .insert(task.id.clone(), task.spec.concurrency);
+        Ok(task)
+    }
+
+    pub async fn update_task(&self, id: &str, spec: TaskSpec) -> ServiceResult<Task> {
+        self.check_task(&spec).await?;
+        let task = self.store.update_task(id, &spec).await?;
+        lock(&self.tasks).clear();
+        self.lock_dispatch()
+            .task_limits
+            .insert(task.id.clone(), task.spec.concurrency);
+        Ok(task)
+    }
+
+    pub async fn delete_task(&self, id: &str) -> ServiceResult<()> {
+        self.store.delete_task(id).await?;
+        lock(&self.tasks).clear();
+        Ok(())
+    }
+
+    /// A task by id or name, from memory when it was looked up before.
+    pub async fn task(&self, id_or_name: &str) -> ServiceResult<Option<Task>> {
+        let generation = {
+            let cache = lock(&self.tasks);
+            if let Some(t) = cache.entries.get(id_or_name) {
+                return Ok(Some(t.clone()));
+            }
+            cache.generation
+        };
+        let task = self.store.task(id_or_name).await?;
+        if let Some(t) = &task {
+            lock(&self.tasks).insert(generation, id_or_name, t.clone());
+        }
+        Ok(task)
+    }
+
+    pub(super) async fn action_for(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
+        let generation = {
+            let cache = lock(&self.actions);
+            if let Some(a) = cache.entries.get(action) {
+                return Ok(a.clone());
+            }
+            cache.generation
+        };
+        let loaded = self.load_action(action).await?;
+        lock(&self.actions).insert(generation, action, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn load_action(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
+        let plugin = self
+            .store
+            .plugin(action)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("plugin {action:?} is not registered"))?;
+        let hex = plugin.id.trim_start_matches("sha256:").to_string();
+        if let Some(a) = self.sandbox.loaded(&hex) {
+            return Ok(a);
+        }
+        let sandbox = self.sandbox.clone();
+        let path = self.config.plugins_dir.join(format!("{hex}.wasm"));
+        tokio::task::spawn_blocking(move || sandbox.load_file(&path).map_err(|e| e.0))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+}
+
+/// Lookups remembered until the next change. The generation makes a lookup
+/// that raced with a change drop its (possibly stale) result.
+pub(super) struct Cache<T> {
+    entries: HashMap<String, T>,
+    generation: u64,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache {
+            entries: HashMap::new(),
+            generation: 0,
+        }
+    }
+}
+
+impl<T> Cache<T> {
+    fn insert(&mut self, read_at: u64, key: &str, value: T) {
+        if read_at == self.generation {
+            self.entries.insert(key.to_string(), value);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.generation += 1;
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_that_raced_with_a_change_is_not_remembered() {
+        let mut c: Cache<u32> = Cache::default();
+        let read_at = c.generation;
+        c.clear(); // a task changed while the lookup was reading the store
+        c.insert(read_at, "t", 1);
+        assert!(c.entries.is_empty());
+        c.insert(c.generation, "t", 2);
+        assert_eq!(c.entries["t"], 2);
+    }
+}

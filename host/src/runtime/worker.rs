@@ -1,0 +1,168 @@
+//! The attempt worker: runs one attempt of a task run on the sandbox, from
+//! the claim to the recorded end, with checkpoints and log lines going to
+//! the store as the guest writes them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::lock;
+use super::dispatch::RunRef;
+use super::service::Service;
+use crate::model::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
+use crate::model::retry::random_jitter;
+use crate::sandbox::{AttemptSpec, CheckpointSink, Invocation, LogObserver};
+use crate::store::{FinishAttempt, NewLog, Store, StoreError};
+
+impl Service {
+    /// One attempt of a task run, start to finish, then what follows it.
+    pub(super) async fn run_task_run(self: Arc<Self>, run: RunRef) {
+        let worker = self.config.worker_id.clone();
+        let lease_until = self.clock.now_ms() + self.config.lease.as_millis() as i64;
+        let started = match self
+            .store
+            .start_attempt(&run.task_run_id, &worker, lease_until)
+            .await
+        {
+            Ok(s) => s,
+            Err(StoreError::Forbidden(f)) => {
+                // Paused, cancelled or already handled: resume/restart re-queue it.
+                tracing::debug!(task_run = %run.task_run_id, reason = %f, "not starting");
+                self.release(&run);
+                return;
+            }
+            Err(StoreError::NotFound(_)) => {
+                self.release(&run);
+                return;
+            }
+            Err(StoreError::NotDue { not_before, .. }) => {
+                // Queued early (e.g. resumed during a backoff): wait for it.
+                self.release(&run);
+                self.requeue(run, not_before);
+                return;
+            }
+            Err(e) => {
+                // Still runnable in the store: try again shortly rather than
+                // leave it stranded until the next start.
+                tracing::error!(task_run = %run.task_run_id, error = %e, "starting an attempt failed; retrying in 1 s");
+                self.release(&run);
+                self.requeue(run, self.clock.now_ms() + 1_000);
+                return;
+            }
+        };
+        let cancel = CancellationToken::new();
+        lock(&self.running).insert(run.task_run_id.clone(), cancel.clone());
+
+        let report = match self.action_for(&started.spec.action).await {
+            Err(message) => {
+                AttemptReport::failed_before_start(started.number, ErrorKind::LoadFailed, message)
+            }
+            Ok(action) => {
+                let mut spec = AttemptSpec::new(
+                    Invocation {
+                        input: started.input.to_string(),
+                        execution_id: run.execution_id.clone(),
+                        task_id: run.task_id.clone(),
+                        step: started.step.clone(),
+                        attempt: started.number,
+                    },
+                    self.media.clone(),
+                );
+                match started.spec.limits(&self.config.bounds) {
+                    Ok(l) => spec.limits = l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "task limits out of bounds; using defaults")
+                    }
+                }
+                spec.quotas = self.config.quotas;
+                spec.variables = started.spec.grants.variables.clone();
+                spec.scratch = started.spec.grants.scratch;
+                spec.last_checkpoint = started.checkpoint.clone();
+                spec.cancel = cancel.clone();
+                spec.checkpoint_sink = Some(Arc::new(StoreCheckpoints {
+                    store: self.store.clone(),
+                    task_run_id: run.task_run_id.clone(),
+                    fence: started.fence,
+                }));
+                spec.log_observer = Some(Arc::new(StoreLogs {
+                    store: self.store.clone(),
+                    execution_id: run.execution_id.clone(),
+                    attempt: started.number,
+                }));
+                self.sandbox.run(&action, spec).await
+            }
+        };
+        lock(&self.running).remove(&run.task_run_id);
+
+        let finish = FinishAttempt {
+            attempt_id: started.attempt_id.clone(),
+            task_run_id: run.task_run_id.clone(),
+            execution_id: run.execution_id.clone(),
+            worker,
+            fence: started.fence,
+            shutdown: report.status == AttemptStatus::Killed
+                && self.stopping.load(AtomicOrdering::SeqCst),
+            report,
+            jitter: random_jitter(),
+        };
+        match self.store.finish_attempt(finish).await {
+            Ok(outcome) => self.act_on(&outcome),
+            Err(e) => {
+                tracing::error!(task_run = %run.task_run_id, error = %e, "recording an attempt failed")
+            }
+        }
+        // Only now: shutdown waits for this to record the attempt.
+        self.release(&run);
+    }
+}
+
+/// Checkpoints committed to the store before the guest hears they are saved.
+struct StoreCheckpoints {
+    store: Arc<dyn Store>,
+    task_run_id: String,
+    fence: i64,
+}
+
+impl CheckpointSink for StoreCheckpoints {
+    fn save(
+        &self,
+        state: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>
+    {
+        let (store, run, fence) = (self.store.clone(), self.task_run_id.clone(), self.fence);
+        Box::pin(async move {
+            store
+                .save_checkpoint(&run, fence, &state)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "saving a checkpoint failed");
+                    "the checkpoint could not be stored".to_string()
+                })
+        })
+    }
+}
+
+/// Log lines stored as they are written, so that followers see them live.
+struct StoreLogs {
+    store: Arc<dyn Store>,
+    execution_id: String,
+    attempt: u32,
+}
+
+impl LogObserver for StoreLogs {
+    fn line(&self, line: &LogLine) {
+        let source = serde_json::to_value(line.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.store.append_logs(vec![NewLog {
+            execution_id: self.execution_id.clone(),
+            attempt: self.attempt,
+            ts: line.ts.clone(),
+            level: line.level.as_str().to_string(),
+            source,
+            message: line.message.clone(),
+        }]);
+    }
+}
