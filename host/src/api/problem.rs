@@ -38,14 +38,31 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound(m) => ApiError::NotFound(m),
-            ServiceError::Conflict(m) | ServiceError::Forbidden(m) => ApiError::Conflict(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Forbidden(f) => ApiError::Conflict(f.to_string()),
             ServiceError::Invalid { message, problems } => ApiError::Unprocessable {
                 detail: message,
                 problems,
             },
-            ServiceError::Internal(m) => ApiError::Internal(m),
+            // The source chain goes to the log, never to the caller.
+            failure => ApiError::Internal(error_chain(&failure)),
         }
     }
+}
+
+/// An error and its sources, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl From<crate::store::StoreError> for ApiError {

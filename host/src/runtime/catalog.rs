@@ -39,16 +39,22 @@ impl Service {
         let sandbox = self.sandbox.clone();
         let size = bytes.len();
         let path = self.config.plugins_dir.join(format!("{hex}.wasm"));
-        let checked = tokio::task::spawn_blocking(move || -> Result<(), LoadError> {
-            sandbox.load(&bytes)?;
-            if !path.exists() {
-                std::fs::write(&path, &bytes)
-                    .map_err(|e| LoadError(format!("storing the component: {e}")))?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Checked first (a bad component is the caller's 422), stored
+        // second (a failed write is the server's fault).
+        let checked =
+            tokio::task::spawn_blocking(move || -> ServiceResult<Result<(), LoadError>> {
+                if let Err(e) = sandbox.load(&bytes) {
+                    return Ok(Err(e));
+                }
+                if !path.exists() {
+                    std::fs::write(&path, &bytes).map_err(|source| ServiceError::Io {
+                        context: format!("storing the component at {}", path.display()),
+                        source,
+                    })?;
+                }
+                Ok(Ok(()))
+            })
+            .await??;
         checked.map_err(|e| ServiceError::Invalid {
             message: "not a component of the ward:action world".into(),
             problems: vec![e.0],
@@ -135,7 +141,8 @@ impl Service {
         Ok(task)
     }
 
-    pub(super) async fn action_for(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
+    /// The loaded component of a task's action, from memory when possible.
+    pub(super) async fn action_for(&self, action: &str) -> ServiceResult<Arc<LoadedAction>> {
         let generation = {
             let cache = lock(&self.actions);
             if let Some(a) = cache.entries.get(action) {
@@ -148,22 +155,17 @@ impl Service {
         Ok(loaded)
     }
 
-    async fn load_action(&self, action: &str) -> Result<Arc<LoadedAction>, String> {
-        let plugin = self
-            .store
-            .plugin(action)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("plugin {action:?} is not registered"))?;
+    async fn load_action(&self, action: &str) -> ServiceResult<Arc<LoadedAction>> {
+        let plugin = self.store.plugin(action).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("plugin {action:?} is not registered"))
+        })?;
         let hex = plugin.id.trim_start_matches("sha256:").to_string();
         if let Some(a) = self.sandbox.loaded(&hex) {
             return Ok(a);
         }
         let sandbox = self.sandbox.clone();
         let path = self.config.plugins_dir.join(format!("{hex}.wasm"));
-        tokio::task::spawn_blocking(move || sandbox.load_file(&path).map_err(|e| e.0))
-            .await
-            .map_err(|e| e.to_string())?
+        Ok(tokio::task::spawn_blocking(move || sandbox.load_file(&path)).await??)
     }
 }
 

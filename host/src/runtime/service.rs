@@ -124,8 +124,9 @@ impl Service {
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> ServiceResult<Arc<Service>> {
-        std::fs::create_dir_all(&config.plugins_dir).map_err(|e| {
-            ServiceError::Internal(format!("creating {}: {e}", config.plugins_dir.display()))
+        std::fs::create_dir_all(&config.plugins_dir).map_err(|source| ServiceError::Io {
+            context: format!("creating {}", config.plugins_dir.display()),
+            source,
         })?;
         let svc = Arc::new(Service {
             tasks: Mutex::new(Cache::default()),

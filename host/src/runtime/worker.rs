@@ -55,9 +55,11 @@ impl Service {
         lock(&self.running).insert(run.task_run_id.clone(), cancel.clone());
 
         let report = match self.action_for(&started.spec.action).await {
-            Err(message) => {
-                AttemptReport::failed_before_start(started.number, ErrorKind::LoadFailed, message)
-            }
+            Err(e) => AttemptReport::failed_before_start(
+                started.number,
+                ErrorKind::LoadFailed,
+                e.to_string(),
+            ),
             Ok(action) => {
                 let mut spec = AttemptSpec::new(
                     Invocation {

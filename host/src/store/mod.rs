@@ -20,12 +20,16 @@ use crate::model::report::{AttemptReport, MediaInfo};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
 use crate::model::task::{Task, TaskSpec};
 
+/// Why a store call failed. The first five are answers about the data
+/// (the API shows them to the caller); the rest are failures of the store
+/// itself, with their source kept for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The planner refused: the state machine has no such edge.
     #[error(transparent)]
     Forbidden(#[from] Forbidden),
     /// A completion from a host that no longer owns the task run.
@@ -34,19 +38,54 @@ pub enum StoreError {
     /// A task run claimed before its backoff ran out.
     #[error("task run {run} is not due before {not_before} (unix ms)")]
     NotDue { run: String, not_before: i64 },
-    #[error("store failure: {0}")]
-    Internal(String),
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("JSON in the store does not parse: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Rows that contradict the model (an unknown state name, a lost row).
+    #[error("the store is inconsistent: {0}")]
+    Corrupt(String),
+    /// The writer could not take or commit the write; nothing was written.
+    #[error("the store could not commit: {0}")]
+    Unavailable(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Internal(e.to_string())
+impl StoreError {
+    /// Whether the same call may succeed if tried again later: a busy or
+    /// stopped database, a backoff still running. Refusals about the data
+    /// and a corrupt store are final.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StoreError::NotDue { .. } | StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            ),
+            _ => false,
+        }
     }
-}
 
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        StoreError::Internal(format!("bad JSON in the store: {e}"))
+    /// Whether this is a failure of the store itself rather than an answer
+    /// about the data: a write that fails so has left its transaction
+    /// unusable, and the API answers 5xx.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(_)
+                | StoreError::Database(_)
+                | StoreError::Migrate(_)
+                | StoreError::Json(_)
+                | StoreError::Corrupt(_)
+                | StoreError::Unavailable(_)
+        )
     }
 }
 

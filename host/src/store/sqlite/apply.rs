@@ -73,7 +73,7 @@ pub(super) fn load(c: &Connection, id: &str) -> StoreResult<Option<Loaded>> {
         let state: String = r.get(1)?;
         snaps.push(RunSnapshot {
             id: r.get(0)?,
-            state: state.parse().map_err(StoreError::Internal)?,
+            state: state.parse().map_err(StoreError::Corrupt)?,
             attempts: r.get::<_, i64>(2)? as u32,
             max_attempts: r.get::<_, i64>(3)? as u32,
             fence: r.get(4)?,
@@ -90,7 +90,7 @@ pub(super) fn load(c: &Connection, id: &str) -> StoreResult<Option<Loaded>> {
     Ok(Some(Loaded {
         snap: Snapshot {
             execution_id: id.to_string(),
-            state: state.parse().map_err(StoreError::Internal)?,
+            state: state.parse().map_err(StoreError::Corrupt)?,
             retry: spec.retry,
             runs: snaps,
         },
@@ -373,7 +373,7 @@ pub(super) fn start_attempt(
         },
     )?;
     let Some(AttemptChange::Start { number, fence, .. }) = applied.plan.attempt else {
-        return Err(StoreError::Internal("a claim planned no attempt".into()));
+        return Err(StoreError::Corrupt("a claim planned no attempt".into()));
     };
     let i = loaded
         .snap

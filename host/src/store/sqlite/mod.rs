@@ -50,10 +50,7 @@ impl SqliteStore {
     /// Like [`open`](Self::open), with time from `clock`.
     pub async fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let mut conn = SqliteConnection::connect_with(&options(path)).await?;
-        sqlx::migrate!("./migrations")
-            .run(&mut conn)
-            .await
-            .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
         conn.close().await?;
         let writer = Writer::open(path)?;
         let read = SqlitePoolOptions::new()
@@ -85,11 +82,11 @@ fn ms_to_rfc3339(ms: i64) -> String {
 }
 
 fn exec_state(s: &str) -> StoreResult<ExecutionState> {
-    ExecutionState::from_str(s).map_err(StoreError::Internal)
+    ExecutionState::from_str(s).map_err(StoreError::Corrupt)
 }
 
 fn run_state(s: &str) -> StoreResult<TaskRunState> {
-    TaskRunState::from_str(s).map_err(StoreError::Internal)
+    TaskRunState::from_str(s).map_err(StoreError::Corrupt)
 }
 
 fn json_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> StoreResult<Option<Value>> {
@@ -112,7 +109,7 @@ fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Execution> {
         namespace: row.try_get("namespace")?,
         parent_id: row.try_get("parent_id")?,
         trigger: Trigger::parse(&trigger)
-            .ok_or_else(|| StoreError::Internal(format!("bad trigger {trigger}")))?,
+            .ok_or_else(|| StoreError::Corrupt(format!("bad trigger {trigger}")))?,
         input: json_col(row, "input")?.unwrap_or(Value::Null),
         state: exec_state(row.try_get("state")?)?,
         created_at: row.try_get("created_at")?,
@@ -175,7 +172,7 @@ async fn load_execution(
                     id: a.try_get("id")?,
                     number: a.try_get::<i64, _>("number")? as u32,
                     status: AttemptPhase::parse(&status)
-                        .ok_or_else(|| StoreError::Internal(format!("bad status {status}")))?,
+                        .ok_or_else(|| StoreError::Corrupt(format!("bad status {status}")))?,
                     error: match json_col(a, "error")? {
                         Some(v) => Some(serde_json::from_value(v)?),
                         None => None,
@@ -314,7 +311,7 @@ impl Store for SqliteStore {
                 let e = self
                     .execution(&id, false)
                     .await?
-                    .ok_or_else(|| StoreError::Internal(format!("execution {id} vanished")))?;
+                    .ok_or_else(|| StoreError::Corrupt(format!("execution {id} vanished")))?;
                 Ok((e, false))
             }
         }
@@ -418,8 +415,8 @@ impl Store for SqliteStore {
             .run(move |c| {
                 apply::recover(c, &*clock, &mut crate::model::retry::random_jitter).map_err(|e| {
                     match e {
-                        StoreError::Internal(m) => StoreError::Internal(m),
-                        other => StoreError::Internal(format!("recovery: {other}")),
+                        e if e.is_failure() => e,
+                        refused => StoreError::Corrupt(format!("recovery: {refused}")),
                     }
                 })
             })

@@ -45,19 +45,13 @@ enum Applied {
 
 fn applied<T>(result: &StoreResult<T>) -> Applied {
     match result {
-        Err(StoreError::Internal(_)) => Applied::Broken,
+        Err(e) if e.is_failure() => Applied::Broken,
         _ => Applied::Clean,
     }
 }
 
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
-    }
-}
 
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
@@ -80,7 +74,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("ward-store-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Internal(format!("starting the writer: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("starting the writer: {e}")))?;
         Ok(Writer { jobs: tx })
     }
 
@@ -97,7 +91,7 @@ impl Writer {
             let ack: Ack = Box::new(move |commit| {
                 let _ = tx.send(match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Internal(format!("not committed: {e}"))),
+                    Err(e) => Err(StoreError::Unavailable(format!("not committed: {e}"))),
                 });
             });
             (state, ack)
@@ -133,9 +127,9 @@ impl Writer {
     async fn submit<T>(&self, job: Job, rx: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
         self.jobs
             .send(job)
-            .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Internal("the store's writer dropped a write".into()))?
+            .map_err(|_| StoreError::Unavailable("the store's writer dropped a write".into()))?
     }
 
     /// Queues `f` without waiting for it (log lines).
