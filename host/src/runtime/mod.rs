@@ -10,5 +10,6 @@ mod dispatch;
 pub mod error;
 mod leases;
 pub mod local;
+mod reads;
 pub mod service;
 mod worker;

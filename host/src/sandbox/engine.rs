@@ -3,10 +3,10 @@
 //! config.
 //!
 //! Owns engine settings only; per-attempt limits are applied to each `Store`
-//! by `sandbox::runner`. Sizing and tuning follow measurements in
-//! `shared/notes/wasmtime-48.md`: default pooling settings scale badly across
-//! threads (madvise per instance), so memory, tables and stacks are kept
-//! resident and the kernel's pagemap scan is used where available.
+//! by `sandbox::runner`. Sizing and tuning follow measurements made for
+//! wasmtime 48 (see BENCHMARKS.md): default pooling settings scale badly
+//! across threads (madvise per instance), so memory, tables and stacks are
+//! kept resident and the kernel's pagemap scan is used where available.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;

@@ -1,0 +1,66 @@
+//! The runtime's read side: what the API and the CLI's server may read,
+//! without reaching into the store. Reads go to the store's read
+//! connections; nothing here writes or plans.
+
+use super::error::ServiceResult;
+use super::service::Service;
+use crate::model::execution::{Event, Execution, Plugin, StoredLog};
+use crate::model::report::MediaInfo;
+use crate::model::task::Task;
+use crate::store::{AttemptMetric, ExecutionFilter};
+
+impl Service {
+    pub async fn plugins(&self) -> ServiceResult<Vec<Plugin>> {
+        Ok(self.store.plugins().await?)
+    }
+
+    /// A plugin by its digest id or name (the newest of that name).
+    pub async fn plugin(&self, id_or_name: &str) -> ServiceResult<Option<Plugin>> {
+        Ok(self.store.plugin(id_or_name).await?)
+    }
+
+    pub async fn tasks(&self) -> ServiceResult<Vec<Task>> {
+        Ok(self.store.tasks().await?)
+    }
+
+    /// An execution, with its task runs and attempts when `with_runs`.
+    pub async fn execution(&self, id: &str, with_runs: bool) -> ServiceResult<Option<Execution>> {
+        Ok(self.store.execution(id, with_runs).await?)
+    }
+
+    pub async fn executions(&self, filter: &ExecutionFilter) -> ServiceResult<Vec<Execution>> {
+        Ok(self.store.executions(filter).await?)
+    }
+
+    /// Log lines after `after` (a line id), oldest first.
+    pub async fn logs(
+        &self,
+        execution_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> ServiceResult<Vec<StoredLog>> {
+        Ok(self.store.logs(execution_id, after, limit).await?)
+    }
+
+    /// Events after `after` (an event id), oldest first.
+    pub async fn events(
+        &self,
+        execution_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> ServiceResult<Vec<Event>> {
+        Ok(self.store.events(execution_id, after, limit).await?)
+    }
+
+    pub async fn media_of(&self, execution_id: &str) -> ServiceResult<Vec<MediaInfo>> {
+        Ok(self.store.media_of(execution_id).await?)
+    }
+
+    pub async fn media(&self, id: &str) -> ServiceResult<Option<MediaInfo>> {
+        Ok(self.store.media(id).await?)
+    }
+
+    pub async fn metrics(&self, execution_id: &str) -> ServiceResult<Vec<AttemptMetric>> {
+        Ok(self.store.metrics(execution_id).await?)
+    }
+}
