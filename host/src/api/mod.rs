@@ -3,6 +3,8 @@
 //!
 //! Calls `runtime` (and reads through its store); never the sandbox.
 
+#[cfg(test)]
+mod control_tests;
 mod executions;
 mod openapi;
 mod plugins;
