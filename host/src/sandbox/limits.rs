@@ -124,30 +124,6 @@ pub fn bytes_display(n: u64) -> String {
     format!("{n} B")
 }
 
-/// Parses sizes like `128MiB`, `64 MB`, `1g`, `4096` (bytes).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| {
-        format!("invalid size {text:?}: expected a number with an optional unit like 128MiB")
-    })?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => KIB,
-        "m" | "mb" | "mib" => MIB,
-        "g" | "gb" | "gib" => 1024 * MIB,
-        other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB or GiB"
-            ));
-        }
-    };
-    Ok((value * mult as f64) as u64)
-}
-
 /// Serde support for durations as human text ("30s", "1m 30s") or a number of milliseconds.
 pub mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
@@ -166,7 +142,27 @@ pub mod humantime_serde_compat {
         }
         match Text::deserialize(d)? {
             Text::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Text::Human(s) => humantime::parse_duration(&s).map_err(D::Error::custom),
+            Text::Human(s) => humantime::parse_duration(&s)
+                .map_err(|e| D::Error::custom(format!("invalid duration {s:?}: {e}"))),
+        }
+    }
+
+    /// The same for an optional duration: absent or `null` is `None`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Compat(#[serde(with = "super")] Duration);
+            Ok(Option::<Compat>::deserialize(d)?.map(|Compat(d)| d))
         }
     }
 }
@@ -270,15 +266,10 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("128MiB"), Ok(128 * MIB));
-        assert_eq!(parse_bytes("64 mb"), Ok(64 * MIB));
-        assert_eq!(parse_bytes("1g"), Ok(1024 * MIB));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("MiB").is_err());
+    fn sizes_display_in_binary_units() {
         assert_eq!(bytes_display(MIB), "1 MiB");
         assert_eq!(bytes_display(1536), "1.5 KiB");
+        assert_eq!(bytes_display(12), "12 B");
     }
 
     #[test]
