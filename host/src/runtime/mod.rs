@@ -5,6 +5,7 @@
 //! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
 pub mod backoff;
+pub mod config;
 pub mod local;
 pub mod retry;
 pub mod service;

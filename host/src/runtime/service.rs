@@ -10,7 +10,6 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,54 +23,16 @@ use super::retry::is_retryable;
 use crate::model::execution::{Execution, Plugin, Trigger};
 use crate::model::now;
 use crate::model::state::{ExecutionState, TaskRunState};
-use crate::model::task::{Task, TaskBounds, TaskSpec};
+use crate::model::task::{Task, TaskSpec};
 use crate::sandbox::component::{LoadError, LoadedAction, digest};
 use crate::sandbox::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
-use crate::sandbox::{
-    AttemptSpec, CheckpointSink, Invocation, LogObserver, MediaStore, Quotas, Sandbox,
-};
+use crate::sandbox::{AttemptSpec, CheckpointSink, Invocation, LogObserver, MediaStore, Sandbox};
 use crate::store::sqlite::unix_ms;
 use crate::store::{
     Control, FinishAttempt, NewExecution, NewLog, RunOutcome, Runnable, Store, StoreError,
 };
 
-/// Service settings.
-#[derive(Debug, Clone)]
-pub struct ServiceConfig {
-    /// Attempts this host runs at once.
-    pub slots: usize,
-    /// Per-queue limits on attempts at once (queues not named: no limit but `slots`).
-    pub queue_limits: HashMap<String, usize>,
-    /// Names this host in leases and in `GET /workers`.
-    pub worker_id: String,
-    /// How long a running task run's lease lasts without renewal.
-    pub lease: Duration,
-    /// How long shutdown waits for running attempts.
-    pub shutdown_grace: Duration,
-    pub bounds: TaskBounds,
-    pub quotas: Quotas,
-    /// Where uploaded components are kept, by digest.
-    pub plugins_dir: PathBuf,
-    /// Largest component accepted.
-    pub max_plugin_bytes: usize,
-}
-
-impl ServiceConfig {
-    pub fn new(plugins_dir: PathBuf) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        ServiceConfig {
-            slots: 512,
-            queue_limits: HashMap::new(),
-            worker_id: format!("{host}-{}", std::process::id()),
-            lease: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
-            bounds: TaskBounds::default(),
-            quotas: Quotas::default(),
-            plugins_dir,
-            max_plugin_bytes: 64 << 20,
-        }
-    }
-}
+pub use super::config::ServiceConfig;
 
 /// Why a service call failed; the API maps these to statuses.
 #[derive(Debug, thiserror::Error)]
