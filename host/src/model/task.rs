@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sandbox::limits::{Limits, check_name, humantime_serde_compat};
+use crate::sandbox::limits::{Limits, check_name, exact_size, humantime_serde_compat};
 
 /// What a caller submits to create or replace a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,26 +89,8 @@ pub struct TaskLimits {
     pub timeout: Option<Duration>,
     /// e.g. "128MiB" (KiB, MiB, GiB: powers of 1024; kB, MB, GB: of 1000),
     /// or a number of bytes.
-    #[serde(serialize_with = "exact_size")]
+    #[serde(serialize_with = "exact_size::option::serialize")]
     pub memory: Option<ByteSize>,
-}
-
-/// A size as text that reads back as the same number of bytes: the largest
-/// of GiB, MiB, KiB that divides it (`128MiB`), else bytes (`1000B`).
-/// (`ByteSize`'s own text rounds to one decimal, and specs are stored.)
-fn exact_size<S: Serializer>(size: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
-    let Some(size) = size else {
-        return s.serialize_none();
-    };
-    let n = size.as_u64();
-    let text = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
-        .into_iter()
-        .find(|(_, unit)| n != 0 && n.is_multiple_of(*unit))
-        .map_or_else(
-            || format!("{n}B"),
-            |(name, unit)| format!("{}{name}", n / unit),
-        );
-    s.serialize_str(&text)
 }
 
 /// What an attempt is given beyond the bare sandbox.
@@ -300,15 +282,12 @@ mod tests {
         assert_eq!(v["limits"]["timeout"], "30s");
         assert_eq!(v["limits"]["memory"], "100000000B");
         assert_eq!(spec(v).unwrap(), s);
-        let small = |n: u64| {
-            let mut s = s.clone();
-            s.limits.memory = Some(ByteSize::b(n));
-            serde_json::to_value(&s).unwrap()["limits"]["memory"].clone()
-        };
-        assert_eq!(small(128 << 20), "128MiB");
-        assert_eq!(small(3 << 30), "3GiB");
-        assert_eq!(small(1536), "1536B");
-        assert_eq!(small(2048), "2KiB");
+        let mut mib = s.clone();
+        mib.limits.memory = Some(ByteSize::mib(128));
+        assert_eq!(
+            serde_json::to_value(&mib).unwrap()["limits"]["memory"],
+            "128MiB"
+        );
         let none = spec(json!({"name": "t", "action": "a"})).unwrap();
         let v = serde_json::to_value(&none).unwrap();
         assert!(v["limits"]["timeout"].is_null() && v["limits"]["memory"].is_null());

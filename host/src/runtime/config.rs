@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::task::TaskBounds;
 use crate::sandbox::Quotas;
-use crate::sandbox::limits::check_name;
+use crate::sandbox::limits::{check_name, exact_size};
 
 /// Service settings.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl ServiceConfig {
 /// One source's settings, each unset unless that source sets it: the
 /// command line fills one, the config file another, and [`ServeConfig::resolve`]
 /// merges them over the defaults. Also the config file's format.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address to listen on.
@@ -146,7 +146,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    #[serde(serialize_with = "exact_size::serialize")]
     pub max_plugin_size: ByteSize,
+    #[serde(serialize_with = "exact_size::serialize")]
     pub max_task_memory: ByteSize,
     #[serde(with = "humantime_serde")]
     pub max_task_timeout: Duration,
@@ -412,12 +414,14 @@ mod tests {
         let c = ServeConfig::resolve([Settings {
             slots: Some(3),
             lease: Some(Duration::from_secs(90)),
+            max_plugin_size: Some(ByteSize::b(10_000_001)),
             queue_limits: Some(BTreeMap::from([("default".into(), 2)])),
             ..Settings::default()
         }])
         .unwrap();
         let text = c.to_toml();
         assert!(text.contains("lease = \"1m 30s\""), "{text}");
+        assert!(text.contains("max_task_memory = \"4GiB\""), "{text}");
         let back = ServeConfig::resolve([file("ward.toml", &text)]).unwrap();
         assert_eq!(back, c);
     }

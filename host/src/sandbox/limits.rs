@@ -124,6 +124,43 @@ pub fn bytes_display(n: u64) -> String {
     format!("{n} B")
 }
 
+/// Serde support for sizes (`bytesize::ByteSize`) as text that reads back
+/// as the same number of bytes: the largest of GiB, MiB, KiB that divides
+/// it (`128MiB`), else bytes (`1000B`). `ByteSize`'s own text rounds to one
+/// decimal, and specs and configs are stored or printed to be read again.
+pub mod exact_size {
+    use bytesize::ByteSize;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(size.as_u64()))
+    }
+
+    /// `n` bytes in the largest whole binary unit.
+    pub fn text(n: u64) -> String {
+        [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+            .into_iter()
+            .find(|(_, unit)| n != 0 && n.is_multiple_of(*unit))
+            .map_or_else(
+                || format!("{n}B"),
+                |(name, unit)| format!("{}{name}", n / unit),
+            )
+    }
+
+    /// The same for an optional size.
+    pub mod option {
+        use bytesize::ByteSize;
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(size: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+            match size {
+                Some(size) => super::serialize(size, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
 /// Serde support for durations as human text ("30s", "1m 30s") or a number of milliseconds.
 pub mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
@@ -263,6 +300,21 @@ mod tests {
         let err = check_name("metric", "a b").unwrap_err();
         assert!(err.contains("' '"), "{err}");
         assert!(check_name("metric", "ünï").is_err());
+    }
+
+    #[test]
+    fn exact_sizes_read_back_as_the_same_bytes() {
+        for (n, text) in [
+            (128 * MIB, "128MiB"),
+            (3 << 30, "3GiB"),
+            (2048, "2KiB"),
+            (1536, "1536B"),
+            (100_000_000, "100000000B"),
+            (0, "0B"),
+        ] {
+            assert_eq!(exact_size::text(n), text);
+            assert_eq!(text.parse::<bytesize::ByteSize>().unwrap().as_u64(), n);
+        }
     }
 
     #[test]
