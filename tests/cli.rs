@@ -1,6 +1,7 @@
 //! End-to-end tests of `ward run`: the real binary, its JSON report, its
 //! readable summary and its exit codes (0 success/warning, 1 failed/killed,
-//! 2 usage or load errors).
+//! 2 usage or load errors); and of how `ward serve` merges its
+//! configuration (`--check-config`, which starts nothing).
 
 mod common;
 
@@ -214,4 +215,65 @@ fn usage_and_load_errors_exit_two() {
     let out = ward(&["run", "/nonexistent/x.wasm"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("load_failed"));
+}
+
+/// `ward serve --check-config` with `flags`, `env` and a config file.
+fn serve_config(flags: &[&str], env: &[(&str, &str)], file: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ward.toml");
+    std::fs::write(&config, file).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+    cmd.args([
+        "serve",
+        "--check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .args(flags);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARD_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied()).output().expect("ward runs")
+}
+
+#[test]
+fn serve_settings_come_from_flags_then_variables_then_the_file_then_defaults() {
+    let out = serve_config(
+        &["--shutdown-grace", "1s"],
+        &[("WARD_SHUTDOWN_GRACE", "9s"), ("WARD_SLOTS", "3")],
+        "slots = 8\nlease = \"45s\"\nshutdown_grace = \"5s\"\n[queue_limits]\ngpu = 2\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: toml::Table = stdout.parse().unwrap();
+    assert_eq!(config["shutdown_grace"].as_str(), Some("1s"), "flag > env");
+    assert_eq!(config["slots"].as_integer(), Some(3), "env > file");
+    assert_eq!(config["lease"].as_str(), Some("45s"), "file > default");
+    assert_eq!(config["queue_limits"]["gpu"].as_integer(), Some(2));
+    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:8480"), "default");
+    assert_eq!(config["max_plugin_size"].as_str(), Some("64MiB"));
+}
+
+#[test]
+fn a_bad_serve_configuration_names_every_problem_and_exits_two() {
+    let out = serve_config(
+        &["--slots", "0"],
+        &[("WARD_LEASE", "10ms")],
+        "max_task_memory = \"1KiB\"\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: invalid configuration\n"), "{err}");
+    for key in ["slots", "lease", "max_task_memory"] {
+        assert!(err.contains(&format!("\n  - {key} ")), "{key}: {err}");
+    }
+
+    let out = serve_config(&[], &[], "slot = 2\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `slot`"));
 }

@@ -10,13 +10,14 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{
-    Client, Control, ExecutionFilter, duration_display, field, items, out, outln, print_json,
-    short_time, table, text, time_of_day,
-};
+use super::client::{Client, Control, ExecutionFilter};
 use super::exit;
-use crate::model::state::ExecutionState;
+use super::output::{or_dash, out, outln, print_json, table};
+use super::time::{duration_display, parse_time, short_time, time_of_day};
+use crate::model::execution::{Attempt, Execution, StoredLog};
+use crate::model::state::{ExecutionState, TaskRunState};
 use crate::sandbox::limits::shorten;
+use crate::sandbox::report::AttemptError;
 
 /// How often `start --wait` asks whether the execution has ended.
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -108,9 +109,9 @@ pub async fn main(client: Client, args: ExecutionArgs) -> anyhow::Result<u8> {
         ExecutionCommand::Get(a) => {
             let e = client.execution(&a.id).await?;
             if json {
-                print_json(&e);
+                print_json(&e.json);
             } else {
-                out!("{}", detail(&e));
+                out!("{}", detail(&e.value));
             }
             Ok(exit::OK)
         }
@@ -134,52 +135,36 @@ async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u
     let execution = client.start_execution(&args.task, input).await?;
     if !args.wait {
         if json {
-            print_json(&execution);
+            print_json(&execution.json);
         } else {
             outln!(
                 "started execution {} of {} ({})",
-                text(&execution, "id"),
+                execution.value.id,
                 args.task,
-                text(&execution, "state")
+                execution.value.state
             );
         }
         return Ok(exit::OK);
     }
-    let id = execution_id(&execution)?;
+    let id = execution.value.id.clone();
     let mut current = execution;
-    while !is_terminal(&current) {
+    while !current.value.state.is_terminal() {
         tokio::time::sleep(WAIT_POLL).await;
         current = client.execution(&id).await?;
     }
     if json {
-        print_json(&current);
+        print_json(&current.json);
     } else {
-        out!("{}", detail(&current));
+        out!("{}", detail(&current.value));
     }
-    Ok(exit_code(&current))
-}
-
-fn execution_id(execution: &Value) -> anyhow::Result<String> {
-    execution
-        .get("id")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| anyhow!("the server's answer has no execution id: {execution}"))
-}
-
-fn state(execution: &Value) -> Option<ExecutionState> {
-    text(execution, "state").parse().ok()
-}
-
-fn is_terminal(execution: &Value) -> bool {
-    state(execution).is_some_and(ExecutionState::is_terminal)
+    Ok(exit_code(current.value.state))
 }
 
 /// 0 for an execution that ended well (or has not ended), 1 for a failed or
 /// killed one.
-fn exit_code(execution: &Value) -> u8 {
-    match state(execution) {
-        Some(ExecutionState::Failed | ExecutionState::Killed) => exit::FAILED,
+fn exit_code(state: ExecutionState) -> u8 {
+    match state {
+        ExecutionState::Failed | ExecutionState::Killed => exit::FAILED,
         _ => exit::OK,
     }
 }
@@ -191,15 +176,7 @@ async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<u8>
         }
     }
     let task_id = match &args.task {
-        Some(task) => {
-            let t = client.task(task).await?;
-            Some(
-                t.get("id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| anyhow!("the server's task {task} has no id"))?
-                    .to_string(),
-            )
-        }
+        Some(task) => Some(client.task(task).await?.value.id),
         None => None,
     };
     let filter = ExecutionFilter {
@@ -209,40 +186,36 @@ async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<u8>
     };
     let page = client.executions(&filter).await?;
     if json {
-        print_json(&page);
+        print_json(&page.json);
         return Ok(exit::OK);
     }
     // Task names read better than ids; without them, the ids do.
     let names: BTreeMap<String, String> = match client.tasks().await {
-        Ok(tasks) => items(&tasks, "tasks")
-            .iter()
-            .map(|t| (text(t, "id").to_string(), text(t, "name").to_string()))
+        Ok(tasks) => tasks
+            .value
+            .tasks
+            .into_iter()
+            .map(|t| (t.id, t.spec.name))
             .collect(),
         Err(_) => BTreeMap::new(),
     };
-    out!("{}", execution_table(items(&page, "executions"), &names));
-    if page.get("next_cursor").is_some_and(|c| !c.is_null()) {
+    out!("{}", execution_table(&page.value.executions, &names));
+    if page.value.next_cursor.is_some() {
         eprintln!("(more executions match; raise --limit to see them)");
     }
     Ok(exit::OK)
 }
 
-fn execution_table(executions: &[Value], task_names: &BTreeMap<String, String>) -> String {
+fn execution_table(executions: &[Execution], task_names: &BTreeMap<String, String>) -> String {
     let rows: Vec<Vec<String>> = executions
         .iter()
         .map(|e| {
-            let task_id = text(e, "task_id");
             vec![
-                text(e, "id").to_string(),
-                text(e, "state").to_string(),
-                task_names
-                    .get(task_id)
-                    .cloned()
-                    .unwrap_or_else(|| task_id.to_string()),
-                short_time(text(e, "created_at")),
-                e.get("duration_ms")
-                    .and_then(Value::as_f64)
-                    .map_or_else(|| "-".into(), duration_display),
+                e.id.clone(),
+                e.state.to_string(),
+                task_names.get(&e.task_id).unwrap_or(&e.task_id).clone(),
+                short_time(&e.created_at),
+                or_dash(e.duration_ms.map(duration_display)),
             ]
         })
         .collect();
@@ -254,103 +227,74 @@ fn compact(v: &Value) -> String {
 }
 
 /// A readable view of an execution, its task runs and their attempts.
-fn detail(e: &Value) -> String {
+fn detail(e: &Execution) -> String {
     let mut s = String::new();
     let mut line = |label: &str, value: &str| {
         let _ = writeln!(s, "{:<10}{value}", format!("{label}:"));
     };
-    line("id", text(e, "id"));
+    line("id", &e.id);
     line(
         "task",
-        &format!(
-            "{} (version {})",
-            text(e, "task_id"),
-            field(e, "task_version")
-        ),
+        &format!("{} (version {})", e.task_id, e.task_version),
     );
-    line("state", text(e, "state"));
-    line("trigger", text(e, "trigger"));
-    for (label, key) in [
-        ("created", "created_at"),
-        ("started", "started_at"),
-        ("ended", "ended_at"),
+    line("state", e.state.as_str());
+    line("trigger", e.trigger.as_str());
+    for (label, ts) in [
+        ("created", Some(&e.created_at)),
+        ("started", e.started_at.as_ref()),
+        ("ended", e.ended_at.as_ref()),
     ] {
-        if let Some(ts) = e.get(key).and_then(Value::as_str) {
+        if let Some(ts) = ts {
             line(label, &short_time(ts));
         }
     }
-    if let Some(ms) = e.get("duration_ms").and_then(Value::as_f64) {
+    if let Some(ms) = e.duration_ms {
         line("duration", &duration_display(ms));
     }
-    if let Some(input) = e.get("input") {
-        line("input", &compact(input));
-    }
-    if let Some(result) = e.get("result").filter(|r| !r.is_null()) {
+    line("input", &compact(&e.input));
+    if let Some(result) = e.result.as_ref().filter(|r| !r.is_null()) {
         line("result", &compact(result));
     }
-    if let Some(error) = e.get("error").filter(|r| !r.is_null()) {
+    if let Some(error) = &e.error {
         line("error", &error_text(error));
     }
-    if let Some(labels) = e.get("labels").and_then(Value::as_object)
-        && !labels.is_empty()
-    {
-        let pairs: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    v.as_str().map_or_else(|| v.to_string(), String::from)
-                )
-            })
-            .collect();
+    if !e.labels.is_empty() {
+        let pairs: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         line("labels", &pairs.join(","));
     }
-    if let Some(outputs) = e.get("outputs").and_then(Value::as_object)
-        && !outputs.is_empty()
-    {
+    if !e.outputs.is_empty() {
         let _ = writeln!(s, "outputs:");
-        for (k, v) in outputs {
+        for (k, v) in &e.outputs {
             let _ = writeln!(s, "  {k} = {}", compact(v));
         }
     }
-    let runs = items(e, "task_runs");
+    let runs = e.task_runs.as_deref().unwrap_or_default();
     if !runs.is_empty() {
         let _ = writeln!(s, "task runs:");
     }
     for run in runs {
-        let mut head = format!("  {}  {}", text(run, "step"), text(run, "state"));
-        if let Some(at) = run.get("not_before").and_then(Value::as_str) {
+        let mut head = format!("  {}  {}", run.step, run.state);
+        if let Some(at) = &run.not_before {
             let _ = write!(head, " (next attempt at {})", short_time(at));
         }
         let _ = writeln!(s, "{head}");
-        for a in items(run, "attempts") {
+        for a in &run.attempts {
             let _ = writeln!(s, "    {}", attempt_line(a));
         }
     }
     s
 }
 
-fn error_text(error: &Value) -> String {
-    match (error.get("kind"), error.get("message")) {
-        (Some(kind), Some(Value::String(message))) => format!(
-            "{}: {message}",
-            kind.as_str().map_or_else(|| kind.to_string(), String::from)
-        ),
-        _ => compact(error),
-    }
+fn error_text(error: &AttemptError) -> String {
+    format!("{}: {}", error.kind, error.message)
 }
 
-fn attempt_line(a: &Value) -> String {
-    let mut s = format!(
-        "attempt {}  {}  worker {}",
-        field(a, "number"),
-        text(a, "status"),
-        text(a, "worker_id")
-    );
-    if let Some(ms) = a.pointer("/usage/wall_ms").and_then(Value::as_f64) {
-        let _ = write!(s, "  {}", duration_display(ms));
+fn attempt_line(a: &Attempt) -> String {
+    let mut s = format!("attempt {}  {}  worker {}", a.number, a.status, a.worker_id);
+    if let Some(usage) = &a.usage {
+        let _ = write!(s, "  {}", duration_display(usage.wall_ms));
     }
-    if let Some(error) = a.get("error").filter(|e| !e.is_null()) {
+    if let Some(error) = &a.error {
         let message = error_text(error);
         let first = message.lines().next().unwrap_or_default();
         let _ = write!(s, "  {first}");
@@ -358,38 +302,37 @@ fn attempt_line(a: &Value) -> String {
     s
 }
 
-fn log_id(log: &Value) -> Option<i64> {
-    log.get("id").and_then(Value::as_i64)
-}
-
 /// `12:00:01.123 #1 info  stdout hello`.
-fn log_line(log: &Value) -> String {
+fn log_line(log: &StoredLog) -> String {
     format!(
         "{} #{} {:<5} {:<6} {}",
-        time_of_day(text(log, "ts")),
-        field(log, "attempt"),
-        text(log, "level"),
-        text(log, "source"),
-        text(log, "message")
+        time_of_day(&log.ts),
+        log.attempt,
+        log.level,
+        log.source,
+        log.message
     )
 }
 
 /// Every log line after `after`, asking again until no new ones come (in
-/// case the server pages them).
+/// case the server pages them); each typed and as the server sent it.
 async fn fetch_logs(
     client: &Client,
     id: &str,
     mut after: Option<i64>,
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Vec<(StoredLog, Value)>> {
     let mut all = Vec::new();
     loop {
         let page = client.logs(id, after).await?;
-        let fresh: Vec<Value> = items(&page, "logs")
-            .iter()
-            .filter(|l| after.is_none() || log_id(l) > after)
-            .cloned()
+        let sent = page.json["logs"].as_array().cloned().unwrap_or_default();
+        let fresh: Vec<(StoredLog, Value)> = page
+            .value
+            .logs
+            .into_iter()
+            .zip(sent)
+            .filter(|(l, _)| after.is_none_or(|a| l.id > a))
             .collect();
-        let newest = fresh.iter().filter_map(log_id).max();
+        let newest = fresh.iter().map(|(l, _)| l.id).max();
         all.extend(fresh);
         match newest {
             Some(n) if Some(n) > after => after = Some(n),
@@ -401,9 +344,10 @@ async fn fetch_logs(
 async fn logs(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
     let logs = fetch_logs(client, id, None).await?;
     if json {
-        print_json(&serde_json::json!({ "logs": logs }));
+        let sent: Vec<Value> = logs.into_iter().map(|(_, v)| v).collect();
+        print_json(&serde_json::json!({ "logs": sent }));
     } else {
-        for l in &logs {
+        for (l, _) in &logs {
             outln!("{}", log_line(l));
         }
     }
@@ -414,8 +358,11 @@ async fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
     let mut stream = client.follow_logs(id).await?;
     while let Some(event) = stream.next().await? {
         match event.event.as_str() {
-            "log" => match serde_json::from_str::<Value>(&event.data) {
-                Ok(log) if json => outln!("{log}"),
+            "log" if json => match serde_json::from_str::<Value>(&event.data) {
+                Ok(log) => outln!("{log}"),
+                Err(_) => outln!("{}", event.data),
+            },
+            "log" => match serde_json::from_str::<StoredLog>(&event.data) {
                 Ok(log) => outln!("{}", log_line(&log)),
                 Err(_) => outln!("{}", event.data),
             },
@@ -429,34 +376,28 @@ async fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
 async fn control(client: &Client, id: &str, action: Control, json: bool) -> anyhow::Result<u8> {
     let e = client.control(id, action).await?;
     if json {
-        print_json(&e);
+        print_json(&e.json);
     } else {
-        outln!("execution {}: {}", text(&e, "id"), text(&e, "state"));
+        outln!("execution {}: {}", e.value.id, e.value.state);
     }
     Ok(exit::OK)
 }
 
 /// The newest attempt of any task run: `2 (running)`, with the retry time
 /// while its task run waits for the next one; `-` before the first.
-fn attempt_summary(e: &Value) -> String {
-    let newest = items(e, "task_runs")
+fn attempt_summary(e: &Execution) -> String {
+    let newest = e
+        .task_runs
         .iter()
-        .flat_map(|run| items(run, "attempts").iter().map(move |a| (run, a)))
-        .max_by(|(_, a), (_, b)| {
-            let key = |x: &Value| {
-                (
-                    text(x, "started_at").to_string(),
-                    x.get("number").and_then(Value::as_u64),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        .flatten()
+        .flat_map(|run| run.attempts.iter().map(move |a| (run, a)))
+        .max_by(|(_, a), (_, b)| (&a.started_at, a.number).cmp(&(&b.started_at, b.number)));
     match newest {
         None => "-".into(),
         Some((run, a)) => {
-            let mut s = format!("{} ({})", field(a, "number"), text(a, "status"));
-            if text(run, "state") == "RETRYING" {
-                let at = run.get("not_before").and_then(Value::as_str);
+            let mut s = format!("{} ({})", a.number, a.status);
+            if run.state == TaskRunState::Retrying {
+                let at = run.not_before.as_deref();
                 let _ = write!(s, ", retrying at {}", at.map_or("-".into(), time_of_day));
             }
             s
@@ -464,22 +405,14 @@ fn attempt_summary(e: &Value) -> String {
     }
 }
 
-fn parse_time(ts: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(ts).ok()
-}
-
 /// How long the execution has run: its duration once ended, else from its
 /// start (or creation) until `now`.
-fn elapsed(e: &Value, now: SystemTime) -> String {
-    if let Some(ms) = e.get("duration_ms").and_then(Value::as_f64) {
+fn elapsed(e: &Execution, now: SystemTime) -> String {
+    if let Some(ms) = e.duration_ms {
         return duration_display(ms);
     }
-    let start = e
-        .get("started_at")
-        .and_then(Value::as_str)
-        .or_else(|| e.get("created_at").and_then(Value::as_str))
-        .and_then(parse_time);
-    let end = match e.get("ended_at").and_then(Value::as_str) {
+    let start = parse_time(e.started_at.as_ref().unwrap_or(&e.created_at));
+    let end = match &e.ended_at {
         Some(ts) => parse_time(ts),
         None => Some(now),
     };
@@ -493,18 +426,13 @@ fn elapsed(e: &Value, now: SystemTime) -> String {
 }
 
 /// One screen of `watch`.
-fn watch_frame(e: &Value, logs: &VecDeque<String>, now: SystemTime) -> String {
+fn watch_frame(e: &Execution, logs: &VecDeque<String>, now: SystemTime) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "execution {}  (task {})",
-        text(e, "id"),
-        text(e, "task_id")
-    );
-    let _ = writeln!(s, "state:    {}", text(e, "state"));
+    let _ = writeln!(s, "execution {}  (task {})", e.id, e.task_id);
+    let _ = writeln!(s, "state:    {}", e.state);
     let _ = writeln!(s, "attempt:  {}", attempt_summary(e));
     let _ = writeln!(s, "elapsed:  {}", elapsed(e, now));
-    if let Some(error) = e.get("error").filter(|r| !r.is_null()) {
+    if let Some(error) = &e.error {
         let _ = writeln!(s, "error:    {}", error_text(error));
     }
     let _ = writeln!(s);
@@ -516,8 +444,8 @@ fn watch_frame(e: &Value, logs: &VecDeque<String>, now: SystemTime) -> String {
 }
 
 /// What a change line reports when stdout is not a terminal.
-fn change_line(e: &Value) -> String {
-    format!("{}  attempt {}", text(e, "state"), attempt_summary(e))
+fn change_line(e: &Execution) -> String {
+    format!("{}  attempt {}", e.state, attempt_summary(e))
 }
 
 async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
@@ -529,11 +457,12 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
         out!("\x1b[2J");
     }
     loop {
-        let e = client.execution(id).await?;
+        let reply = client.execution(id).await?;
+        let e = &reply.value;
         // Logs after the state: once the execution has ended, every line is in.
         if !json {
-            for l in fetch_logs(client, id, after).await? {
-                after = log_id(&l).max(after);
+            for (l, _) in fetch_logs(client, id, after).await? {
+                after = Some(l.id).max(after);
                 let line = log_line(&l);
                 if !redraw {
                     outln!("{line}");
@@ -544,21 +473,21 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
                 }
             }
         }
-        let change = change_line(&e);
+        let change = change_line(e);
         if redraw {
             // Home, then each line clears its rest, then clear below.
-            let frame = watch_frame(&e, &logs, SystemTime::now()).replace('\n', "\x1b[K\n");
+            let frame = watch_frame(e, &logs, SystemTime::now()).replace('\n', "\x1b[K\n");
             out!("\x1b[H{frame}\x1b[J");
         } else if last_change.as_ref() != Some(&change) {
             if json {
-                outln!("{e}");
+                outln!("{}", reply.json);
             } else {
-                outln!("{change}  elapsed {}", elapsed(&e, SystemTime::now()));
+                outln!("{change}  elapsed {}", elapsed(e, SystemTime::now()));
             }
             last_change = Some(change);
         }
-        if is_terminal(&e) {
-            return Ok(exit_code(&e));
+        if e.state.is_terminal() {
+            return Ok(exit_code(e.state));
         }
         tokio::time::sleep(WATCH_POLL).await;
     }
@@ -569,7 +498,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn execution() -> Value {
+    fn execution() -> Execution {
+        serde_json::from_value(execution_json()).unwrap()
+    }
+
+    fn execution_json() -> Value {
         json!({
             "id": "0193-a", "task_id": "t1", "task_version": 2, "namespace": "default",
             "parent_id": null, "trigger": "cli", "input": {"name": "CLI"}, "state": "RUNNING",
@@ -589,24 +522,23 @@ mod tests {
 
     #[test]
     fn states_decide_the_exit_code() {
-        let with = |s: &str| json!({ "state": s });
-        assert!(!is_terminal(&with("RUNNING")));
-        assert!(is_terminal(&with("WARNING")));
-        assert_eq!(exit_code(&with("SUCCESS")), exit::OK);
-        assert_eq!(exit_code(&with("WARNING")), exit::OK);
-        assert_eq!(exit_code(&with("FAILED")), exit::FAILED);
-        assert_eq!(exit_code(&with("KILLED")), exit::FAILED);
+        use ExecutionState::*;
+        assert_eq!(exit_code(Running), exit::OK);
+        assert_eq!(exit_code(Success), exit::OK);
+        assert_eq!(exit_code(Warning), exit::OK);
+        assert_eq!(exit_code(Failed), exit::FAILED);
+        assert_eq!(exit_code(Killed), exit::FAILED);
     }
 
     #[test]
     fn executions_print_as_a_table_with_task_names() {
         let mut done = execution();
-        done["state"] = json!("SUCCESS");
-        done["duration_ms"] = json!(1234.0);
+        done.state = ExecutionState::Success;
+        done.duration_ms = Some(1234.0);
         let names = BTreeMap::from([("t1".to_string(), "greet".to_string())]);
         let mut other = execution();
-        other["id"] = json!("0193-b");
-        other["task_id"] = json!("t2");
+        other.id = "0193-b".into();
+        other.task_id = "t2".into();
         assert_eq!(
             execution_table(&[done, other], &names),
             "ID      STATE    TASK   CREATED              DURATION\n\
@@ -651,13 +583,17 @@ mod tests {
             change_line(&e),
             "RUNNING  attempt 1 (failed), retrying at 12:00:05.250"
         );
-        assert_eq!(attempt_summary(&json!({"task_runs": []})), "-");
+        let mut none = execution();
+        none.task_runs = Some(Vec::new());
+        assert_eq!(attempt_summary(&none), "-");
     }
 
     #[test]
     fn log_lines_are_one_line_each() {
-        let l = json!({"id": 3, "attempt": 1, "ts": "2026-03-01T12:00:01.123456Z",
-                       "level": "info", "source": "stdout", "message": "Hello"});
+        let l: StoredLog = serde_json::from_value(json!({"id": 3, "attempt": 1,
+            "ts": "2026-03-01T12:00:01.123456Z", "level": "info", "source": "stdout",
+            "message": "Hello"}))
+        .unwrap();
         assert_eq!(log_line(&l), "12:00:01.123 #1 info  stdout Hello");
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! Calls `runtime` and `sandbox`; never the other way around. The client
 //! commands (`plugin`, `task`, `execution`, `worker`) talk to a Ward server
-//! over its HTTP API through `client`.
+//! over its HTTP API through `client` (with `error` and `sse`), and print
+//! through `output` and `time`.
 
 mod client;
+mod error;
 mod execution;
+mod output;
 mod plugin;
 mod run;
 mod serve;
+mod sse;
 mod task;
+mod time;
 mod worker;
 
 use std::process::ExitCode;

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::client::{
-    Client, field, items, out, outln, print_json, short_digest, short_time, table, text,
-};
+use super::client::Client;
 use super::exit;
+use super::output::{or_dash, out, outln, print_json, short_digest, table};
+use super::time::short_time;
+use crate::model::execution::Plugin;
 use crate::sandbox::limits::bytes_display;
 
 #[derive(Debug, Args)]
@@ -60,58 +60,51 @@ pub async fn main(client: Client, args: PluginArgs) -> anyhow::Result<u8> {
                 .push_plugin(bytes, &name, push.version.as_deref())
                 .await?;
             if args.json {
-                print_json(&plugin);
+                print_json(&plugin.json);
             } else {
-                outln!("{}", pushed_line(&plugin, created));
+                outln!("{}", pushed_line(&plugin.value, created));
             }
         }
         PluginCommand::List => {
             let list = client.plugins().await?;
             if args.json {
-                print_json(&list);
+                print_json(&list.json);
             } else {
-                out!("{}", plugin_table(items(&list, "plugins")));
+                out!("{}", plugin_table(&list.value.plugins));
             }
         }
     }
     Ok(exit::OK)
 }
 
-fn size(plugin: &Value) -> String {
-    plugin
-        .get("size")
-        .and_then(Value::as_u64)
-        .map_or_else(|| "-".into(), bytes_display)
-}
-
-fn pushed_line(plugin: &Value, created: bool) -> String {
+fn pushed_line(plugin: &Plugin, created: bool) -> String {
     let verb = if created {
         "pushed"
     } else {
         "already present:"
     };
-    let version = match plugin.get("version").and_then(Value::as_str) {
+    let version = match &plugin.version {
         Some(v) => format!(" {v}"),
         None => String::new(),
     };
     format!(
         "{verb} plugin {}{version} ({}, {})",
-        text(plugin, "name"),
-        text(plugin, "id"),
-        size(plugin)
+        plugin.name,
+        plugin.id,
+        bytes_display(plugin.size)
     )
 }
 
-fn plugin_table(plugins: &[Value]) -> String {
+fn plugin_table(plugins: &[Plugin]) -> String {
     let rows: Vec<Vec<String>> = plugins
         .iter()
         .map(|p| {
             vec![
-                short_digest(text(p, "id")),
-                text(p, "name").to_string(),
-                field(p, "version"),
-                size(p),
-                short_time(text(p, "created_at")),
+                short_digest(&p.id),
+                p.name.clone(),
+                or_dash(p.version.as_ref()),
+                bytes_display(p.size),
+                short_time(&p.created_at),
             ]
         })
         .collect();
@@ -125,10 +118,13 @@ mod tests {
 
     #[test]
     fn plugins_print_as_a_table_and_a_line() {
-        let p = json!({"id": "sha256:00112233445566778899", "name": "hello", "version": "0.1.0",
-                       "size": 145076, "created_at": "2026-03-01T12:00:03.5Z"});
-        let q = json!({"id": "sha256:ffee", "name": "chaos", "version": null, "size": 10,
-                       "created_at": "2026-03-02T01:02:03Z"});
+        let plugin = |v| serde_json::from_value::<Plugin>(v).unwrap();
+        let p = plugin(json!({"id": "sha256:00112233445566778899", "name": "hello",
+            "version": "0.1.0", "size": 145076, "created_at": "2026-03-01T12:00:03.5Z"}));
+        let q = plugin(
+            json!({"id": "sha256:ffee", "name": "chaos", "version": null, "size": 10,
+                       "created_at": "2026-03-02T01:02:03Z"}),
+        );
         assert_eq!(
             plugin_table(&[p.clone(), q]),
             "ID                   NAME   VERSION  SIZE       CREATED\n\

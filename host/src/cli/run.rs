@@ -12,7 +12,7 @@ use clap::Args;
 use super::exit;
 use crate::model::report::{AttemptReport, LogLine, Metric};
 use crate::runtime::local::run_task_run;
-use crate::sandbox::limits::{bytes_display, parse_bytes};
+use crate::sandbox::limits::bytes_display;
 use crate::sandbox::{
     AttemptSpec, EngineConfig, ErrorKind, Invocation, Limits, MediaStore, MediaUrls, Sandbox,
 };
@@ -33,9 +33,10 @@ pub struct RunArgs {
     /// Wall-clock timeout per attempt, e.g. 30s, 500ms, 2m.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Memory limit per attempt, e.g. 128MiB.
-    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
-    pub memory: u64,
+    /// Memory limit per attempt, e.g. 128MiB (KiB, MiB, GiB: powers of
+    /// 1024; kB, MB, GB: of 1000), or bytes.
+    #[arg(long, default_value = "128MiB")]
+    pub memory: bytesize::ByteSize,
     /// Grant a variable (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -114,7 +115,10 @@ fn read_input(args: &RunArgs) -> Result<String, String> {
 async fn run(args: RunArgs, input: String, media: Arc<MediaStore>) -> u8 {
     let config = EngineConfig {
         cache_dir: super::default_cache_dir(),
-        max_memory_bytes: args.memory.max(EngineConfig::default().max_memory_bytes),
+        max_memory_bytes: args
+            .memory
+            .as_u64()
+            .max(EngineConfig::default().max_memory_bytes),
         ..EngineConfig::small()
     };
     let sandbox = match Sandbox::new(config) {
@@ -151,7 +155,7 @@ async fn run(args: RunArgs, input: String, media: Arc<MediaStore>) -> u8 {
     spec.limits = Limits {
         fuel: args.fuel,
         timeout: args.timeout,
-        memory_bytes: args.memory,
+        memory_bytes: args.memory.as_u64(),
     };
     spec.variables = args.vars.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.scratch = args.scratch;

@@ -5,75 +5,101 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use bytesize::ByteSize;
 use clap::Args;
 
 use super::exit;
-use crate::runtime::service::{Service, ServiceConfig};
+use crate::runtime::config::{ServeConfig, Settings};
+use crate::runtime::service::Service;
 use crate::sandbox::{EngineConfig, MediaStore, MediaUrls, Sandbox};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
+/// `ward serve`'s flags. Each setting is also read from its `WARD_*`
+/// variable and from `--config`; a flag wins over its variable, both win
+/// over the file, and the file over the defaults (`runtime::config`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "WARD_LISTEN", default_value = "127.0.0.1:8480")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:8480].
+    #[arg(long, env = "WARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
     /// Where the database, media, components and compiled artifacts live
-    /// (default: $XDG_DATA_HOME/ward or ~/.local/share/ward).
-    #[arg(long, env = "WARD_DATA_DIR")]
+    /// [default: $XDG_DATA_HOME/ward or ~/.local/share/ward].
+    #[arg(long, env = "WARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A settings file (JSON or YAML): slots, queue_limits, shutdown_grace, plugins.
-    #[arg(long, env = "WARD_CONFIG")]
+    /// A config file: TOML (`.toml`), YAML or JSON, with the settings below
+    /// by their snake_case names, and `queue_limits`.
+    #[arg(long, env = "WARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Attempts run at once on this host.
-    #[arg(long, env = "WARD_SLOTS")]
+    /// Attempts run at once on this host [default: 512].
+    #[arg(long, env = "WARD_SLOTS", value_name = "N")]
     pub slots: Option<usize>,
     /// A folder of example components (*.wasm) to register at start
-    /// (default: plugins/target/wasm32-wasip2/release when it exists).
-    #[arg(long, env = "WARD_PLUGINS")]
+    /// [default: plugins/target/wasm32-wasip2/release when it exists].
+    #[arg(long, env = "WARD_PLUGINS", value_name = "DIR")]
     pub plugins: Option<PathBuf>,
+    /// How long shutdown waits for running attempts [default: 30s].
+    #[arg(long, env = "WARD_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// How long a running task run's lease lasts without renewal [default: 30s].
+    #[arg(long, env = "WARD_LEASE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lease: Option<Duration>,
+    /// Largest component `POST /plugins` accepts [default: 64MiB].
+    #[arg(long, env = "WARD_MAX_PLUGIN_SIZE", value_name = "SIZE")]
+    pub max_plugin_size: Option<ByteSize>,
+    /// Largest `limits.memory` a task may ask for [default: 4GiB].
+    #[arg(long, env = "WARD_MAX_TASK_MEMORY", value_name = "SIZE")]
+    pub max_task_memory: Option<ByteSize>,
+    /// Longest `limits.timeout` a task may ask for [default: 1day].
+    #[arg(long, env = "WARD_MAX_TASK_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_task_timeout: Option<Duration>,
+    /// Check the configuration, print it as TOML and exit (0 if valid).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
-/// Settings read from `--config`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileConfig {
-    slots: Option<usize>,
-    queue_limits: std::collections::HashMap<String, usize>,
-    shutdown_grace: Option<String>,
-    plugins: Option<PathBuf>,
-}
+impl ServeArgs {
+    /// The command line's layer: flags, and variables where no flag is given.
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            plugins: self.plugins.clone(),
+            slots: self.slots,
+            queue_limits: None,
+            shutdown_grace: self.shutdown_grace,
+            lease: self.lease,
+            max_plugin_size: self.max_plugin_size,
+            max_task_memory: self.max_task_memory,
+            max_task_timeout: self.max_task_timeout,
+        }
+    }
 
-fn default_data_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("XDG_DATA_HOME")
-        .map(|p| p.join("ward"))
-        .or_else(|| var("HOME").map(|p| p.join(".local/share/ward")))
-        .unwrap_or_else(|| PathBuf::from(".ward"))
-}
-
-fn read_config(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .or_else(|_| serde_yaml::from_str(&text))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    /// The merged, validated config.
+    fn resolve(&self) -> Result<ServeConfig, crate::runtime::config::ConfigError> {
+        let file = match &self.config {
+            Some(path) => Settings::read(path)?,
+            None => Settings::default(),
+        };
+        ServeConfig::resolve([self.settings(), file])
+    }
 }
 
 pub fn main(args: ServeArgs) -> u8 {
-    let file = match args.config.as_deref().map(read_config).transpose() {
-        Ok(f) => f.unwrap_or_default(),
+    let config = match args.resolve() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
+    if args.check_config {
+        print!("{}", config.to_toml());
+        return exit::OK;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,7 +110,7 @@ pub fn main(args: ServeArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    match runtime.block_on(serve(args, file)) {
+    match runtime.block_on(serve(config)) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("error: {e}");
@@ -93,12 +119,12 @@ pub fn main(args: ServeArgs) -> u8 {
     }
 }
 
-async fn serve(args: ServeArgs, file: FileConfig) -> Result<(), String> {
-    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+async fn serve(config: ServeConfig) -> Result<(), String> {
+    let data = config.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     let store: Arc<dyn Store> = Arc::new(
@@ -120,20 +146,11 @@ async fn serve(args: ServeArgs, file: FileConfig) -> Result<(), String> {
         })
         .map_err(|e| format!("sandbox: {e:#}"))?,
     );
-    let mut config = ServiceConfig::new(data.join("components"));
-    if let Some(s) = args.slots.or(file.slots) {
-        config.slots = s.max(1);
-    }
-    config.queue_limits = file.queue_limits;
-    if let Some(g) = &file.shutdown_grace {
-        config.shutdown_grace =
-            humantime::parse_duration(g).map_err(|e| format!("shutdown_grace: {e}"))?;
-    }
-    let svc = Service::start(store, sandbox, media, config)
+    let svc = Service::start(store, sandbox, media, config.service())
         .await
         .map_err(|e| e.to_string())?;
 
-    let examples = args.plugins.or(file.plugins).or_else(|| {
+    let examples = config.plugins.clone().or_else(|| {
         Some(PathBuf::from("plugins/target/wasm32-wasip2/release")).filter(|p| p.is_dir())
     });
     if let Some(dir) = examples {

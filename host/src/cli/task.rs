@@ -7,8 +7,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, field, items, out, outln, print_json, short_time, table, text};
+use super::client::Client;
 use super::exit;
+use super::output::{out, outln, print_json, table};
+use super::time::short_time;
+use crate::model::task::Task;
 
 #[derive(Debug, Args)]
 pub struct TaskArgs {
@@ -41,22 +44,23 @@ pub async fn main(client: Client, args: TaskArgs) -> anyhow::Result<u8> {
             let spec = read_task_file(&create.file)?;
             let task = client.create_task(&spec).await?;
             if args.json {
-                print_json(&task);
+                print_json(&task.json);
             } else {
+                let t = &task.value;
                 outln!(
                     "created task {} (id {}, version {})",
-                    text(&task, "name"),
-                    text(&task, "id"),
-                    field(&task, "version")
+                    t.spec.name,
+                    t.id,
+                    t.version
                 );
             }
         }
         TaskCommand::List => {
             let list = client.tasks().await?;
             if args.json {
-                print_json(&list);
+                print_json(&list.json);
             } else {
-                out!("{}", task_table(items(&list, "tasks")));
+                out!("{}", task_table(&list.value.tasks));
             }
         }
     }
@@ -81,12 +85,12 @@ fn parse_task(path: &Path, text: &str) -> Result<Value, String> {
         .map(str::to_ascii_lowercase);
     let value: Value = match ext.as_deref() {
         Some("yaml" | "yml") => {
-            serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?
+            yaml_serde::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?
         }
         Some("json") => serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?,
         _ => match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(json) => serde_yaml::from_str(text)
+            Err(json) => yaml_serde::from_str(text)
                 .map_err(|yaml| format!("neither valid JSON ({json}) nor valid YAML ({yaml})"))?,
         },
     };
@@ -99,16 +103,16 @@ fn parse_task(path: &Path, text: &str) -> Result<Value, String> {
     Ok(value)
 }
 
-fn task_table(tasks: &[Value]) -> String {
+fn task_table(tasks: &[Task]) -> String {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
             vec![
-                text(t, "id").to_string(),
-                text(t, "name").to_string(),
-                field(t, "version"),
-                text(t, "action").to_string(),
-                short_time(text(t, "updated_at")),
+                t.id.clone(),
+                t.spec.name.clone(),
+                t.version.to_string(),
+                t.spec.action.clone(),
+                short_time(&t.updated_at),
             ]
         })
         .collect();
@@ -152,8 +156,10 @@ mod tests {
 
     #[test]
     fn tasks_print_as_a_table() {
-        let t = json!({"id": "t1", "name": "greet", "version": 2, "action": "hello",
-                       "updated_at": "2026-03-01T12:00:03Z"});
+        let t: Task = serde_json::from_value(json!({"id": "t1", "name": "greet", "version": 2,
+            "action": "hello", "created_at": "2026-03-01T12:00:00Z",
+            "updated_at": "2026-03-01T12:00:03Z"}))
+        .unwrap();
         assert_eq!(
             task_table(&[t]),
             "ID  NAME   VERSION  ACTION  UPDATED\nt1  greet  2        hello   2026-03-01 12:00:03\n"

@@ -1,10 +1,11 @@
 //! `ward worker list`: the workers a Ward server knows, with their load.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::client::{Client, field, items, out, print_json, short_time, table, text};
+use super::client::{Client, Worker};
 use super::exit;
+use super::output::{out, print_json, table};
+use super::time::short_time;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -26,9 +27,9 @@ pub async fn main(client: Client, args: WorkerArgs) -> anyhow::Result<u8> {
         WorkerCommand::List => {
             let list = client.workers().await?;
             if args.json {
-                print_json(&list);
+                print_json(&list.json);
             } else {
-                out!("{}", worker_table(items(&list, "workers")));
+                out!("{}", worker_table(&list.value.workers));
             }
         }
     }
@@ -36,36 +37,29 @@ pub async fn main(client: Client, args: WorkerArgs) -> anyhow::Result<u8> {
 }
 
 /// `{"default": 2, "gpu": 0}` as `default=2,gpu=0`.
-fn queues(worker: &Value) -> String {
-    match worker.get("queues") {
-        Some(Value::Object(q)) if !q.is_empty() => q
-            .iter()
-            .map(|(name, n)| match n {
-                Value::Null => name.clone(),
-                other => format!("{name}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(Value::Array(q)) if !q.is_empty() => q
-            .iter()
-            .map(|n| n.as_str().map_or_else(|| n.to_string(), String::from))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => "-".into(),
+fn queues(worker: &Worker) -> String {
+    if worker.queues.is_empty() {
+        return "-".into();
     }
+    worker
+        .queues
+        .iter()
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn worker_table(workers: &[Value]) -> String {
+fn worker_table(workers: &[Worker]) -> String {
     let rows: Vec<Vec<String>> = workers
         .iter()
         .map(|w| {
             vec![
-                text(w, "id").to_string(),
-                text(w, "host").to_string(),
-                field(w, "slots"),
-                field(w, "busy"),
+                w.id.clone(),
+                w.host.clone(),
+                w.slots.to_string(),
+                w.busy.to_string(),
                 queues(w),
-                short_time(text(w, "heartbeat")),
+                short_time(&w.heartbeat),
             ]
         })
         .collect();
@@ -82,14 +76,18 @@ mod tests {
 
     #[test]
     fn workers_print_as_a_table() {
-        let w = json!({"id": "w1", "host": "box", "slots": 4, "busy": 1,
-                       "queues": {"default": 3, "gpu": 1}, "heartbeat": "2026-03-01T12:00:03.1Z"});
+        let w: Worker = serde_json::from_value(json!({"id": "w1", "host": "box", "slots": 4,
+            "busy": 1, "queues": {"default": 3, "gpu": 1}, "heartbeat": "2026-03-01T12:00:03.1Z"}))
+        .unwrap();
         assert_eq!(
-            worker_table(&[w]),
+            worker_table(std::slice::from_ref(&w)),
             "ID  HOST  SLOTS  BUSY  QUEUES           HEARTBEAT\n\
              w1  box   4      1     default=3,gpu=1  2026-03-01 12:00:03\n"
         );
-        assert_eq!(queues(&json!({"queues": {}})), "-");
-        assert_eq!(queues(&json!({"queues": ["a", "b"]})), "a,b");
+        let idle = Worker {
+            queues: Default::default(),
+            ..w
+        };
+        assert_eq!(queues(&idle), "-");
     }
 }

@@ -10,8 +10,21 @@ use super::report::{AttemptError, AttemptStatus, Usage};
 use super::state::{ExecutionState, TaskRunState};
 
 /// What started an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Trigger {
     Http,
     Cli,
@@ -22,25 +35,12 @@ pub enum Trigger {
 
 impl Trigger {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Http => "http",
-            Trigger::Cli => "cli",
-            Trigger::Cron => "cron",
-            Trigger::Webhook => "webhook",
-            Trigger::Flow => "flow",
-        }
+        self.into()
     }
 
+    /// The trigger named exactly `s` (lowercase, as on the wire).
     pub fn parse(s: &str) -> Option<Trigger> {
-        [
-            Trigger::Http,
-            Trigger::Cli,
-            Trigger::Cron,
-            Trigger::Webhook,
-            Trigger::Flow,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -98,8 +98,20 @@ pub struct Attempt {
 }
 
 /// An attempt's phase: running, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AttemptPhase {
     Running,
     Success,
@@ -121,25 +133,12 @@ impl From<AttemptStatus> for AttemptPhase {
 
 impl AttemptPhase {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptPhase::Running => "running",
-            AttemptPhase::Success => "success",
-            AttemptPhase::Warning => "warning",
-            AttemptPhase::Failed => "failed",
-            AttemptPhase::Killed => "killed",
-        }
+        self.into()
     }
 
+    /// The phase named exactly `s` (lowercase, as on the wire).
     pub fn parse(s: &str) -> Option<AttemptPhase> {
-        [
-            AttemptPhase::Running,
-            AttemptPhase::Success,
-            AttemptPhase::Warning,
-            AttemptPhase::Failed,
-            AttemptPhase::Killed,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -176,4 +175,34 @@ pub struct Plugin {
     pub version: Option<String>,
     pub size: u64,
     pub created_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_and_phases_use_their_wire_names_exactly() {
+        use AttemptPhase as P;
+        for t in [
+            Trigger::Http,
+            Trigger::Cli,
+            Trigger::Cron,
+            Trigger::Webhook,
+            Trigger::Flow,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+            assert_eq!(Trigger::parse(&t.to_string()), Some(t));
+        }
+        for p in [P::Running, P::Success, P::Warning, P::Failed, P::Killed] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(AttemptPhase::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Trigger::Webhook.as_str(), "webhook");
+        assert_eq!(P::Running.as_str(), "running");
+        // Case-sensitive, as the API and the store have always been.
+        assert_eq!(Trigger::parse("CLI"), None);
+        assert_eq!(AttemptPhase::parse("Failed"), None);
+        assert_eq!(AttemptPhase::from(AttemptStatus::Killed), P::Killed);
+    }
 }

@@ -4,14 +4,26 @@
 //! Types only, shared by every layer; the sandbox's runner fills them in.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AttemptStatus {
     /// `run` returned a JSON result and no warning was recorded.
     Success,
@@ -25,12 +37,7 @@ pub enum AttemptStatus {
 
 impl AttemptStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptStatus::Success => "success",
-            AttemptStatus::Warning => "warning",
-            AttemptStatus::Failed => "failed",
-            AttemptStatus::Killed => "killed",
-        }
+        self.into()
     }
 
     /// Success or warning.
@@ -39,15 +46,22 @@ impl AttemptStatus {
     }
 }
 
-impl fmt::Display for AttemptStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Why an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The attempt used up its fuel.
     FuelExhausted,
@@ -77,26 +91,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::FuelExhausted => "fuel_exhausted",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::MemoryLimit => "memory_limit",
-            ErrorKind::StackOverflow => "stack_overflow",
-            ErrorKind::Trap => "trap",
-            ErrorKind::ActionRetryable => "action_retryable",
-            ErrorKind::ActionFatal => "action_fatal",
-            ErrorKind::InvalidInput => "invalid_input",
-            ErrorKind::InvalidResult => "invalid_result",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::LoadFailed => "load_failed",
-            ErrorKind::HostCrash => "host_crash",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -148,8 +143,21 @@ pub struct MediaInfo {
 }
 
 /// Where a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LogSource {
     /// `host.log` (and notes the host adds, like the truncation marker).
     Host,
@@ -160,8 +168,23 @@ pub enum LogSource {
 }
 
 /// Log levels, as in the WIT `level` enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -172,13 +195,13 @@ pub enum LogLevel {
 
 impl LogLevel {
     pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
+        self.into()
+    }
+}
+
+impl LogSource {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -249,6 +272,7 @@ impl AttemptReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt;
 
     #[test]
     fn report_serializes_to_the_documented_shape() {
@@ -282,5 +306,55 @@ mod tests {
         assert_eq!(v["usage"]["wall_ms"], 0.0);
         let back: AttemptReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    /// Serde and strum spell each name on their own: they must agree.
+    fn same_name_both_ways<T>(values: &[T])
+    where
+        T: Copy + Serialize + fmt::Display + std::str::FromStr + PartialEq + fmt::Debug,
+    {
+        for &v in values {
+            let wire = serde_json::to_value(v).unwrap();
+            assert_eq!(wire, v.to_string(), "{v:?}");
+            assert!(v.to_string().parse::<T>().ok() == Some(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn enum_names_are_the_wire_names() {
+        use ErrorKind as K;
+        same_name_both_ways(&[
+            AttemptStatus::Success,
+            AttemptStatus::Warning,
+            AttemptStatus::Failed,
+            AttemptStatus::Killed,
+        ]);
+        same_name_both_ways(&[
+            K::FuelExhausted,
+            K::Timeout,
+            K::MemoryLimit,
+            K::StackOverflow,
+            K::Trap,
+            K::ActionRetryable,
+            K::ActionFatal,
+            K::InvalidInput,
+            K::InvalidResult,
+            K::Cancelled,
+            K::LoadFailed,
+            K::HostCrash,
+        ]);
+        same_name_both_ways(&[LogSource::Host, LogSource::Stdout, LogSource::Stderr]);
+        same_name_both_ways(&[
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ]);
+        assert_eq!(K::FuelExhausted.as_str(), "fuel_exhausted");
+        assert_eq!(K::HostCrash.to_string(), "host_crash");
+        assert_eq!(AttemptStatus::Killed.as_str(), "killed");
+        assert_eq!(LogLevel::Warn.as_str(), "warn");
+        assert_eq!(LogSource::Stderr.as_str(), "stderr");
     }
 }

@@ -12,14 +12,31 @@
 //! cancelling works from every non-terminal state: `PAUSED | RESTARTED →
 //! KILLING | KILLED`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 /// An execution's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(
+    serialize_all = "SCREAMING_SNAKE_CASE",
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_state
+)]
 pub enum ExecutionState {
     /// Queued: no attempt has started.
     Created,
@@ -38,8 +55,27 @@ pub enum ExecutionState {
 }
 
 /// A task run's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(
+    serialize_all = "SCREAMING_SNAKE_CASE",
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_state
+)]
 pub enum TaskRunState {
     /// Waiting for its first attempt (or its first after a restart).
     Created,
@@ -53,46 +89,29 @@ pub enum TaskRunState {
     Killed,
 }
 
-macro_rules! names {
-    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+// The wire names (`CREATED`, …) come from strum, spelled like serde's
+// `rename_all`; parsing ignores case because users type `running`.
 
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name),* }
-            }
-        }
+impl ExecutionState {
+    pub const ALL: &'static [ExecutionState] = Self::VARIANTS;
 
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                let upper = s.to_ascii_uppercase();
-                $ty::ALL
-                    .iter()
-                    .copied()
-                    .find(|st| st.as_str() == upper)
-                    .ok_or_else(|| format!("unknown state {s:?}"))
-            }
-        }
-    };
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
-names!(ExecutionState {
-    Created => "CREATED", Running => "RUNNING", Paused => "PAUSED", Success => "SUCCESS",
-    Warning => "WARNING", Failed => "FAILED", Killing => "KILLING", Killed => "KILLED",
-    Restarted => "RESTARTED",
-});
+impl TaskRunState {
+    pub const ALL: &'static [TaskRunState] = Self::VARIANTS;
 
-names!(TaskRunState {
-    Created => "CREATED", Running => "RUNNING", Retrying => "RETRYING", Success => "SUCCESS",
-    Warning => "WARNING", Failed => "FAILED", Killed => "KILLED",
-});
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// `FromStr`'s error for a name that is no state.
+fn unknown_state(s: &str) -> String {
+    format!("unknown state {s:?}")
+}
 
 impl ExecutionState {
     /// Ended: changes only by restart.
@@ -273,6 +292,28 @@ mod tests {
             ExecutionState::from_filter("bogus")
                 .unwrap_err()
                 .contains("pending")
+        );
+    }
+
+    #[test]
+    fn state_names_match_the_wire_and_parse_in_any_case() {
+        for &s in ExecutionState::ALL {
+            let wire = serde_json::to_value(s).unwrap();
+            assert_eq!(wire, s.as_str(), "{s:?}");
+            assert_eq!(s.to_string(), s.as_str());
+            assert_eq!(s.as_str().to_ascii_lowercase().parse(), Ok(s));
+        }
+        for &s in TaskRunState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+            assert_eq!(s.as_str().parse(), Ok(s));
+        }
+        assert_eq!(ExecutionState::ALL.len(), 9);
+        assert_eq!(TaskRunState::ALL.len(), 7);
+        assert_eq!(Killing.as_str(), "KILLING");
+        assert_eq!(TaskRunState::Retrying.as_str(), "RETRYING");
+        assert_eq!(
+            "bogus".parse::<TaskRunState>(),
+            Err("unknown state \"bogus\"".to_string())
         );
     }
 

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sandbox::limits::{Limits, check_name, humantime_serde_compat, parse_bytes};
+use crate::sandbox::limits::{Limits, check_name, exact_size, humantime_serde_compat};
 
 /// What a caller submits to create or replace a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,27 +84,13 @@ impl Default for RetryPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct TaskLimits {
     pub fuel: Option<u64>,
-    /// e.g. "30s", "500ms", or milliseconds.
-    pub timeout: Option<String>,
-    /// e.g. "128MiB", or bytes.
+    /// e.g. "30s", "500ms", "1m 30s", or a number of milliseconds.
+    #[serde(with = "humantime_serde_compat::option")]
+    pub timeout: Option<Duration>,
+    /// e.g. "128MiB" (KiB, MiB, GiB: powers of 1024; kB, MB, GB: of 1000),
+    /// or a number of bytes.
+    #[serde(serialize_with = "exact_size::option::serialize")]
     pub memory: Option<ByteSize>,
-}
-
-/// A size as bytes or text like "128MiB".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ByteSize {
-    Bytes(u64),
-    Text(String),
-}
-
-impl ByteSize {
-    pub fn bytes(&self) -> Result<u64, String> {
-        match self {
-            ByteSize::Bytes(b) => Ok(*b),
-            ByteSize::Text(t) => parse_bytes(t),
-        }
-    }
 }
 
 /// What an attempt is given beyond the bare sandbox.
@@ -206,9 +193,7 @@ impl TaskSpec {
             }
             limits.fuel = fuel;
         }
-        if let Some(t) = &self.limits.timeout {
-            let d =
-                humantime::parse_duration(t).map_err(|e| format!("limits.timeout {t:?}: {e}"))?;
+        if let Some(d) = self.limits.timeout {
             if d.is_zero() || d > bounds.max_timeout {
                 return Err(format!(
                     "limits.timeout must be between 1ms and {}",
@@ -217,8 +202,8 @@ impl TaskSpec {
             }
             limits.timeout = d;
         }
-        if let Some(m) = &self.limits.memory {
-            let bytes = m.bytes().map_err(|e| format!("limits.memory: {e}"))?;
+        if let Some(m) = self.limits.memory {
+            let bytes = m.as_u64();
             if bytes < (1 << 20) || bytes > bounds.max_memory_bytes {
                 return Err(format!(
                     "limits.memory must be between 1 MiB and {}",
@@ -262,6 +247,50 @@ mod tests {
         assert_eq!(l.timeout, Duration::from_secs(5));
         assert_eq!(l.memory_bytes, 64 << 20);
         assert_eq!(s.retry.initial_backoff, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn durations_and_sizes_also_accept_plain_numbers() {
+        let s = spec(json!({
+            "name": "t", "action": "hello",
+            "retry": {"max_attempts": 2, "initial_backoff": 250, "max_backoff": "1m 30s"},
+            "limits": {"timeout": 1500, "memory": 67108864}
+        }))
+        .unwrap();
+        assert_eq!(s.retry.initial_backoff, Duration::from_millis(250));
+        assert_eq!(s.retry.max_backoff, Duration::from_secs(90));
+        assert_eq!(s.limits.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.limits.memory, Some(ByteSize::mib(64)));
+        // Decimal units are decimal; binary ones binary.
+        let s = spec(json!({"name": "t", "action": "a", "limits": {"memory": "64MB"}})).unwrap();
+        assert_eq!(s.limits.memory, Some(ByteSize::mb(64)));
+        let bad = spec(json!({"name": "t", "action": "a", "limits": {"timeout": "5 parsecs"}}));
+        assert!(bad.unwrap_err().to_string().contains("parsecs"));
+    }
+
+    #[test]
+    fn specs_serialize_to_text_that_reads_back_the_same() {
+        let s = spec(json!({
+            "name": "t", "action": "hello",
+            "retry": {"initial_backoff": "200ms", "max_backoff": 90000},
+            "limits": {"timeout": "30s", "memory": 100000000}
+        }))
+        .unwrap();
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["retry"]["initial_backoff"], "200ms");
+        assert_eq!(v["retry"]["max_backoff"], "1m 30s");
+        assert_eq!(v["limits"]["timeout"], "30s");
+        assert_eq!(v["limits"]["memory"], "100000000B");
+        assert_eq!(spec(v).unwrap(), s);
+        let mut mib = s.clone();
+        mib.limits.memory = Some(ByteSize::mib(128));
+        assert_eq!(
+            serde_json::to_value(&mib).unwrap()["limits"]["memory"],
+            "128MiB"
+        );
+        let none = spec(json!({"name": "t", "action": "a"})).unwrap();
+        let v = serde_json::to_value(&none).unwrap();
+        assert!(v["limits"]["timeout"].is_null() && v["limits"]["memory"].is_null());
     }
 
     #[test]

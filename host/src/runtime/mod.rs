@@ -6,6 +6,7 @@
 //! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
 mod catalog;
+pub mod config;
 mod dispatch;
 pub mod error;
 mod leases;

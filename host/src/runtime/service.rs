@@ -8,7 +8,6 @@
 //! commits before this returns; the service only acts on the plan's timers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,50 +21,14 @@ use super::dispatch::Dispatch;
 use crate::model::clock::{self, Clock};
 use crate::model::execution::{Execution, Trigger};
 use crate::model::now;
-use crate::model::task::{Task, TaskBounds};
+use crate::model::task::Task;
 use crate::sandbox::component::LoadedAction;
-use crate::sandbox::{MediaStore, Quotas, Sandbox};
+use crate::sandbox::{MediaStore, Sandbox};
 use crate::store::{Control, NewExecution, PlanOutcome, Runnable, Store};
 
 pub use super::error::{ServiceError, ServiceResult};
 
-/// Service settings.
-#[derive(Debug, Clone)]
-pub struct ServiceConfig {
-    /// Attempts this host runs at once.
-    pub slots: usize,
-    /// Per-queue limits on attempts at once (queues not named: no limit but `slots`).
-    pub queue_limits: HashMap<String, usize>,
-    /// Names this host in leases and in `GET /workers`.
-    pub worker_id: String,
-    /// How long a running task run's lease lasts without renewal.
-    pub lease: Duration,
-    /// How long shutdown waits for running attempts.
-    pub shutdown_grace: Duration,
-    pub bounds: TaskBounds,
-    pub quotas: Quotas,
-    /// Where uploaded components are kept, by digest.
-    pub plugins_dir: PathBuf,
-    /// Largest component accepted.
-    pub max_plugin_bytes: usize,
-}
-
-impl ServiceConfig {
-    pub fn new(plugins_dir: PathBuf) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        ServiceConfig {
-            slots: 512,
-            queue_limits: HashMap::new(),
-            worker_id: format!("{host}-{}", std::process::id()),
-            lease: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
-            bounds: TaskBounds::default(),
-            quotas: Quotas::default(),
-            plugins_dir,
-            max_plugin_bytes: 64 << 20,
-        }
-    }
-}
+pub use super::config::ServiceConfig;
 
 /// A snapshot of this host for `GET /workers`.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -124,28 +124,41 @@ pub fn bytes_display(n: u64) -> String {
     format!("{n} B")
 }
 
-/// Parses sizes like `128MiB`, `64 MB`, `1g`, `4096` (bytes).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| {
-        format!("invalid size {text:?}: expected a number with an optional unit like 128MiB")
-    })?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => KIB,
-        "m" | "mb" | "mib" => MIB,
-        "g" | "gb" | "gib" => 1024 * MIB,
-        other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB or GiB"
-            ));
+/// Serde support for sizes (`bytesize::ByteSize`) as text that reads back
+/// as the same number of bytes: the largest of GiB, MiB, KiB that divides
+/// it (`128MiB`), else bytes (`1000B`). `ByteSize`'s own text rounds to one
+/// decimal, and specs and configs are stored or printed to be read again.
+pub mod exact_size {
+    use bytesize::ByteSize;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(size.as_u64()))
+    }
+
+    /// `n` bytes in the largest whole binary unit.
+    pub fn text(n: u64) -> String {
+        [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+            .into_iter()
+            .find(|(_, unit)| n != 0 && n.is_multiple_of(*unit))
+            .map_or_else(
+                || format!("{n}B"),
+                |(name, unit)| format!("{}{name}", n / unit),
+            )
+    }
+
+    /// The same for an optional size.
+    pub mod option {
+        use bytesize::ByteSize;
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(size: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+            match size {
+                Some(size) => super::serialize(size, s),
+                None => s.serialize_none(),
+            }
         }
-    };
-    Ok((value * mult as f64) as u64)
+    }
 }
 
 /// Serde support for durations as human text ("30s", "1m 30s") or a number of milliseconds.
@@ -166,7 +179,27 @@ pub mod humantime_serde_compat {
         }
         match Text::deserialize(d)? {
             Text::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Text::Human(s) => humantime::parse_duration(&s).map_err(D::Error::custom),
+            Text::Human(s) => humantime::parse_duration(&s)
+                .map_err(|e| D::Error::custom(format!("invalid duration {s:?}: {e}"))),
+        }
+    }
+
+    /// The same for an optional duration: absent or `null` is `None`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Compat(#[serde(with = "super")] Duration);
+            Ok(Option::<Compat>::deserialize(d)?.map(|Compat(d)| d))
         }
     }
 }
@@ -270,15 +303,25 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("128MiB"), Ok(128 * MIB));
-        assert_eq!(parse_bytes("64 mb"), Ok(64 * MIB));
-        assert_eq!(parse_bytes("1g"), Ok(1024 * MIB));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("MiB").is_err());
+    fn exact_sizes_read_back_as_the_same_bytes() {
+        for (n, text) in [
+            (128 * MIB, "128MiB"),
+            (3 << 30, "3GiB"),
+            (2048, "2KiB"),
+            (1536, "1536B"),
+            (100_000_000, "100000000B"),
+            (0, "0B"),
+        ] {
+            assert_eq!(exact_size::text(n), text);
+            assert_eq!(text.parse::<bytesize::ByteSize>().unwrap().as_u64(), n);
+        }
+    }
+
+    #[test]
+    fn sizes_display_in_binary_units() {
         assert_eq!(bytes_display(MIB), "1 MiB");
         assert_eq!(bytes_display(1536), "1.5 KiB");
+        assert_eq!(bytes_display(12), "12 B");
     }
 
     #[test]
