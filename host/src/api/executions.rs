@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::problem::{ApiError, parse_json};
+use super::tasks::{NamespaceQuery, task_ref};
 use crate::model::execution::{Execution, Trigger};
 use crate::model::state::ExecutionState;
+use crate::model::task::TaskRef;
 use crate::store::{Control, ExecutionFilter};
 
 #[derive(Deserialize, Default)]
@@ -35,9 +37,11 @@ struct StartBody {
 pub async fn start(
     State(svc): State<AppState>,
     Path(task): Path<String>,
+    Query(ns): Query<NamespaceQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Execution>), ApiError> {
+    let task = ns.task(&task)?;
     let body = body?;
     let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
         StartBody::default()
@@ -85,6 +89,7 @@ pub async fn start(
 pub struct ListQuery {
     status: Option<String>,
     task_id: Option<String>,
+    namespace: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<u32>,
@@ -120,15 +125,17 @@ pub async fn list(
         )));
     }
     let task_id = match &q.task_id {
-        // Accept a task name too.
-        Some(t) => Some(
-            svc.store()
-                .task(t)
-                .await?
-                .map(|t| t.id)
-                .unwrap_or_else(|| t.clone()),
-        ),
         None => None,
+        Some(t) => match task_ref(t, q.namespace.as_deref())? {
+            // By id even when the task was deleted: its executions remain.
+            TaskRef::Id(id) => Some(id),
+            name => Some(
+                svc.task(&name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no {name}")))?
+                    .id,
+            ),
+        },
     };
     let filter = ExecutionFilter {
         states,

@@ -24,7 +24,7 @@ use super::retry::is_retryable;
 use crate::model::execution::{Execution, Plugin, Trigger};
 use crate::model::now;
 use crate::model::state::{ExecutionState, TaskRunState};
-use crate::model::task::{Task, TaskBounds, TaskSpec};
+use crate::model::task::{Task, TaskBounds, TaskRef, TaskSpec};
 use crate::sandbox::component::{LoadError, LoadedAction, digest};
 use crate::sandbox::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
 use crate::sandbox::{
@@ -368,9 +368,9 @@ impl Service {
         Ok(task)
     }
 
-    pub async fn update_task(&self, id: &str, spec: TaskSpec) -> ServiceResult<Task> {
+    pub async fn update_task(&self, task: &TaskRef, spec: TaskSpec) -> ServiceResult<Task> {
         self.check_task(&spec).await?;
-        let task = self.store.update_task(id, &spec).await?;
+        let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
         self.lock_dispatch()
             .task_limits
@@ -378,36 +378,39 @@ impl Service {
         Ok(task)
     }
 
-    pub async fn delete_task(&self, id: &str) -> ServiceResult<()> {
-        self.store.delete_task(id).await?;
+    pub async fn delete_task(&self, task: &TaskRef) -> ServiceResult<()> {
+        self.store.delete_task(task).await?;
         lock(&self.tasks).clear();
         Ok(())
     }
 
-    /// A task by id or name, from memory when it was looked up before.
-    pub async fn task(&self, id_or_name: &str) -> ServiceResult<Option<Task>> {
+    /// A task by id, or by name in a namespace, from memory when it was
+    /// looked up before (keyed by both, so a name in one namespace never
+    /// answers for another).
+    pub async fn task(&self, task: &TaskRef) -> ServiceResult<Option<Task>> {
+        let key = task.to_string();
         let generation = {
             let cache = lock(&self.tasks);
-            if let Some(t) = cache.entries.get(id_or_name) {
+            if let Some(t) = cache.entries.get(&key) {
                 return Ok(Some(t.clone()));
             }
             cache.generation
         };
-        let task = self.store.task(id_or_name).await?;
-        if let Some(t) = &task {
-            lock(&self.tasks).insert(generation, id_or_name, t.clone());
+        let found = self.store.task(task).await?;
+        if let Some(t) = &found {
+            lock(&self.tasks).insert(generation, &key, t.clone());
         }
-        Ok(task)
+        Ok(found)
     }
 
     // ---- executions ----
 
-    /// Creates an execution of `task` (id or name) and queues it. Returns
-    /// the execution and whether it is new (an idempotency key seen before
-    /// returns the earlier one).
+    /// Creates an execution of `task` and queues it. Returns the execution
+    /// and whether it is new (an idempotency key seen before returns the
+    /// earlier one).
     pub async fn start_execution(
         &self,
-        task: &str,
+        task: &TaskRef,
         input: Option<Value>,
         labels: BTreeMap<String, String>,
         trigger: Trigger,
@@ -416,7 +419,7 @@ impl Service {
         let task = self
             .task(task)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no task {task}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no {task}")))?;
         let new = NewExecution {
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::model::execution::{Event, Execution, Plugin, StoredLog, Trigger};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
-use crate::model::task::{Task, TaskSpec};
+use crate::model::task::{Task, TaskRef, TaskSpec};
 use crate::sandbox::report::{AttemptReport, MediaInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -172,9 +172,14 @@ pub trait Store: Send + Sync + 'static {
     async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>>;
     async fn plugins(&self) -> StoreResult<Vec<Plugin>>;
     async fn create_task(&self, task: &Task) -> StoreResult<()>;
-    async fn update_task(&self, id: &str, spec: &TaskSpec) -> StoreResult<Task>;
-    async fn delete_task(&self, id: &str) -> StoreResult<()>;
-    async fn task(&self, id_or_name: &str) -> StoreResult<Option<Task>>;
+    /// Replaces the live task `task` points at (by id, or by name in its
+    /// namespace) with a new version.
+    async fn update_task(&self, task: &TaskRef, spec: &TaskSpec) -> StoreResult<Task>;
+    /// Deletes exactly the live task `task` points at.
+    async fn delete_task(&self, task: &TaskRef) -> StoreResult<()>;
+    /// The live task `task` points at: an id matches by id only, a name
+    /// only within its namespace.
+    async fn task(&self, task: &TaskRef) -> StoreResult<Option<Task>>;
     async fn tasks(&self) -> StoreResult<Vec<Task>>;
 
     // Executions.
