@@ -97,13 +97,18 @@ pub struct ListQuery {
     format: Option<String>,
 }
 
-fn check_time(name: &str, v: &Option<String>) -> Result<(), ApiError> {
-    match v {
-        Some(t) if humantime::parse_rfc3339_weak(t).is_err() => Err(ApiError::BadRequest(format!(
-            "{name} must be an RFC 3339 time, got {t:?}"
-        ))),
-        _ => Ok(()),
-    }
+/// A `since`/`until` bound as the instant in the stored form (see
+/// [`crate::model::parse_instant`]).
+fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+    v.map(|t| {
+        crate::model::parse_instant(t).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time such as 2026-11-25T12:04:20Z or \
+                 2026-11-25T13:04:20+01:00, got {t:?} ({e})"
+            ))
+        })
+    })
+    .transpose()
 }
 
 pub async fn list(
@@ -116,8 +121,8 @@ pub async fn list(
             states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
         }
     }
-    check_time("since", &q.since)?;
-    check_time("until", &q.until)?;
+    let since = instant("since", q.since.as_deref())?;
+    let until = instant("until", q.until.as_deref())?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -140,8 +145,8 @@ pub async fn list(
     let filter = ExecutionFilter {
         states,
         task_id,
-        since: q.since,
-        until: q.until,
+        since,
+        until,
         cursor: q.cursor,
         limit,
     };

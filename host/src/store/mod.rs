@@ -149,7 +149,11 @@ pub struct NewLog {
 pub struct ExecutionFilter {
     pub states: Vec<ExecutionState>,
     pub task_id: Option<String>,
+    /// Created at or after: UTC RFC 3339 with microseconds, the form stored
+    /// times have ([`crate::model::parse_instant`] makes it), so that they
+    /// compare as text.
     pub since: Option<String>,
+    /// Created before; the same form as `since`.
     pub until: Option<String>,
     /// Return executions older than this id (newest first).
     pub cursor: Option<String>,

@@ -853,6 +853,7 @@ mod tests {
             "SELECT id FROM executions WHERE task_id = 'x' AND idempotency_key = 'k'",
             "SELECT * FROM executions WHERE state IN ('CREATED', 'RUNNING') ORDER BY id DESC LIMIT 1",
             "SELECT * FROM executions WHERE task_id = 'x' AND id < 'z' ORDER BY id DESC LIMIT 50",
+            "SELECT * FROM executions WHERE created_at >= '2026-11-25T12:04:20.000000Z' AND created_at < '2026-11-26T00:00:00.000000Z' ORDER BY id DESC LIMIT 50",
             "SELECT * FROM logs WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM events WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM attempts WHERE status = 'running'",
