@@ -17,9 +17,9 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::problem::{ApiError, parse_json};
 use super::tasks::{NamespaceQuery, task_ref};
+use super::{AppState, cursor};
 use crate::model::execution::{Execution, Trigger};
 use crate::model::state::ExecutionState;
 use crate::model::task::TaskRef;
@@ -147,12 +147,12 @@ pub async fn list(
         task_id,
         since,
         until,
-        cursor: q.cursor,
+        cursor: q.cursor.as_deref().map(cursor::decode).transpose()?,
         limit,
     };
     let list = svc.store().executions(&filter).await?;
     let next = (list.len() == limit as usize)
-        .then(|| list.last().map(|e| e.id.clone()))
+        .then(|| list.last().map(|e| cursor::encode(&e.id)))
         .flatten();
     match q.format.as_deref() {
         None | Some("json") => {

@@ -3,6 +3,7 @@
 //!
 //! Calls `runtime` (and reads through its store); never the sandbox.
 
+mod cursor;
 mod executions;
 mod openapi;
 mod plugins;
