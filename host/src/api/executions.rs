@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::{Path, Query, bool_param, choice_param, int_param};
 use super::problem::{ApiError, parse_json};
 use super::tasks::{NamespaceQuery, task_ref};
 use super::{AppState, cursor};
@@ -85,6 +86,8 @@ pub async fn start(
     ))
 }
 
+/// Every value is taken as text and checked by hand, so that a bad one is
+/// named in the error with what was wrong with it.
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
@@ -92,7 +95,7 @@ pub struct ListQuery {
     namespace: Option<String>,
     since: Option<String>,
     until: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
     cursor: Option<String>,
     format: Option<String>,
 }
@@ -123,12 +126,8 @@ pub async fn list(
     }
     let since = instant("since", q.since.as_deref())?;
     let until = instant("until", q.until.as_deref())?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1-1000, got {limit}"
-        )));
-    }
+    let limit = int_param("limit", q.limit.as_deref(), 1..=1000u32, 50)?;
+    let format = choice_param("format", q.format.as_deref(), &["json", "csv"])?;
     let task_id = match &q.task_id {
         None => None,
         Some(t) => match task_ref(t, q.namespace.as_deref())? {
@@ -154,11 +153,9 @@ pub async fn list(
     let next = (list.len() == limit as usize)
         .then(|| list.last().map(|e| cursor::encode(&e.id)))
         .flatten();
-    match q.format.as_deref() {
-        None | Some("json") => {
-            Ok(Json(json!({ "executions": list, "next_cursor": next })).into_response())
-        }
-        Some("csv") => {
+    match format {
+        "json" => Ok(Json(json!({ "executions": list, "next_cursor": next })).into_response()),
+        _ => {
             let mut out = String::from(
                 "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms\r\n",
             );
@@ -178,9 +175,6 @@ pub async fn list(
             }
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
         }
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "format must be json or csv, got {other:?}"
-        ))),
     }
 }
 
@@ -241,10 +235,23 @@ pub async fn restart(
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
-    #[serde(default)]
+    after: Option<String>,
+    follow: Option<String>,
+}
+
+/// Where a page of a feed starts and whether to follow it.
+struct FeedRequest {
     after: i64,
-    #[serde(default)]
     follow: bool,
+}
+
+impl StreamQuery {
+    fn checked(&self) -> Result<FeedRequest, ApiError> {
+        Ok(FeedRequest {
+            after: int_param("after", self.after.as_deref(), 0..=i64::MAX, 0)?,
+            follow: bool_param("follow", self.follow.as_deref())?,
+        })
+    }
 }
 
 /// How often a follower looks for new lines: well inside the 500 ms promise.
@@ -362,6 +369,7 @@ impl Feed {
 }
 
 async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<Response, ApiError> {
+    let q = q.checked()?;
     load(&svc, &id, false).await?;
     let (key, event) = feed.names();
     if q.follow {
@@ -408,26 +416,28 @@ pub async fn outputs(
     Path(id): Path<String>,
     Query(q): Query<OutputsQuery>,
 ) -> Result<Response, ApiError> {
+    let format = choice_param("format", q.format.as_deref(), &["json", "csv"])?;
+    if format == "csv" && q.name.is_none() {
+        return Err(ApiError::BadRequest(
+            "format=csv needs name=OUTPUT: only one output at a time has a CSV form".into(),
+        ));
+    }
     let exec = load(&svc, &id, false).await?;
-    match (q.name, q.format.as_deref()) {
-        (None, None | Some("json")) => Ok(Json(exec.outputs).into_response()),
-        (Some(name), fmt) => {
-            let value = exec.outputs.get(&name).ok_or_else(|| {
-                ApiError::NotFound(format!("execution {id} has no output {name:?}"))
-            })?;
-            match fmt {
-                None | Some("json") => Ok(Json(value.clone()).into_response()),
-                Some("csv") => Ok((
-                    [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-                    output_csv(&name, value)?,
-                )
-                    .into_response()),
-                Some(other) => Err(ApiError::BadRequest(format!(
-                    "format must be json or csv, got {other:?}"
-                ))),
-            }
-        }
-        (None, Some(_)) => Err(ApiError::BadRequest("format=csv needs name=OUTPUT".into())),
+    let Some(name) = q.name else {
+        return Ok(Json(exec.outputs).into_response());
+    };
+    let value = exec
+        .outputs
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("execution {id} has no output {name:?}")))?;
+    if format == "csv" {
+        Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            output_csv(&name, value)?,
+        )
+            .into_response())
+    } else {
+        Ok(Json(value.clone()).into_response())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod cursor;
 mod executions;
+mod extract;
 mod openapi;
 mod plugins;
 pub mod problem;
@@ -57,9 +58,22 @@ pub fn app(svc: Arc<Service>) -> Router {
         )
         .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(1 << 20))
-        .fallback(|| async { problem::ApiError::NotFound("no such endpoint".into()) })
         .with_state(svc);
-    Router::new().nest("/api/v1", api)
+    let routes = Router::new()
+        .nest("/api/v1", api)
+        .fallback(no_such_endpoint);
+    // Around the whole router, not each route (which `routes.layer` would
+    // do): only outside it do responses carry axum's `Allow` header.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(problem::problems_only))
+}
+
+async fn no_such_endpoint(uri: axum::http::Uri) -> problem::ApiError {
+    problem::ApiError::NotFound(format!(
+        "no endpoint {}; the API is under /api/v1 (see /api/v1/openapi.json)",
+        uri.path()
+    ))
 }
 
 async fn workers(

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::extract::{Path, Query};
 use super::problem::ApiError;
 use crate::model::execution::Plugin;
 
