@@ -10,6 +10,8 @@ mod openapi;
 mod plugins;
 pub mod problem;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -59,11 +61,18 @@ pub fn app(svc: Arc<Service>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(svc);
-    let routes = Router::new()
-        .nest("/api/v1", api)
-        .fallback(no_such_endpoint);
-    // Around the whole router, not each route (which `routes.layer` would
-    // do): only outside it do responses carry axum's `Allow` header.
+    with_problems(
+        Router::new()
+            .nest("/api/v1", api)
+            .fallback(no_such_endpoint),
+    )
+}
+
+/// `routes` with every error response in problem+json (see
+/// [`problem::problems_only`]). Around the whole router, not each route
+/// (which `routes.layer` would do): only outside it do responses carry
+/// axum's `Allow` header.
+fn with_problems(routes: Router) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(problem::problems_only))
