@@ -14,27 +14,60 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{Path, Query, bool_param, choice_param, int_param};
-use super::problem::{ApiError, parse_json};
-use super::tasks::{NamespaceQuery, task_ref};
+use super::plugins::Component;
+use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
+use super::tasks::{NamespaceQuery, TASK_ID, task_ref};
 use super::{AppState, cursor};
-use crate::model::execution::{Execution, Trigger};
+use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
 use crate::model::task::TaskRef;
-use crate::store::{Control, ExecutionFilter};
+use crate::sandbox::report::MediaInfo;
+use crate::store::{AttemptMetric, Control, ExecutionFilter};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Deserialize, Default)]
+/// What to start an execution with; every field may be left out.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
+pub struct StartBody {
+    /// The input; the task's own `input` when absent.
     input: Option<Value>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// `http` (default), `cli` or `webhook`.
+    #[schema(value_type = Option<StartTrigger>)]
     trigger: Option<String>,
 }
 
+/// The triggers a caller may name.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: `trigger` is checked by hand
+pub enum StartTrigger {
+    Http,
+    Cli,
+    Webhook,
+}
+
+/// Start an execution of a task.
+#[utoipa::path(post, path = "/tasks/{id}/executions", tag = "executions",
+    params(
+        ("id" = String, Path, description = TASK_ID),
+        NamespaceQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: the same key for the same task returns the same execution (200 instead of 201)"),
+    ),
+    request_body(content = Option<StartBody>, description = "Optional: an empty body or `null` starts with the task's input"),
+    responses(
+        (status = 201, description = "The new execution", body = Execution),
+        (status = 200, description = "The execution this Idempotency-Key already started", body = Execution),
+        (status = 400, description = "Malformed JSON, a bad Idempotency-Key or namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "A body of the wrong shape or an unknown trigger", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn start(
     State(svc): State<AppState>,
     Path(task): Path<String>,
@@ -87,17 +120,48 @@ pub async fn start(
 }
 
 /// Every value is taken as text and checked by hand, so that a bad one is
-/// named in the error with what was wrong with it.
-#[derive(Deserialize)]
+/// named in the error with what was wrong with it; the documented types
+/// are what is accepted.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Comma-separated state names (any case) or `pending`, `completed`, `cancelled`.
+    #[param(example = "running,pending")]
     status: Option<String>,
+    /// A task's id, or its name in `namespace`.
     task_id: Option<String>,
+    /// Where a `task_id` that is a name is looked up.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     namespace: Option<String>,
+    /// Created at or after this RFC 3339 instant.
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Created before this RFC 3339 instant.
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 50)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
+    #[param(value_type = Option<Format>)]
     format: Option<String>,
+}
+
+/// How a page or an output is served.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: `format` is checked by hand
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// A page of `GET /executions`, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionPage {
+    executions: Vec<Execution>,
+    /// Set when the page is full: the `cursor` of the next page.
+    next_cursor: Option<String>,
 }
 
 /// A `since`/`until` bound as the instant in the stored form (see
@@ -114,6 +178,17 @@ fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
     .transpose()
 }
 
+/// List executions, newest first.
+#[utoipa::path(get, path = "/executions", tag = "executions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of executions (format=json), or the same as CSV", content(
+            (ExecutionPage = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A bad query value or cursor", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`task_id` names no task in `namespace`", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn list(
     State(svc): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -154,7 +229,11 @@ pub async fn list(
         .then(|| list.last().map(|e| cursor::encode(&e.id)))
         .flatten();
     match format {
-        "json" => Ok(Json(json!({ "executions": list, "next_cursor": next })).into_response()),
+        "json" => Ok(Json(ExecutionPage {
+            executions: list,
+            next_cursor: next,
+        })
+        .into_response()),
         _ => {
             let mut out = String::from(
                 "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms\r\n",
@@ -194,6 +273,14 @@ async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, Ap
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
 }
 
+/// Get an execution with its task runs and attempts.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution, with `task_runs`", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -205,6 +292,15 @@ async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution
     Ok(Json(svc.control(&id, c).await?))
 }
 
+/// Cancel an execution.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn cancel(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -212,6 +308,15 @@ pub async fn cancel(
     control(svc, id, Control::Cancel).await
 }
 
+/// Pause an execution: no new attempts start.
+#[utoipa::path(post, path = "/executions/{id}/pause", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn pause(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -219,6 +324,15 @@ pub async fn pause(
     control(svc, id, Control::Pause).await
 }
 
+/// Resume a paused execution.
+#[utoipa::path(post, path = "/executions/{id}/resume", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn resume(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -226,6 +340,15 @@ pub async fn resume(
     control(svc, id, Control::Resume).await
 }
 
+/// Restart an execution's failed task runs.
+#[utoipa::path(post, path = "/executions/{id}/restart", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn restart(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -233,10 +356,27 @@ pub async fn restart(
     control(svc, id, Control::Restart).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Only items with a greater id.
+    #[param(value_type = Option<i64>, minimum = 0, default = 0)]
     after: Option<String>,
+    /// Server-sent events until the execution has ended, instead of a page.
+    #[param(value_type = Option<bool>, default = false)]
     follow: Option<String>,
+}
+
+/// `GET /executions/{id}/logs`.
+#[derive(Serialize, ToSchema)]
+pub struct LogPage {
+    logs: Vec<StoredLog>,
+}
+
+/// `GET /executions/{id}/events`.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    events: Vec<Event>,
 }
 
 /// Where a page of a feed starts and whether to follow it.
@@ -389,6 +529,17 @@ async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<R
     Ok(Json(json!({ key: items })).into_response())
 }
 
+/// An execution's log lines, or follow them.
+#[utoipa::path(get, path = "/executions/{id}/logs", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    responses(
+        (status = 200, description = "Every line after `after`; with follow=true, server-sent events `log` (a StoredLog each) then `end`", content(
+            (LogPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn logs(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -397,6 +548,17 @@ pub async fn logs(
     feed(svc, id, q, Feed::Logs).await
 }
 
+/// An execution's events, or follow them.
+#[utoipa::path(get, path = "/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    responses(
+        (status = 200, description = "Every event after `after`; with follow=true, server-sent events `event` (an Event each) then `end`", content(
+            (EventPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn events(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -405,12 +567,27 @@ pub async fn events(
     feed(svc, id, q, Feed::Events).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutputsQuery {
+    /// One output instead of all.
     name: Option<String>,
+    /// `csv` needs `name`, an output that is an array of objects.
+    #[param(value_type = Option<Format>)]
     format: Option<String>,
 }
 
+/// An execution's outputs, or one of them (as JSON or CSV).
+#[utoipa::path(get, path = "/executions/{id}/outputs", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), OutputsQuery),
+    responses(
+        (status = 200, description = "The outputs object, the output named, or that output as CSV", content(
+            (Value = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A bad format, csv without a name, an output with no CSV form, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution or output", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn outputs(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -481,22 +658,66 @@ fn output_csv(name: &str, value: &Value) -> Result<String, ApiError> {
     Ok(out)
 }
 
+/// `GET /executions/{id}/metrics`.
+#[derive(Serialize, ToSchema)]
+pub struct MetricList {
+    metrics: Vec<AttemptMetric>,
+}
+
+/// The metrics every attempt of an execution reported.
+#[utoipa::path(get, path = "/executions/{id}/metrics", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Metrics by attempt", body = MetricList),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn metrics(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MetricList>, ApiError> {
     load(&svc, &id, false).await?;
-    Ok(Json(json!({ "metrics": svc.store().metrics(&id).await? })))
+    Ok(Json(MetricList {
+        metrics: svc.store().metrics(&id).await?,
+    }))
 }
 
+/// `GET /executions/{id}/media`.
+#[derive(Serialize, ToSchema)]
+pub struct MediaList {
+    media: Vec<MediaInfo>,
+}
+
+/// The media every attempt of an execution stored.
+#[utoipa::path(get, path = "/executions/{id}/media", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Media records", body = MediaList),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn media_list(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MediaList>, ApiError> {
     load(&svc, &id, false).await?;
-    Ok(Json(json!({ "media": svc.store().media_of(&id).await? })))
+    Ok(Json(MediaList {
+        media: svc.store().media_of(&id).await?,
+    }))
 }
 
+/// A media object's bytes.
+#[utoipa::path(get, path = "/media/{id}", tag = "media",
+    params(
+        ("id" = String, Path, description = "The media object's id"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a copy the caller has"),
+    ),
+    responses(
+        (status = 200, description = "The bytes, with the object's Content-Type, Content-Length and ETag", content_type = "*/*", body = Component),
+        (status = 304, description = "The caller's copy (If-None-Match) is current"),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such media object", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn media(
     State(svc): State<AppState>,
     Path(id): Path<String>,

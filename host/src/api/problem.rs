@@ -6,7 +6,6 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::runtime::service::ServiceError;
 
@@ -98,28 +97,45 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
+/// The body of every error response (RFC 9457 problem details).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What was wrong, for people.
+    pub detail: String,
+    /// Every problem with the request body (422 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub problems: Option<Vec<String>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
+        let mut body = Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            problems: None,
+        };
         let mut allow = None;
         match self {
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                body["detail"] = json!("internal error; see the server's log");
+                body.detail = "internal error; see the server's log".into();
             }
-            ApiError::Unprocessable { problems, .. } => {
-                body["problems"] = json!(problems);
-            }
+            ApiError::Unprocessable { problems, .. } => body.problems = Some(problems),
             ApiError::MethodNotAllowed { allowed, .. } => allow = Some(allowed),
             _ => {}
         }
-        let mut resp = (status, body.to_string()).into_response();
+        let body = serde_json::to_string(&body).expect("a problem serializes");
+        let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {

@@ -631,3 +631,173 @@ async fn invalid_utf8_in_the_url_is_a_400_problem() {
         "the query string is not valid UTF-8 once percent-decoded"
     );
 }
+
+// ---- the OpenAPI document ----
+
+/// The served document, and a check of real responses against it.
+struct Contract {
+    doc: Value,
+}
+
+impl Contract {
+    async fn of(api: &Api) -> Contract {
+        let r = api.get("/openapi.json").await;
+        assert_eq!(r.status, StatusCode::OK);
+        Contract { doc: r.json() }
+    }
+
+    /// Asserts that `reply`, to `method` on the documented `path`, is a
+    /// documented status and its JSON body fits the documented schema.
+    #[track_caller]
+    fn check(&self, method: &str, path: &str, reply: &Reply) {
+        let op = &self.doc["paths"][format!("/api/v1{path}")][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        let response = &op["responses"][reply.status.as_str()];
+        assert!(
+            response.is_object(),
+            "{method} {path}: status {} is not documented",
+            reply.status
+        );
+        let content_type = reply.content_type().split(';').next().unwrap_or_default();
+        let schema = &response["content"][content_type]["schema"];
+        assert!(
+            schema.is_object(),
+            "{method} {path} {}: {content_type} is not documented",
+            reply.status
+        );
+        // The schema with the document's components, for its $refs.
+        let mut root = schema.clone();
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).expect("a valid schema");
+        let body = reply.json();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {}: {errors:?}\n{body:#}",
+            reply.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_operation_documents_its_errors_as_problems() {
+    let api = Api::new().await;
+    let doc = Contract::of(&api).await.doc;
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"][PROBLEM]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                assert!(p["schema"].is_object(), "{method} {path}: {p}");
+            }
+        }
+    }
+    assert_eq!(operations, 24);
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+#[tokio::test]
+async fn real_responses_fit_the_document() {
+    let api = Api::new().await;
+    let contract = Contract::of(&api).await;
+    let check = |method, path: &str, reply: &Reply| contract.check(method, path, reply);
+
+    let created = api
+        .post(
+            "/tasks",
+            json!({"name": "greet", "action": "hello", "limits": {"memory": "64MiB"}}),
+        )
+        .await;
+    check("post", "/tasks", &created);
+    let task_id = created.json()["id"].as_str().unwrap().to_string();
+    check(
+        "get",
+        "/tasks/{id}",
+        &api.get(&format!("/tasks/{task_id}")).await,
+    );
+    check("get", "/tasks", &api.get("/tasks").await);
+    let invalid = api.post("/tasks", json!({"name": "", "action": ""})).await;
+    check("post", "/tasks", &invalid);
+    check("get", "/tasks/{id}", &api.get("/tasks/nope").await);
+
+    let started = api
+        .post(
+            "/tasks/greet/executions",
+            json!({"input": {"name": "Ada"}, "labels": {"k": "v"}}),
+        )
+        .await;
+    check("post", "/tasks/{id}/executions", &started);
+    let id = started.json()["id"].as_str().unwrap().to_string();
+    // Let the attempt run (and fail: there is no component) so that the
+    // execution has a task run with an attempt and an error.
+    for _ in 0..100 {
+        let e = api.get(&format!("/executions/{id}")).await.json();
+        if e["state"] == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = api.get(&format!("/executions/{id}")).await;
+    assert_eq!(got.json()["state"], "FAILED", "{}", got.json());
+    check("get", "/executions/{id}", &got);
+    check("get", "/executions", &api.get("/executions?limit=1").await);
+    check("get", "/executions", &api.get("/executions?limit=0").await);
+    check(
+        "get",
+        "/executions/{id}/logs",
+        &api.get(&format!("/executions/{id}/logs")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/events",
+        &api.get(&format!("/executions/{id}/events")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/outputs",
+        &api.get(&format!("/executions/{id}/outputs")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/metrics",
+        &api.get(&format!("/executions/{id}/metrics")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/media",
+        &api.get(&format!("/executions/{id}/media")).await,
+    );
+    let restarted = api
+        .post(&format!("/executions/{id}/restart"), json!(null))
+        .await;
+    check("post", "/executions/{id}/restart", &restarted);
+    let paused = api
+        .post(&format!("/executions/{id}/pause"), json!(null))
+        .await;
+    check("post", "/executions/{id}/pause", &paused);
+    check(
+        "get",
+        "/executions/{id}",
+        &api.get("/executions/nope").await,
+    );
+
+    check("get", "/plugins", &api.get("/plugins").await);
+    check("get", "/plugins/{id}", &api.get("/plugins/hello").await);
+    check("get", "/workers", &api.get("/workers").await);
+    check("get", "/healthz", &api.get("/healthz").await);
+}

@@ -10,7 +10,7 @@ use super::state::{ExecutionState, TaskRunState};
 use crate::sandbox::report::{AttemptError, AttemptStatus, Usage};
 
 /// What started an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Http,
@@ -45,7 +45,7 @@ impl Trigger {
 }
 
 /// One run of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Execution {
     pub id: String,
     pub task_id: String,
@@ -72,7 +72,7 @@ pub struct Execution {
 }
 
 /// One step's run inside an execution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRun {
     pub id: String,
     pub step: String,
@@ -84,7 +84,7 @@ pub struct TaskRun {
 }
 
 /// One attempt of a task run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: String,
     pub number: u32,
@@ -98,7 +98,7 @@ pub struct Attempt {
 }
 
 /// An attempt's phase: running, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptPhase {
     Running,
@@ -144,7 +144,7 @@ impl AttemptPhase {
 }
 
 /// A state change or notable happening, recorded as it happens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub execution_id: String,
@@ -157,7 +157,7 @@ pub struct Event {
 }
 
 /// A stored log line with its place in the execution's log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredLog {
     pub id: i64,
     pub attempt: u32,
@@ -168,7 +168,7 @@ pub struct StoredLog {
 }
 
 /// A plugin: an uploaded component, identified by its digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plugin {
     /// `sha256:<hex>`.
     pub id: String,

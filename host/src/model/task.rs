@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::sandbox::limits::{Limits, check_name, humantime_serde_compat, parse_bytes};
 
 /// What a caller submits to create or replace a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace.
@@ -52,15 +52,18 @@ fn empty_object() -> Value {
 }
 
 /// How failed attempts are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// Text like "1s" or "1m 30s" (a number of milliseconds is read too).
     #[serde(with = "humantime_serde_compat")]
+    #[schema(value_type = String, example = "1s")]
     pub initial_backoff: Duration,
     pub multiplier: f64,
     #[serde(with = "humantime_serde_compat")]
+    #[schema(value_type = String, example = "1m")]
     pub max_backoff: Duration,
     /// Fraction of the backoff added or removed at random (0 to 1).
     pub jitter: f64,
@@ -79,7 +82,7 @@ impl Default for RetryPolicy {
 }
 
 /// Per-attempt limits; unset ones take the host defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskLimits {
     pub fuel: Option<u64>,
@@ -90,7 +93,7 @@ pub struct TaskLimits {
 }
 
 /// A size as bytes or text like "128MiB".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ByteSize {
     Bytes(u64),
@@ -107,7 +110,7 @@ impl ByteSize {
 }
 
 /// What an attempt is given beyond the bare sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Grants {
     /// A fresh scratch dir at `/scratch` per attempt.
@@ -167,7 +170,7 @@ pub fn looks_like_id(s: &str) -> bool {
 }
 
 /// A stored task: its spec plus identity and version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: String,
     pub version: i64,

@@ -149,7 +149,7 @@ struct Dispatch {
 }
 
 /// A snapshot of this host for `GET /workers`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,

@@ -46,7 +46,7 @@ impl fmt::Display for AttemptStatus {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The attempt used up its fuel.
@@ -101,14 +101,14 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failed attempt's error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptError {
     pub kind: ErrorKind,
     pub message: String,
 }
 
 /// One metric series' aggregate for an attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Metric {
     /// Sum of the deltas added to the counter.
@@ -137,7 +137,7 @@ impl Metric {
 }
 
 /// A stored media object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaInfo {
     pub id: String,
     pub name: String,
@@ -193,7 +193,7 @@ pub struct LogLine {
 }
 
 /// What the attempt consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub fuel_consumed: u64,
     pub wall_ms: f64,

@@ -161,7 +161,7 @@ pub struct ExecutionFilter {
 }
 
 /// A metric from one attempt's report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptMetric {
     pub attempt: u32,
     #[serde(flatten)]
