@@ -143,7 +143,7 @@ pub struct ListQuery {
     limit: Option<String>,
     /// `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
-    #[param(value_type = Option<Format>)]
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
@@ -367,6 +367,19 @@ pub struct StreamQuery {
     follow: Option<String>,
 }
 
+/// One server-sent event of a followed feed, as a client parses it.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: axum's Sse writes the events
+pub struct FeedEvent {
+    /// `log` or `event` (one item each), then `end` once.
+    #[schema(example = "log")]
+    event: String,
+    /// The item's id (absent on `end`): `after` to resume from.
+    id: Option<String>,
+    /// JSON: the item (a StoredLog or an Event), or `{"state": …}` on `end`.
+    data: String,
+}
+
 /// `GET /executions/{id}/logs`.
 #[derive(Serialize, ToSchema)]
 pub struct LogPage {
@@ -535,7 +548,7 @@ async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<R
     responses(
         (status = 200, description = "Every line after `after`; with follow=true, server-sent events `log` (a StoredLog each) then `end`", content(
             (LogPage = "application/json"),
-            (String = "text/event-stream"),
+            (FeedEvent = "text/event-stream"),
         )),
         (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
@@ -554,7 +567,7 @@ pub async fn logs(
     responses(
         (status = 200, description = "Every event after `after`; with follow=true, server-sent events `event` (an Event each) then `end`", content(
             (EventPage = "application/json"),
-            (String = "text/event-stream"),
+            (FeedEvent = "text/event-stream"),
         )),
         (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
@@ -573,7 +586,7 @@ pub struct OutputsQuery {
     /// One output instead of all.
     name: Option<String>,
     /// `csv` needs `name`, an output that is an array of objects.
-    #[param(value_type = Option<Format>)]
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
