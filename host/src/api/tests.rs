@@ -76,6 +76,12 @@ impl Reply {
 
 impl Api {
     pub async fn new() -> Api {
+        Api::with_slots(512).await
+    }
+
+    /// With `slots` 0 nothing is dispatched: a test moves executions on
+    /// through the store itself.
+    pub async fn with_slots(slots: usize) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("ward.db"))
@@ -89,7 +95,8 @@ impl Api {
             )
             .unwrap(),
         );
-        let config = ServiceConfig::new(dir.path().join("components"));
+        let mut config = ServiceConfig::new(dir.path().join("components"));
+        config.slots = slots;
         let svc = Service::start(store, sandbox(), media, config)
             .await
             .unwrap();
@@ -630,6 +637,159 @@ async fn invalid_utf8_in_the_url_is_a_400_problem() {
         detail,
         "the query string is not valid UTF-8 once percent-decoded"
     );
+}
+
+// ---- control verbs in every state ----
+
+/// The states an execution of one task run can be put in, and how: through
+/// the store, as the dispatcher would (the service here dispatches nothing).
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    Created,
+    Running,
+    Paused,
+    Success,
+    Warning,
+    Failed,
+    Killed,
+}
+
+impl Setup {
+    const ALL: [Setup; 7] = [
+        Setup::Created,
+        Setup::Running,
+        Setup::Paused,
+        Setup::Success,
+        Setup::Warning,
+        Setup::Failed,
+        Setup::Killed,
+    ];
+
+    /// The execution's state once made.
+    fn state(self) -> &'static str {
+        match self {
+            Setup::Created => "CREATED",
+            Setup::Running => "RUNNING",
+            Setup::Paused => "PAUSED",
+            Setup::Success => "SUCCESS",
+            Setup::Warning => "WARNING",
+            Setup::Failed => "FAILED",
+            Setup::Killed => "KILLED",
+        }
+    }
+
+    /// A new execution of `greet` in this state; returns its id.
+    async fn make(self, api: &Api) -> String {
+        use crate::sandbox::report::{AttemptReport, AttemptStatus};
+        use crate::store::{Control, FinishAttempt, RunOutcome};
+        let id = api.start("greet", "").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let store = api.svc.store();
+        let exec = store.execution(&id, true).await.unwrap().unwrap();
+        let run = exec.task_runs.unwrap()[0].id.clone();
+        if matches!(self, Setup::Created) {
+            return id;
+        }
+        if matches!(self, Setup::Killed) {
+            store.control(&id, Control::Cancel).await.unwrap();
+            return id;
+        }
+        let started = store
+            .start_attempt(&run, "test-host", i64::MAX)
+            .await
+            .unwrap();
+        // The start may return before it is committed; a write after it
+        // returns once both are.
+        store.renew_leases("test-host", i64::MAX).await.unwrap();
+        let end = |status, state| {
+            let mut report = AttemptReport::failed_before_start(
+                1,
+                crate::sandbox::ErrorKind::Trap,
+                "failed".into(),
+            );
+            report.status = status;
+            if status.is_ok() {
+                report.error = None;
+            }
+            FinishAttempt {
+                attempt_id: started.attempt_id.clone(),
+                task_run_id: run.clone(),
+                execution_id: id.clone(),
+                worker: "test-host".into(),
+                fence: started.fence,
+                report,
+                outcome: RunOutcome::Final(state),
+            }
+        };
+        use crate::model::state::TaskRunState;
+        match self {
+            Setup::Running => {}
+            Setup::Paused => {
+                store.control(&id, Control::Pause).await.unwrap();
+            }
+            Setup::Success => {
+                let f = end(AttemptStatus::Success, TaskRunState::Success);
+                store.finish_attempt(f).await.unwrap();
+            }
+            Setup::Warning => {
+                let f = end(AttemptStatus::Warning, TaskRunState::Warning);
+                store.finish_attempt(f).await.unwrap();
+            }
+            Setup::Failed => {
+                let f = end(AttemptStatus::Failed, TaskRunState::Failed);
+                store.finish_attempt(f).await.unwrap();
+            }
+            Setup::Created | Setup::Killed => unreachable!(),
+        }
+        id
+    }
+}
+
+/// The execution's state and its task runs' states.
+async fn states(api: &Api, id: &str) -> (String, Vec<String>) {
+    let e = api.svc.store().execution(id, true).await.unwrap().unwrap();
+    let runs = e
+        .task_runs
+        .unwrap()
+        .iter()
+        .map(|r| r.state.to_string())
+        .collect();
+    (e.state.to_string(), runs)
+}
+
+#[tokio::test]
+async fn a_control_verb_commits_its_change_or_changes_nothing_and_is_a_409() {
+    let api = Api::with_slots(0).await;
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    for setup in Setup::ALL {
+        for verb in ["cancel", "pause", "resume", "restart"] {
+            let id = setup.make(&api).await;
+            let before = states(&api, &id).await;
+            assert_eq!(before.0, setup.state(), "setting up {setup:?}");
+            let r = api
+                .post(&format!("/executions/{id}/{verb}"), json!(null))
+                .await;
+            let after = states(&api, &id).await;
+            match r.status {
+                StatusCode::OK => assert_eq!(
+                    r.json()["state"],
+                    after.0,
+                    "{verb} on {setup:?}: the answer is the committed state"
+                ),
+                StatusCode::CONFLICT => {
+                    let detail = r.problem(StatusCode::CONFLICT);
+                    assert!(detail.starts_with("cannot go from"), "{detail}");
+                    assert_eq!(after, before, "{verb} on {setup:?} was refused but wrote");
+                }
+                other => panic!(
+                    "{verb} on {setup:?}: {other} {}",
+                    String::from_utf8_lossy(&r.body)
+                ),
+            }
+        }
+    }
 }
 
 // ---- the OpenAPI document ----
