@@ -14,11 +14,15 @@ use crate::sandbox::limits::{Limits, check_name, humantime_serde_compat, parse_b
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace.
+    /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace; not
+    /// a UUID (that is how ids look).
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", example = "greet")]
     pub name: String,
     #[serde(default = "default_namespace")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub namespace: String,
     /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    #[schema(example = "hello")]
     pub action: String,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
@@ -30,6 +34,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub grants: Grants,
     #[serde(default = "default_queue")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub queue: String,
     /// Higher runs first.
     #[serde(default)]
