@@ -13,6 +13,7 @@ use tower::ServiceExt;
 
 use crate::model::execution::Trigger;
 use crate::model::state::{ExecutionState, TaskRunState};
+use crate::model::task::TaskRef;
 use crate::runtime::service::{Service, ServiceConfig};
 use crate::sandbox::{EngineConfig, MediaStore, MediaUrls, Sandbox};
 use crate::store::sqlite::SqliteStore;
@@ -83,7 +84,13 @@ impl Harness {
     async fn start(&self, task: &str, input: Value) -> String {
         let (e, _) = self
             .svc
-            .start_execution(task, Some(input), Default::default(), Trigger::Http, None)
+            .start_execution(
+                &TaskRef::name("default", task),
+                Some(input),
+                Default::default(),
+                Trigger::Http,
+                None,
+            )
             .await
             .unwrap();
         e.id

@@ -8,36 +8,74 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::problem::{ApiError, parse_json};
-use crate::model::execution::{Execution, Trigger};
+use super::extract::{Path, Query, bool_param, choice_param, int_param};
+use super::plugins::Component;
+use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
+use super::tasks::{NamespaceQuery, TASK_ID, task_ref};
+use super::{AppState, cursor};
+use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
-use crate::store::{Control, ExecutionFilter};
+use crate::model::task::TaskRef;
+use crate::sandbox::report::MediaInfo;
+use crate::store::{AttemptMetric, Control, ExecutionFilter};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Deserialize, Default)]
+/// What to start an execution with; every field may be left out.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
+pub struct StartBody {
+    /// The input; the task's own `input` when absent.
     input: Option<Value>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// `http` (default), `cli` or `webhook`.
+    #[schema(value_type = Option<StartTrigger>)]
     trigger: Option<String>,
 }
 
+/// The triggers a caller may name.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: `trigger` is checked by hand
+pub enum StartTrigger {
+    Http,
+    Cli,
+    Webhook,
+}
+
+/// Start an execution of a task.
+#[utoipa::path(post, path = "/tasks/{id}/executions", tag = "executions",
+    params(
+        ("id" = String, Path, description = TASK_ID),
+        NamespaceQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: the same key for the same task returns the same execution (200 instead of 201)"),
+    ),
+    request_body(content = Option<StartBody>, description = "Optional: an empty body or `null` starts with the task's input"),
+    responses(
+        (status = 201, description = "The new execution", body = Execution),
+        (status = 200, description = "The execution this Idempotency-Key already started", body = Execution),
+        (status = 400, description = "Malformed JSON, a bad Idempotency-Key or namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "A body of the wrong shape or an unknown trigger", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn start(
     State(svc): State<AppState>,
     Path(task): Path<String>,
+    Query(ns): Query<NamespaceQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Execution>), ApiError> {
+    let task = ns.task(&task)?;
     let body = body?;
     let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
         StartBody::default()
@@ -81,26 +119,76 @@ pub async fn start(
     ))
 }
 
-#[derive(Deserialize)]
+/// Every value is taken as text and checked by hand, so that a bad one is
+/// named in the error with what was wrong with it; the documented types
+/// are what is accepted.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Comma-separated state names (any case) or `pending`, `completed`, `cancelled`.
+    #[param(example = "running,pending")]
     status: Option<String>,
+    /// A task's id, or its name in `namespace`.
     task_id: Option<String>,
+    /// Where a `task_id` that is a name is looked up.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
+    namespace: Option<String>,
+    /// Created at or after this RFC 3339 instant.
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Created before this RFC 3339 instant.
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 50)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
-fn check_time(name: &str, v: &Option<String>) -> Result<(), ApiError> {
-    match v {
-        Some(t) if humantime::parse_rfc3339_weak(t).is_err() => Err(ApiError::BadRequest(format!(
-            "{name} must be an RFC 3339 time, got {t:?}"
-        ))),
-        _ => Ok(()),
-    }
+/// How a page or an output is served.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: `format` is checked by hand
+pub enum Format {
+    Json,
+    Csv,
 }
 
+/// A page of `GET /executions`, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionPage {
+    executions: Vec<Execution>,
+    /// Set when the page is full: the `cursor` of the next page.
+    next_cursor: Option<String>,
+}
+
+/// A `since`/`until` bound as the instant in the stored form (see
+/// [`crate::model::parse_instant`]).
+fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+    v.map(|t| {
+        crate::model::parse_instant(t).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time such as 2026-11-25T12:04:20Z or \
+                 2026-11-25T13:04:20+01:00, got {t:?} ({e})"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// List executions, newest first.
+#[utoipa::path(get, path = "/executions", tag = "executions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of executions (format=json), or the same as CSV", content(
+            (ExecutionPage = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A bad query value or cursor", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`task_id` names no task in `namespace`", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn list(
     State(svc): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -111,42 +199,42 @@ pub async fn list(
             states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
         }
     }
-    check_time("since", &q.since)?;
-    check_time("until", &q.until)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1-1000, got {limit}"
-        )));
-    }
+    let since = instant("since", q.since.as_deref())?;
+    let until = instant("until", q.until.as_deref())?;
+    let limit = int_param("limit", q.limit.as_deref(), 1..=1000u32, 50)?;
+    let format = choice_param("format", q.format.as_deref(), &["json", "csv"])?;
     let task_id = match &q.task_id {
-        // Accept a task name too.
-        Some(t) => Some(
-            svc.store()
-                .task(t)
-                .await?
-                .map(|t| t.id)
-                .unwrap_or_else(|| t.clone()),
-        ),
         None => None,
+        Some(t) => match task_ref(t, q.namespace.as_deref())? {
+            // By id even when the task was deleted: its executions remain.
+            TaskRef::Id(id) => Some(id),
+            name => Some(
+                svc.task(&name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no {name}")))?
+                    .id,
+            ),
+        },
     };
     let filter = ExecutionFilter {
         states,
         task_id,
-        since: q.since,
-        until: q.until,
-        cursor: q.cursor,
+        since,
+        until,
+        cursor: q.cursor.as_deref().map(cursor::decode).transpose()?,
         limit,
     };
-    let list = svc.store().executions(&filter).await?;
+    let list = svc.executions(&filter).await?;
     let next = (list.len() == limit as usize)
-        .then(|| list.last().map(|e| e.id.clone()))
+        .then(|| list.last().map(|e| cursor::encode(&e.id)))
         .flatten();
-    match q.format.as_deref() {
-        None | Some("json") => {
-            Ok(Json(json!({ "executions": list, "next_cursor": next })).into_response())
-        }
-        Some("csv") => {
+    match format {
+        "json" => Ok(Json(ExecutionPage {
+            executions: list,
+            next_cursor: next,
+        })
+        .into_response()),
+        _ => {
             let mut out = String::from(
                 "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms\r\n",
             );
@@ -166,9 +254,6 @@ pub async fn list(
             }
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
         }
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "format must be json or csv, got {other:?}"
-        ))),
     }
 }
 
@@ -182,12 +267,19 @@ fn csv_field(s: &str) -> String {
 }
 
 async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, ApiError> {
-    svc.store()
-        .execution(id, with_runs)
+    svc.execution(id, with_runs)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
 }
 
+/// Get an execution with its task runs and attempts.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution, with `task_runs`", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -199,6 +291,15 @@ async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution
     Ok(Json(svc.control(&id, c).await?))
 }
 
+/// Cancel an execution.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn cancel(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -206,6 +307,15 @@ pub async fn cancel(
     control(svc, id, Control::Cancel).await
 }
 
+/// Pause an execution: no new attempts start.
+#[utoipa::path(post, path = "/executions/{id}/pause", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn pause(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -213,6 +323,15 @@ pub async fn pause(
     control(svc, id, Control::Pause).await
 }
 
+/// Resume a paused execution.
+#[utoipa::path(post, path = "/executions/{id}/resume", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn resume(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -220,6 +339,15 @@ pub async fn resume(
     control(svc, id, Control::Resume).await
 }
 
+/// Restart an execution's failed task runs.
+#[utoipa::path(post, path = "/executions/{id}/restart", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution once the change is committed", body = Execution),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A transition the state machine forbids", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn restart(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -227,12 +355,55 @@ pub async fn restart(
     control(svc, id, Control::Restart).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    #[serde(default)]
+    /// Only items with a greater id.
+    #[param(value_type = Option<i64>, minimum = 0, default = 0)]
+    after: Option<String>,
+    /// Server-sent events until the execution has ended, instead of a page.
+    #[param(value_type = Option<bool>, default = false)]
+    follow: Option<String>,
+}
+
+/// One server-sent event of a followed feed, as a client parses it.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: axum's Sse writes the events
+pub struct FeedEvent {
+    /// `log` or `event` (one item each), then `end` once.
+    #[schema(example = "log")]
+    event: String,
+    /// The item's id (absent on `end`): `after` to resume from.
+    id: Option<String>,
+    /// JSON: the item (a StoredLog or an Event), or `{"state": …}` on `end`.
+    data: String,
+}
+
+/// `GET /executions/{id}/logs`.
+#[derive(Serialize, ToSchema)]
+pub struct LogPage {
+    logs: Vec<StoredLog>,
+}
+
+/// `GET /executions/{id}/events`.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    events: Vec<Event>,
+}
+
+/// Where a page of a feed starts and whether to follow it.
+struct FeedRequest {
     after: i64,
-    #[serde(default)]
     follow: bool,
+}
+
+impl StreamQuery {
+    fn checked(&self) -> Result<FeedRequest, ApiError> {
+        Ok(FeedRequest {
+            after: int_param("after", self.after.as_deref(), 0..=i64::MAX, 0)?,
+            follow: bool_param("follow", self.follow.as_deref())?,
+        })
+    }
 }
 
 /// How often a follower looks for new lines: well inside the 500 ms promise.
@@ -257,7 +428,7 @@ where
         loop {
             // Read the state first: lines written before the end are then
             // all visible to the fetch below.
-            let state = match svc.store().execution(&id, false).await {
+            let state = match svc.execution(&id, false).await {
                 Ok(Some(e)) => e.state,
                 _ => return,
             };
@@ -330,7 +501,7 @@ impl Feed {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, Value)>, ApiError> {
-        let store = svc.store();
+        let store = svc;
         let items = match self {
             Feed::Logs => store
                 .logs(id, after, limit)
@@ -350,6 +521,7 @@ impl Feed {
 }
 
 async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<Response, ApiError> {
+    let q = q.checked()?;
     load(&svc, &id, false).await?;
     let (key, event) = feed.names();
     if q.follow {
@@ -369,6 +541,17 @@ async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<R
     Ok(Json(json!({ key: items })).into_response())
 }
 
+/// An execution's log lines, or follow them.
+#[utoipa::path(get, path = "/executions/{id}/logs", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    responses(
+        (status = 200, description = "Every line after `after`; with follow=true, server-sent events `log` (a StoredLog each) then `end`", content(
+            (LogPage = "application/json"),
+            (FeedEvent = "text/event-stream"),
+        )),
+        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn logs(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -377,6 +560,17 @@ pub async fn logs(
     feed(svc, id, q, Feed::Logs).await
 }
 
+/// An execution's events, or follow them.
+#[utoipa::path(get, path = "/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    responses(
+        (status = 200, description = "Every event after `after`; with follow=true, server-sent events `event` (an Event each) then `end`", content(
+            (EventPage = "application/json"),
+            (FeedEvent = "text/event-stream"),
+        )),
+        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn events(
     State(svc): State<AppState>,
     Path(id): Path<String>,
@@ -385,37 +579,54 @@ pub async fn events(
     feed(svc, id, q, Feed::Events).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutputsQuery {
+    /// One output instead of all.
     name: Option<String>,
+    /// `csv` needs `name`, an output that is an array of objects.
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
+/// An execution's outputs, or one of them (as JSON or CSV).
+#[utoipa::path(get, path = "/executions/{id}/outputs", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), OutputsQuery),
+    responses(
+        (status = 200, description = "The outputs object, the output named, or that output as CSV", content(
+            (Value = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A bad format, csv without a name, an output with no CSV form, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution or output", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn outputs(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<OutputsQuery>,
 ) -> Result<Response, ApiError> {
+    let format = choice_param("format", q.format.as_deref(), &["json", "csv"])?;
+    if format == "csv" && q.name.is_none() {
+        return Err(ApiError::BadRequest(
+            "format=csv needs name=OUTPUT: only one output at a time has a CSV form".into(),
+        ));
+    }
     let exec = load(&svc, &id, false).await?;
-    match (q.name, q.format.as_deref()) {
-        (None, None | Some("json")) => Ok(Json(exec.outputs).into_response()),
-        (Some(name), fmt) => {
-            let value = exec.outputs.get(&name).ok_or_else(|| {
-                ApiError::NotFound(format!("execution {id} has no output {name:?}"))
-            })?;
-            match fmt {
-                None | Some("json") => Ok(Json(value.clone()).into_response()),
-                Some("csv") => Ok((
-                    [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-                    output_csv(&name, value)?,
-                )
-                    .into_response()),
-                Some(other) => Err(ApiError::BadRequest(format!(
-                    "format must be json or csv, got {other:?}"
-                ))),
-            }
-        }
-        (None, Some(_)) => Err(ApiError::BadRequest("format=csv needs name=OUTPUT".into())),
+    let Some(name) = q.name else {
+        return Ok(Json(exec.outputs).into_response());
+    };
+    let value = exec
+        .outputs
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("execution {id} has no output {name:?}")))?;
+    if format == "csv" {
+        Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            output_csv(&name, value)?,
+        )
+            .into_response())
+    } else {
+        Ok(Json(value.clone()).into_response())
     }
 }
 
@@ -459,29 +670,72 @@ fn output_csv(name: &str, value: &Value) -> Result<String, ApiError> {
     Ok(out)
 }
 
+/// `GET /executions/{id}/metrics`.
+#[derive(Serialize, ToSchema)]
+pub struct MetricList {
+    metrics: Vec<AttemptMetric>,
+}
+
+/// The metrics every attempt of an execution reported.
+#[utoipa::path(get, path = "/executions/{id}/metrics", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Metrics by attempt", body = MetricList),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn metrics(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MetricList>, ApiError> {
     load(&svc, &id, false).await?;
-    Ok(Json(json!({ "metrics": svc.store().metrics(&id).await? })))
+    Ok(Json(MetricList {
+        metrics: svc.metrics(&id).await?,
+    }))
 }
 
+/// `GET /executions/{id}/media`.
+#[derive(Serialize, ToSchema)]
+pub struct MediaList {
+    media: Vec<MediaInfo>,
+}
+
+/// The media every attempt of an execution stored.
+#[utoipa::path(get, path = "/executions/{id}/media", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Media records", body = MediaList),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn media_list(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MediaList>, ApiError> {
     load(&svc, &id, false).await?;
-    Ok(Json(json!({ "media": svc.store().media_of(&id).await? })))
+    Ok(Json(MediaList {
+        media: svc.media_of(&id).await?,
+    }))
 }
 
+/// A media object's bytes.
+#[utoipa::path(get, path = "/media/{id}", tag = "media",
+    params(
+        ("id" = String, Path, description = "The media object's id"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a copy the caller has"),
+    ),
+    responses(
+        (status = 200, description = "The bytes, with the object's Content-Type, Content-Length and ETag", content_type = "*/*", body = Component),
+        (status = 304, description = "The caller's copy (If-None-Match) is current"),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such media object", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn media(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let info = svc
-        .store()
         .media(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?;

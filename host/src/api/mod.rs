@@ -5,66 +5,116 @@
 
 #[cfg(test)]
 mod control_tests;
+mod cursor;
 mod executions;
+mod extract;
 mod openapi;
 mod plugins;
 pub mod problem;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::{Extension, Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::runtime::service::Service;
+use crate::runtime::service::{Service, WorkerInfo};
 
 pub type AppState = Arc<Service>;
 
 /// The API's router; tests drive it without a socket.
 pub fn app(svc: Arc<Service>) -> Router {
-    let plugin_limit = svc.config().max_plugin_bytes;
-    let api = Router::new()
-        .route(
-            "/plugins",
-            post(plugins::push)
-                .get(plugins::list)
-                .layer(DefaultBodyLimit::max(plugin_limit)),
-        )
-        .route("/plugins/{id}", get(plugins::get))
-        .route("/tasks", post(tasks::create).get(tasks::list))
-        .route(
-            "/tasks/{id}",
-            get(tasks::get).put(tasks::update).delete(tasks::delete),
-        )
-        .route("/tasks/{id}/executions", post(executions::start))
-        .route("/executions", get(executions::list))
-        .route("/executions/{id}", get(executions::get))
-        .route("/executions/{id}/logs", get(executions::logs))
-        .route("/executions/{id}/events", get(executions::events))
-        .route("/executions/{id}/cancel", post(executions::cancel))
-        .route("/executions/{id}/pause", post(executions::pause))
-        .route("/executions/{id}/resume", post(executions::resume))
-        .route("/executions/{id}/restart", post(executions::restart))
-        .route("/executions/{id}/outputs", get(executions::outputs))
-        .route("/executions/{id}/metrics", get(executions::metrics))
-        .route("/executions/{id}/media", get(executions::media_list))
-        .route("/media/{id}", get(executions::media))
-        .route("/workers", get(workers))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
-        .route("/openapi.json", get(openapi::document))
-        .layer(DefaultBodyLimit::max(1 << 20))
-        .fallback(|| async { problem::ApiError::NotFound("no such endpoint".into()) })
-        .with_state(svc);
-    Router::new().nest("/api/v1", api)
+    let (api, doc) = routes(svc.config().max_plugin_bytes).split_for_parts();
+    with_problems(
+        api.layer(Extension(Arc::new(openapi::finish(doc))))
+            .with_state(svc)
+            .fallback(no_such_endpoint),
+    )
 }
 
-async fn workers(
-    axum::extract::State(svc): axum::extract::State<AppState>,
-) -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "workers": [svc.worker_info()] }))
+/// Every route with its OpenAPI operation, so that the route list exists
+/// once: the router and the document are both made from it.
+fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, plugins) = routes!(plugins::push, plugins::list);
+    let plugins = (
+        schemas,
+        paths,
+        plugins.layer(DefaultBodyLimit::max(plugin_limit)),
+    );
+    let api = OpenApiRouter::new()
+        .routes(plugins)
+        .routes(routes!(plugins::get))
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(executions::start))
+        .routes(routes!(executions::list))
+        .routes(routes!(executions::get))
+        .routes(routes!(executions::logs))
+        .routes(routes!(executions::events))
+        .routes(routes!(executions::cancel))
+        .routes(routes!(executions::pause))
+        .routes(routes!(executions::resume))
+        .routes(routes!(executions::restart))
+        .routes(routes!(executions::outputs))
+        .routes(routes!(executions::metrics))
+        .routes(routes!(executions::media_list))
+        .routes(routes!(executions::media))
+        .routes(routes!(workers))
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::document))
+        .layer(DefaultBodyLimit::max(1 << 20));
+    OpenApiRouter::with_openapi(openapi::base()).nest("/api/v1", api)
+}
+
+async fn no_such_endpoint(uri: axum::http::Uri) -> problem::ApiError {
+    problem::ApiError::NotFound(format!(
+        "no endpoint {}; the API is under /api/v1 (see /api/v1/openapi.json)",
+        uri.path()
+    ))
+}
+
+/// `GET /workers`.
+#[derive(Serialize, ToSchema)]
+struct WorkerList {
+    workers: Vec<WorkerInfo>,
+}
+
+/// This host's slots, queues, busy count and heartbeat.
+#[utoipa::path(get, path = "/workers", tag = "hosts",
+    responses((status = 200, description = "This host", body = WorkerList)))]
+async fn workers(axum::extract::State(svc): axum::extract::State<AppState>) -> Json<WorkerList> {
+    Json(WorkerList {
+        workers: vec![svc.worker_info()],
+    })
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "hosts",
+    responses((status = 200, description = "Serving", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `routes` with every error response in problem+json (see
+/// [`problem::problems_only`]). Around the whole router, not each route
+/// (which `routes.layer` would do): only outside it do responses carry
+/// axum's `Allow` header.
+fn with_problems(routes: Router) -> Router {
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(problem::problems_only))
 }

@@ -1,126 +1,111 @@
-//! `GET /openapi.json`: the OpenAPI document, built with utoipa from the
-//! routes this module lists next to the router.
+//! `GET /openapi.json`: the OpenAPI document, generated with utoipa from
+//! the handlers' own annotations as `api::routes` registers them, so that a
+//! route cannot be served without being documented or the other way round.
 
-use axum::Json;
-use utoipa::openapi::path::{
-    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
-};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::{Extension, Json};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
 use utoipa::openapi::{
-    InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required, ResponseBuilder,
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, ResponseBuilder,
 };
 
-/// Every route: method, path, summary. Kept beside `api::app` so that a new
-/// route is added to both.
-const ROUTES: &[(HttpMethod, &str, &str)] = &[
-    (
-        HttpMethod::Post,
-        "/plugins",
-        "Upload a component (body: bytes; query: name, version)",
-    ),
-    (HttpMethod::Get, "/plugins", "List plugins"),
-    (
-        HttpMethod::Get,
-        "/plugins/{id}",
-        "Get a plugin by digest or name",
-    ),
-    (HttpMethod::Post, "/tasks", "Create a task"),
-    (HttpMethod::Get, "/tasks", "List tasks"),
-    (HttpMethod::Get, "/tasks/{id}", "Get a task by id or name"),
-    (
-        HttpMethod::Put,
-        "/tasks/{id}",
-        "Replace a task (new version)",
-    ),
-    (HttpMethod::Delete, "/tasks/{id}", "Delete a task"),
-    (
-        HttpMethod::Post,
-        "/tasks/{id}/executions",
-        "Start an execution (header Idempotency-Key)",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions",
-        "List executions (status, task_id, since, until, limit, cursor, format)",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}",
-        "Get an execution with its task runs and attempts",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}/logs",
-        "Log lines (after, follow=true for server-sent events)",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}/events",
-        "Events (after, follow=true for server-sent events)",
-    ),
-    (HttpMethod::Post, "/executions/{id}/cancel", "Cancel"),
-    (HttpMethod::Post, "/executions/{id}/pause", "Pause"),
-    (HttpMethod::Post, "/executions/{id}/resume", "Resume"),
-    (
-        HttpMethod::Post,
-        "/executions/{id}/restart",
-        "Restart failed task runs",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}/outputs",
-        "Outputs (name and format=csv for one output)",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}/metrics",
-        "Metrics of every attempt",
-    ),
-    (
-        HttpMethod::Get,
-        "/executions/{id}/media",
-        "Media of every attempt",
-    ),
-    (HttpMethod::Get, "/media/{id}", "A media object's bytes"),
-    (
-        HttpMethod::Get,
-        "/workers",
-        "This host's slots, queues, busy count and heartbeat",
-    ),
-    (HttpMethod::Get, "/healthz", "Liveness"),
-    (HttpMethod::Get, "/openapi.json", "This document"),
-];
+use super::problem::PROBLEM_JSON;
 
-pub fn build() -> OpenApi {
-    let mut paths = PathsBuilder::new();
-    for (method, path, summary) in ROUTES {
-        let mut op = OperationBuilder::new()
-            .summary(Some(*summary))
-            .response("200", ResponseBuilder::new().description("OK"))
-            .response(
-                "4XX",
-                ResponseBuilder::new().description("application/problem+json"),
-            );
-        if path.contains("{id}") {
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name("id")
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True),
-            );
-        }
-        paths = paths.path(format!("/api/v1{path}"), PathItem::new(method.clone(), op));
-    }
+/// What the document says beside its paths.
+pub fn base() -> OpenApi {
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("Ward")
                 .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Runs WebAssembly task actions as durable executions. Every error is \
+                     application/problem+json (schema Problem); a method a path does not list \
+                     is a 405 with an Allow header.",
+                ))
                 .build(),
         )
-        .paths(paths)
         .build()
 }
 
-pub async fn document() -> Json<OpenApi> {
-    Json(build())
+/// Completes the generated document: what every operation may answer (an
+/// internal error, in problem+json like every other), and flattened
+/// request shapes made open where they extend a response (see
+/// [`open_flattened`]).
+pub fn finish(mut doc: OpenApi) -> OpenApi {
+    if let Some(components) = doc.components.as_mut() {
+        open_flattened(&mut components.schemas);
+    }
+    let internal = ResponseBuilder::new()
+        .description("An internal error; its details are in the server's log")
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations: [&mut Option<Operation>; 8] = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.responses
+                .responses
+                .entry("500".into())
+                .or_insert_with(|| internal.clone().into());
+        }
+    }
+    doc
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "hosts",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+pub async fn document(Extension(doc): Extension<Arc<OpenApi>>) -> Json<Arc<OpenApi>> {
+    Json(doc)
+}
+
+/// A `#[serde(flatten)]` of a type that denies unknown fields (a Task is
+/// its TaskSpec plus id and version) is generated as `allOf` with a
+/// reference to a closed schema, which nothing with the extra fields can
+/// fit. Inlines such references with the closed schema opened.
+fn open_flattened(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
+    let closed: BTreeMap<String, Object> = schemas
+        .iter()
+        .filter_map(|(name, schema)| match schema {
+            RefOr::T(Schema::Object(o))
+                if matches!(
+                    o.additional_properties.as_deref(),
+                    Some(AdditionalProperties::FreeForm(false))
+                ) =>
+            {
+                let mut open = o.clone();
+                open.additional_properties = None;
+                Some((format!("#/components/schemas/{name}"), open))
+            }
+            _ => None,
+        })
+        .collect();
+    for schema in schemas.values_mut() {
+        if let RefOr::T(Schema::AllOf(all)) = schema {
+            for item in &mut all.items {
+                if let RefOr::Ref(r) = item
+                    && let Some(open) = closed.get(&r.ref_location)
+                {
+                    *item = RefOr::T(Schema::Object(open.clone()));
+                }
+            }
+        }
+    }
 }

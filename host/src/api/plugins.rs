@@ -2,22 +2,48 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::problem::ApiError;
+use super::extract::{Path, Query};
+use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use crate::model::execution::Plugin;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PushQuery {
+    /// The plugin's name (tasks name it as their `action`).
+    #[param(required = true, value_type = String, pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     name: Option<String>,
     version: Option<String>,
 }
 
+/// A WebAssembly component's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Component(#[allow(dead_code)] Vec<u8>);
+
+/// `GET /plugins`.
+#[derive(Serialize, ToSchema)]
+pub struct PluginList {
+    plugins: Vec<Plugin>,
+}
+
+/// Upload a component.
+#[utoipa::path(post, path = "/plugins", tag = "plugins",
+    params(PushQuery),
+    request_body(content = Component, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "The new plugin", body = Plugin),
+        (status = 200, description = "The same bytes were uploaded before: that plugin", body = Plugin),
+        (status = 400, description = "An empty body, or a query that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the host's largest component", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "No name, or not a component of the ward:action world", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn push(
     State(svc): State<AppState>,
     Query(q): Query<PushQuery>,
@@ -42,16 +68,28 @@ pub async fn push(
     Ok((status, Json(plugin)))
 }
 
-pub async fn list(State(svc): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "plugins": svc.store().plugins().await? })))
+/// List plugins.
+#[utoipa::path(get, path = "/plugins", tag = "plugins",
+    responses((status = 200, description = "Every plugin, by name and age", body = PluginList)))]
+pub async fn list(State(svc): State<AppState>) -> Result<Json<PluginList>, ApiError> {
+    Ok(Json(PluginList {
+        plugins: svc.plugins().await?,
+    }))
 }
 
+/// Get a plugin by digest or name.
+#[utoipa::path(get, path = "/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "`sha256:<hex>`, the hex alone, or a name (its newest version)")),
+    responses(
+        (status = 200, description = "The plugin", body = Plugin),
+        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such plugin", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Plugin>, ApiError> {
-    svc.store()
-        .plugin(&id)
+    svc.plugin(&id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no plugin {id}")))

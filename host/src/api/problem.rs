@@ -1,23 +1,42 @@
 //! `ApiError` → `application/problem+json`: the only place that chooses
 //! statuses. Internal details are logged, never sent.
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::runtime::service::ServiceError;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
     NotFound(String),
+    /// An existing route without a handler for the method; `allowed` is the
+    /// route's `Allow` header.
+    #[error("method {method} is not allowed on {path}; allowed: {}", shown_methods(.allowed))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: String,
+    },
+    #[error("{0}")]
     Conflict(String),
+    #[error("{detail}")]
     Unprocessable {
         detail: String,
         problems: Vec<String>,
     },
+    #[error("{0}")]
     TooLarge(String),
+    /// An error response that no handler made (axum's or a layer's own),
+    /// given the problem+json form under its status.
+    #[error("{detail}")]
+    Other { status: StatusCode, detail: String },
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -26,12 +45,26 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Other { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// An `Allow` header as a list for people: `GET, POST` (HEAD goes without
+/// saying beside GET).
+fn shown_methods(allow: &str) -> String {
+    let methods: Vec<&str> = allow.split(',').map(str::trim).collect();
+    methods
+        .iter()
+        .filter(|m| !(**m == "HEAD" && methods.contains(&"GET")))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl From<ServiceError> for ApiError {
@@ -81,37 +114,126 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
+/// The body of every error response (RFC 9457 problem details).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What was wrong, for people.
+    pub detail: String,
+    /// Every problem with the request body (422 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub problems: Option<Vec<String>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-        });
+        let mut body = Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            problems: None,
+        };
+        let mut allow = None;
         match self {
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                body["detail"] = json!("internal error; see the server's log");
+                body.detail = "internal error; see the server's log".into();
             }
-            ApiError::Unprocessable { detail, problems } => {
-                body["detail"] = json!(detail);
-                body["problems"] = json!(problems);
-            }
-            ApiError::BadRequest(m)
-            | ApiError::NotFound(m)
-            | ApiError::Conflict(m)
-            | ApiError::TooLarge(m) => {
-                body["detail"] = json!(m);
-            }
+            ApiError::Unprocessable { problems, .. } => body.problems = Some(problems),
+            ApiError::MethodNotAllowed { allowed, .. } => allow = Some(allowed),
+            _ => {}
         }
-        let mut resp = (status, body.to_string()).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let body = serde_json::to_string(&body).expect("a problem serializes");
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.insert(header::ALLOW, v);
+        }
         resp
     }
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A path that does not match the URL, or a segment that is not UTF-8.
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        match r {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => ApiError::BadRequest(format!(
+                    "path parameter {key} is not valid UTF-8 once percent-decoded"
+                )),
+                // The handler does not fit its route: ours to fix.
+                ErrorKind::WrongNumberOfParameters { .. } | ErrorKind::UnsupportedType { .. } => {
+                    ApiError::Internal(e.body_text())
+                }
+                _ => ApiError::BadRequest(e.body_text()),
+            },
+            other => ApiError::Internal(other.body_text()),
+        }
+    }
+}
+
+/// A query string that does not fit the handler's parameters (e.g. one
+/// given twice).
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        match std::error::Error::source(&r) {
+            Some(inner) => ApiError::BadRequest(format!("invalid query string: {inner}")),
+            None => ApiError::BadRequest(r.body_text()),
+        }
+    }
+}
+
+/// Middleware: gives the problem+json form to error responses no handler
+/// made — above all axum's empty 405, which names neither the method nor
+/// what the route allows.
+pub async fn problems_only(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = resp
+            .headers()
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        return ApiError::MethodNotAllowed {
+            method,
+            path,
+            allowed,
+        }
+        .into_response();
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    tracing::warn!(%status, %path, body = %text, "an error response was not problem+json");
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    ApiError::Other { status, detail }.into_response()
 }
 
 /// Parses a JSON body: bad syntax is 400, the wrong shape 422.

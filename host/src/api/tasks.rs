@@ -2,15 +2,62 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::problem::{ApiError, parse_json};
-use crate::model::task::{Task, TaskSpec};
+use super::extract::{Path, Query};
+use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
+use crate::model::task::{Task, TaskRef, TaskSpec};
 
+/// Where a task name is looked up.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NamespaceQuery {
+    /// The namespace a task name is looked up in (an id is looked up in
+    /// every namespace).
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
+    namespace: Option<String>,
+}
+
+/// `GET /tasks`.
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    tasks: Vec<Task>,
+}
+
+impl NamespaceQuery {
+    /// `id_or_name` as a task id, or as a name in this namespace (`default`
+    /// when not given). An id matches by id only, whatever the namespace.
+    pub fn task(&self, id_or_name: &str) -> Result<TaskRef, ApiError> {
+        task_ref(id_or_name, self.namespace.as_deref())
+    }
+}
+
+/// The `{id}` of `/tasks/{id}…` paths.
+pub const TASK_ID: &str =
+    "The task's id (a UUID, matched in every namespace) or its name in `namespace`";
+
+/// See [`NamespaceQuery::task`]; `namespace` is checked like a task's.
+pub fn task_ref(id_or_name: &str, namespace: Option<&str>) -> Result<TaskRef, ApiError> {
+    let namespace = namespace.unwrap_or("default");
+    crate::sandbox::limits::check_name("namespace", namespace).map_err(ApiError::BadRequest)?;
+    Ok(TaskRef::new(id_or_name, namespace))
+}
+
+/// Create a task.
+#[utoipa::path(post, path = "/tasks", tag = "tasks",
+    request_body = TaskSpec,
+    responses(
+        (status = 201, description = "The task, version 1", body = Task),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The name is taken in the namespace", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "An invalid task; `problems` lists why", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn create(
     State(svc): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -19,36 +66,74 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(svc.create_task(spec).await?)))
 }
 
-pub async fn list(State(svc): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "tasks": svc.store().tasks().await? })))
+/// List tasks.
+#[utoipa::path(get, path = "/tasks", tag = "tasks",
+    responses((status = 200, description = "Every task, by namespace and name", body = TaskList)))]
+pub async fn list(State(svc): State<AppState>) -> Result<Json<TaskList>, ApiError> {
+    Ok(Json(TaskList {
+        tasks: svc.tasks().await?,
+    }))
 }
 
+/// Get a task by id, or by name in a namespace.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = TASK_ID), NamespaceQuery),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 400, description = "A bad namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Task>, ApiError> {
-    svc.task(&id)
+    let task = q.task(&id)?;
+    svc.task(&task)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no {task}")))
 }
 
+/// Replace a task: its new version.
+#[utoipa::path(put, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = TASK_ID), NamespaceQuery),
+    request_body = TaskSpec,
+    responses(
+        (status = 200, description = "The task, its version one more", body = Task),
+        (status = 400, description = "Malformed JSON, a bad namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The new name is taken in the namespace", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "An invalid task; `problems` lists why", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn update(
     State(svc): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<NamespaceQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Task>, ApiError> {
+    let task = q.task(&id)?;
     let spec: TaskSpec = parse_json(&body?, "task")?;
-    if svc.task(&id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no task {id}")));
+    if svc.task(&task).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no {task}")));
     }
-    Ok(Json(svc.update_task(&id, spec).await?))
+    Ok(Json(svc.update_task(&task, spec).await?))
 }
 
+/// Delete a task (exactly the one named).
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = TASK_ID), NamespaceQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A bad namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 pub async fn delete(
     State(svc): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<NamespaceQuery>,
 ) -> Result<StatusCode, ApiError> {
-    svc.delete_task(&id).await?;
+    svc.delete_task(&q.task(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

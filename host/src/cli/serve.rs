@@ -240,7 +240,8 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path) {
             }
         }
     }
-    if names.iter().any(|n| n == "hello") && matches!(svc.store().task("hello").await, Ok(None)) {
+    let hello = crate::model::task::TaskRef::name("default", "hello");
+    if names.iter().any(|n| n == "hello") && matches!(svc.task(&hello).await, Ok(None)) {
         let spec = serde_json::from_value(serde_json::json!({
             "name": "hello", "action": "hello", "input": {"name": "world"},
             "retry": {"max_attempts": 3, "initial_backoff": "200ms"}

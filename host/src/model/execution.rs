@@ -22,6 +22,7 @@ use super::state::{ExecutionState, TaskRunState};
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -45,7 +46,7 @@ impl Trigger {
 }
 
 /// One run of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Execution {
     pub id: String,
     pub task_id: String,
@@ -72,7 +73,7 @@ pub struct Execution {
 }
 
 /// One step's run inside an execution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRun {
     pub id: String,
     pub step: String,
@@ -84,7 +85,7 @@ pub struct TaskRun {
 }
 
 /// One attempt of a task run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: String,
     pub number: u32,
@@ -109,6 +110,7 @@ pub struct Attempt {
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -143,7 +145,7 @@ impl AttemptPhase {
 }
 
 /// A state change or notable happening, recorded as it happens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub execution_id: String,
@@ -156,7 +158,7 @@ pub struct Event {
 }
 
 /// A stored log line with its place in the execution's log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredLog {
     pub id: i64,
     pub attempt: u32,
@@ -167,7 +169,7 @@ pub struct StoredLog {
 }
 
 /// A plugin: an uploaded component, identified by its digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plugin {
     /// `sha256:<hex>`.
     pub id: String,

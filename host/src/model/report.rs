@@ -59,6 +59,7 @@ impl AttemptStatus {
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -96,14 +97,14 @@ impl ErrorKind {
 }
 
 /// A failed attempt's error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptError {
     pub kind: ErrorKind,
     pub message: String,
 }
 
 /// One metric series' aggregate for an attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Metric {
     /// Sum of the deltas added to the counter.
@@ -132,7 +133,7 @@ impl Metric {
 }
 
 /// A stored media object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaInfo {
     pub id: String,
     pub name: String,
@@ -216,7 +217,7 @@ pub struct LogLine {
 }
 
 /// What the attempt consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub fuel_consumed: u64,
     pub wall_ms: f64,

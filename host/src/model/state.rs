@@ -29,6 +29,7 @@ use strum::{Display, EnumString, IntoStaticStr, VariantArray};
     EnumString,
     IntoStaticStr,
     VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(
@@ -68,6 +69,7 @@ pub enum ExecutionState {
     EnumString,
     IntoStaticStr,
     VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(

@@ -12,14 +12,18 @@ use serde_json::Value;
 use crate::sandbox::limits::{Limits, check_name, exact_size, humantime_serde_compat};
 
 /// What a caller submits to create or replace a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace.
+    /// 1–128 chars of `[A-Za-z0-9_.:-]`, unique within the namespace; not
+    /// a UUID (that is how ids look).
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", example = "greet")]
     pub name: String,
     #[serde(default = "default_namespace")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub namespace: String,
     /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    #[schema(example = "hello")]
     pub action: String,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
@@ -31,6 +35,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub grants: Grants,
     #[serde(default = "default_queue")]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub queue: String,
     /// Higher runs first.
     #[serde(default)]
@@ -53,15 +58,18 @@ fn empty_object() -> Value {
 }
 
 /// How failed attempts are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// Text like "1s" or "1m 30s" (a number of milliseconds is read too).
     #[serde(with = "humantime_serde_compat")]
+    #[schema(value_type = String, example = "1s")]
     pub initial_backoff: Duration,
     pub multiplier: f64,
     #[serde(with = "humantime_serde_compat")]
+    #[schema(value_type = String, example = "1m")]
     pub max_backoff: Duration,
     /// Fraction of the backoff added or removed at random (0 to 1).
     pub jitter: f64,
@@ -80,21 +88,23 @@ impl Default for RetryPolicy {
 }
 
 /// Per-attempt limits; unset ones take the host defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskLimits {
     pub fuel: Option<u64>,
     /// e.g. "30s", "500ms", "1m 30s", or a number of milliseconds.
     #[serde(with = "humantime_serde_compat::option")]
+    #[schema(value_type = Option<String>, example = "30s")]
     pub timeout: Option<Duration>,
     /// e.g. "128MiB" (KiB, MiB, GiB: powers of 1024; kB, MB, GB: of 1000),
     /// or a number of bytes.
     #[serde(serialize_with = "exact_size::option::serialize")]
+    #[schema(value_type = Option<String>, example = "128MiB")]
     pub memory: Option<ByteSize>,
 }
 
 /// What an attempt is given beyond the bare sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Grants {
     /// A fresh scratch dir at `/scratch` per attempt.
@@ -103,8 +113,58 @@ pub struct Grants {
     pub variables: BTreeMap<String, String>,
 }
 
+/// How a caller points at a task: by id, or by name within one namespace.
+///
+/// A string that parses as a UUID is an id and matches by id only; task
+/// names may not look like one (see [`TaskSpec::problems`]), so a lookup is
+/// never ambiguous and deleting by id deletes exactly that task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskRef {
+    /// The canonical (lowercase, hyphenated) id.
+    Id(String),
+    Name {
+        namespace: String,
+        name: String,
+    },
+}
+
+impl TaskRef {
+    /// `id_or_name` as an id when it is a UUID, else as a name in `namespace`.
+    pub fn new(id_or_name: &str, namespace: &str) -> TaskRef {
+        match uuid::Uuid::try_parse(id_or_name) {
+            Ok(id) => TaskRef::Id(id.hyphenated().to_string()),
+            Err(_) => TaskRef::name(namespace, id_or_name),
+        }
+    }
+
+    pub fn name(namespace: &str, name: &str) -> TaskRef {
+        TaskRef::Name {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Reads as the end of "no …": `task 0193…` or `task "greet" in namespace
+/// "default"`. Ids never contain quotes, so it is also a unique key.
+impl std::fmt::Display for TaskRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskRef::Id(id) => write!(f, "task {id}"),
+            TaskRef::Name { namespace, name } => {
+                write!(f, "task {name:?} in namespace {namespace:?}")
+            }
+        }
+    }
+}
+
+/// Whether a string would be taken for a task id (see [`TaskRef::new`]).
+pub fn looks_like_id(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok()
+}
+
 /// A stored task: its spec plus identity and version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: String,
     pub version: i64,
@@ -138,6 +198,11 @@ impl TaskSpec {
         let mut p = Vec::new();
         if let Err(e) = check_name("task", &self.name) {
             p.push(e);
+        } else if looks_like_id(&self.name) {
+            p.push(format!(
+                "task name {:?} looks like a task id (a UUID); names cannot look like ids",
+                self.name
+            ));
         }
         if let Err(e) = check_name("namespace", &self.namespace) {
             p.push(e);
@@ -304,5 +369,39 @@ mod tests {
         let p = s.problems(&TaskBounds::default());
         assert!(p.len() >= 5, "{p:?}");
         assert!(spec(json!({"name": "t", "action": "a", "bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn a_name_that_looks_like_an_id_is_refused() {
+        for name in [
+            "0193a6f0-5c1e-7d2a-9b3c-4d5e6f708192",
+            "0193A6F05C1E7D2A9B3C4D5E6F708192",
+            "urn:uuid:0193a6f0-5c1e-7d2a-9b3c-4d5e6f708192",
+        ] {
+            let s = spec(json!({"name": name, "action": "hello"})).unwrap();
+            let p = s.problems(&TaskBounds::default());
+            assert!(
+                p.iter().any(|p| p.contains("looks like a task id")),
+                "{name}: {p:?}"
+            );
+        }
+        let s = spec(json!({"name": "0193a6f0-greet", "action": "hello"})).unwrap();
+        assert!(s.problems(&TaskBounds::default()).is_empty());
+    }
+
+    #[test]
+    fn an_id_matches_by_id_and_anything_else_by_name_in_its_namespace() {
+        assert_eq!(
+            TaskRef::new("0193A6F0-5C1E-7D2A-9B3C-4D5E6F708192", "team"),
+            TaskRef::Id("0193a6f0-5c1e-7d2a-9b3c-4d5e6f708192".into())
+        );
+        assert_eq!(
+            TaskRef::new("greet", "team"),
+            TaskRef::name("team", "greet")
+        );
+        assert_ne!(
+            TaskRef::new("greet", "team").to_string(),
+            TaskRef::new("greet", "default").to_string()
+        );
     }
 }

@@ -11,7 +11,7 @@ use super::error::{ServiceError, ServiceResult};
 use super::service::Service;
 use crate::model::execution::Plugin;
 use crate::model::now;
-use crate::model::task::{Task, TaskSpec};
+use crate::model::task::{Task, TaskRef, TaskSpec};
 use crate::sandbox::component::{LoadError, LoadedAction, digest};
 
 impl Service {
@@ -109,9 +109,9 @@ impl Service {
         Ok(task)
     }
 
-    pub async fn update_task(&self, id: &str, spec: TaskSpec) -> ServiceResult<Task> {
+    pub async fn update_task(&self, task: &TaskRef, spec: TaskSpec) -> ServiceResult<Task> {
         self.check_task(&spec).await?;
-        let task = self.store.update_task(id, &spec).await?;
+        let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
         self.lock_dispatch()
             .task_limits
@@ -119,26 +119,29 @@ impl Service {
         Ok(task)
     }
 
-    pub async fn delete_task(&self, id: &str) -> ServiceResult<()> {
-        self.store.delete_task(id).await?;
+    pub async fn delete_task(&self, task: &TaskRef) -> ServiceResult<()> {
+        self.store.delete_task(task).await?;
         lock(&self.tasks).clear();
         Ok(())
     }
 
-    /// A task by id or name, from memory when it was looked up before.
-    pub async fn task(&self, id_or_name: &str) -> ServiceResult<Option<Task>> {
+    /// A task by id, or by name in a namespace, from memory when it was
+    /// looked up before (keyed by both, so a name in one namespace never
+    /// answers for another).
+    pub async fn task(&self, task: &TaskRef) -> ServiceResult<Option<Task>> {
+        let key = task.to_string();
         let generation = {
             let cache = lock(&self.tasks);
-            if let Some(t) = cache.entries.get(id_or_name) {
+            if let Some(t) = cache.entries.get(&key) {
                 return Ok(Some(t.clone()));
             }
             cache.generation
         };
-        let task = self.store.task(id_or_name).await?;
-        if let Some(t) = &task {
-            lock(&self.tasks).insert(generation, id_or_name, t.clone());
+        let found = self.store.task(task).await?;
+        if let Some(t) = &found {
+            lock(&self.tasks).insert(generation, &key, t.clone());
         }
-        Ok(task)
+        Ok(found)
     }
 
     /// The loaded component of a task's action, from memory when possible.

@@ -21,7 +21,7 @@ use super::dispatch::Dispatch;
 use crate::model::clock::{self, Clock};
 use crate::model::execution::{Execution, Trigger};
 use crate::model::now;
-use crate::model::task::Task;
+use crate::model::task::{Task, TaskRef};
 use crate::sandbox::component::LoadedAction;
 use crate::sandbox::{MediaStore, Sandbox};
 use crate::store::{Control, NewExecution, PlanOutcome, Runnable, Store};
@@ -31,7 +31,7 @@ pub use super::error::{ServiceError, ServiceResult};
 pub use super::config::ServiceConfig;
 
 /// A snapshot of this host for `GET /workers`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,
@@ -114,6 +114,9 @@ impl Service {
         Ok(svc)
     }
 
+    /// The store itself, for tests that set up rows directly; everything
+    /// else reads through the runtime (`reads.rs`).
+    #[cfg(test)]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -126,12 +129,12 @@ impl Service {
         &self.config
     }
 
-    /// Creates an execution of `task` (id or name) and queues it. Returns
-    /// the execution and whether it is new (an idempotency key seen before
-    /// returns the earlier one).
+    /// Creates an execution of `task` and queues it. Returns the execution
+    /// and whether it is new (an idempotency key seen before returns the
+    /// earlier one).
     pub async fn start_execution(
         &self,
-        task: &str,
+        task: &TaskRef,
         input: Option<Value>,
         labels: BTreeMap<String, String>,
         trigger: Trigger,
@@ -140,7 +143,7 @@ impl Service {
         let task = self
             .task(task)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no task {task}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no {task}")))?;
         let new = NewExecution {
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),

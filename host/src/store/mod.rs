@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::model::execution::{Event, Execution, Plugin, StoredLog, Trigger};
 use crate::model::report::{AttemptReport, MediaInfo};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
-use crate::model::task::{Task, TaskSpec};
+use crate::model::task::{Task, TaskRef, TaskSpec};
 
 /// Why a store call failed. The first five are answers about the data
 /// (the API shows them to the caller); the rest are failures of the store
@@ -189,7 +189,11 @@ pub struct NewLog {
 pub struct ExecutionFilter {
     pub states: Vec<ExecutionState>,
     pub task_id: Option<String>,
+    /// Created at or after: UTC RFC 3339 with microseconds, the form stored
+    /// times have ([`crate::model::parse_instant`] makes it), so that they
+    /// compare as text.
     pub since: Option<String>,
+    /// Created before; the same form as `since`.
     pub until: Option<String>,
     /// Return executions older than this id (newest first).
     pub cursor: Option<String>,
@@ -197,7 +201,7 @@ pub struct ExecutionFilter {
 }
 
 /// A metric from one attempt's report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptMetric {
     pub attempt: u32,
     #[serde(flatten)]
@@ -212,9 +216,14 @@ pub trait Store: Send + Sync + 'static {
     async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>>;
     async fn plugins(&self) -> StoreResult<Vec<Plugin>>;
     async fn create_task(&self, task: &Task) -> StoreResult<()>;
-    async fn update_task(&self, id: &str, spec: &TaskSpec) -> StoreResult<Task>;
-    async fn delete_task(&self, id: &str) -> StoreResult<()>;
-    async fn task(&self, id_or_name: &str) -> StoreResult<Option<Task>>;
+    /// Replaces the live task `task` points at (by id, or by name in its
+    /// namespace) with a new version.
+    async fn update_task(&self, task: &TaskRef, spec: &TaskSpec) -> StoreResult<Task>;
+    /// Deletes exactly the live task `task` points at.
+    async fn delete_task(&self, task: &TaskRef) -> StoreResult<()>;
+    /// The live task `task` points at: an id matches by id only, a name
+    /// only within its namespace.
+    async fn task(&self, task: &TaskRef) -> StoreResult<Option<Task>>;
     async fn tasks(&self) -> StoreResult<Vec<Task>>;
 
     // Executions.

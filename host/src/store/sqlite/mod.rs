@@ -212,6 +212,19 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Task> {
     })
 }
 
+/// The condition selecting the live task `task` points at, and its
+/// parameters: an id matches by id only, a name only in its namespace
+/// (unique there among live tasks), so at most one row matches.
+fn live_task(task: &TaskRef) -> (&'static str, Vec<&str>) {
+    match task {
+        TaskRef::Id(id) => ("id = ? AND deleted = 0", vec![id]),
+        TaskRef::Name { namespace, name } => (
+            "namespace = ? AND name = ? AND deleted = 0",
+            vec![namespace, name],
+        ),
+    }
+}
+
 fn plugin_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Plugin> {
     let digest: String = row.try_get("digest")?;
     Ok(Plugin {
@@ -268,26 +281,29 @@ impl Store for SqliteStore {
         self.writer.run(move |c| writes::create_task(c, &t)).await
     }
 
-    async fn update_task(&self, id: &str, spec: &TaskSpec) -> StoreResult<Task> {
-        let (id, spec) = (id.to_string(), spec.clone());
+    async fn update_task(&self, task: &TaskRef, spec: &TaskSpec) -> StoreResult<Task> {
+        let (task, spec) = (task.clone(), spec.clone());
         self.writer
-            .run(move |c| writes::update_task(c, &id, spec))
+            .run(move |c| writes::update_task(c, &task, spec))
             .await
     }
 
-    async fn delete_task(&self, id: &str) -> StoreResult<()> {
-        let id = id.to_string();
-        self.writer.run(move |c| writes::delete_task(c, &id)).await
+    async fn delete_task(&self, task: &TaskRef) -> StoreResult<()> {
+        let task = task.clone();
+        self.writer
+            .run(move |c| writes::delete_task(c, &task))
+            .await
     }
 
-    async fn task(&self, id_or_name: &str) -> StoreResult<Option<Task>> {
+    async fn task(&self, task: &TaskRef) -> StoreResult<Option<Task>> {
         let mut c = self.reader().await?;
-        let row =
-            sqlx::query("SELECT * FROM tasks WHERE (id = ? OR name = ?) AND deleted = 0 LIMIT 1")
-                .bind(id_or_name)
-                .bind(id_or_name)
-                .fetch_optional(&mut *c)
-                .await?;
+        let (condition, params) = live_task(task);
+        let sql = format!("SELECT * FROM tasks WHERE {condition}");
+        let mut q = sqlx::query(&sql);
+        for p in params {
+            q = q.bind(p);
+        }
+        let row = q.fetch_optional(&mut *c).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -750,6 +766,94 @@ mod tests {
         );
     }
 
+    fn named(namespace: &str, name: &str) -> Task {
+        Task {
+            id: uuid::Uuid::now_v7().to_string(),
+            version: 1,
+            spec: serde_json::from_value(
+                json!({"name": name, "namespace": namespace, "action": "noop"}),
+            )
+            .unwrap(),
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_is_looked_up_in_one_namespace_and_an_id_by_id_only() {
+        let (_d, s) = store().await;
+        let a = named("default", "greet");
+        let b = named("team", "greet");
+        // Written before names were checked: a task named after a's id.
+        let c = named("default", &a.id);
+        for t in [&a, &b, &c] {
+            s.create_task(t).await.unwrap();
+        }
+        let id_of = |r: Option<Task>| r.map(|t| t.id);
+        let by_id = TaskRef::Id(a.id.clone());
+        assert_eq!(id_of(s.task(&by_id).await.unwrap()), Some(a.id.clone()));
+        let in_default = TaskRef::name("default", "greet");
+        assert_eq!(
+            id_of(s.task(&in_default).await.unwrap()),
+            Some(a.id.clone())
+        );
+        let in_team = TaskRef::name("team", "greet");
+        assert_eq!(id_of(s.task(&in_team).await.unwrap()), Some(b.id.clone()));
+        let elsewhere = TaskRef::name("other", "greet");
+        assert_eq!(s.task(&elsewhere).await.unwrap(), None);
+
+        // Replacing by name touches that namespace's task only.
+        let mut spec = b.spec.clone();
+        spec.priority = 7;
+        let updated = s.update_task(&in_team, &spec).await.unwrap();
+        assert_eq!((updated.id.as_str(), updated.version), (b.id.as_str(), 2));
+        assert_eq!(s.task(&in_default).await.unwrap().unwrap().version, 1);
+        assert!(matches!(
+            s.update_task(&elsewhere, &spec).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Deleting by id deletes exactly that task.
+        s.delete_task(&by_id).await.unwrap();
+        assert_eq!(s.task(&by_id).await.unwrap(), None);
+        assert_eq!(s.task(&in_default).await.unwrap(), None);
+        let c_by_name = TaskRef::name("default", &a.id);
+        assert_eq!(id_of(s.task(&c_by_name).await.unwrap()), Some(c.id.clone()));
+        assert_eq!(id_of(s.task(&in_team).await.unwrap()), Some(b.id.clone()));
+        assert!(matches!(
+            s.delete_task(&by_id).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Deleting by name deletes that namespace's task only.
+        s.delete_task(&in_team).await.unwrap();
+        let left: Vec<String> = s.tasks().await.unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(left, vec![c.id]);
+    }
+
+    #[tokio::test]
+    async fn a_name_may_be_reused_in_another_namespace_but_not_in_its_own() {
+        let (_d, s) = store().await;
+        s.create_task(&named("default", "greet")).await.unwrap();
+        s.create_task(&named("team", "greet")).await.unwrap();
+        assert!(matches!(
+            s.create_task(&named("team", "greet")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Moving a task onto a taken name is refused; onto a free one, not.
+        let other = named("team", "other");
+        s.create_task(&other).await.unwrap();
+        let mut spec = other.spec.clone();
+        spec.name = "greet".into();
+        assert!(matches!(
+            s.update_task(&TaskRef::Id(other.id.clone()), &spec).await,
+            Err(StoreError::Conflict(_))
+        ));
+        spec.namespace = "elsewhere".into();
+        let moved = s.update_task(&TaskRef::Id(other.id), &spec).await.unwrap();
+        assert_eq!(moved.spec.namespace, "elsewhere");
+    }
+
     #[tokio::test]
     async fn hot_queries_use_indexes() {
         let (dir, s) = store().await;
@@ -761,9 +865,12 @@ mod tests {
         for sql in [
             "SELECT id FROM task_runs WHERE state IN ('CREATED', 'RETRYING') ORDER BY priority DESC, id LIMIT 100",
             "SELECT * FROM executions WHERE id = 'x'",
+            "SELECT * FROM tasks WHERE id = 'x' AND deleted = 0",
+            "SELECT * FROM tasks WHERE namespace = 'x' AND name = 'y' AND deleted = 0",
             "SELECT id FROM executions WHERE task_id = 'x' AND idempotency_key = 'k'",
             "SELECT * FROM executions WHERE state IN ('CREATED', 'RUNNING') ORDER BY id DESC LIMIT 1",
             "SELECT * FROM executions WHERE task_id = 'x' AND id < 'z' ORDER BY id DESC LIMIT 50",
+            "SELECT * FROM executions WHERE created_at >= '2026-11-25T12:04:20.000000Z' AND created_at < '2026-11-26T00:00:00.000000Z' ORDER BY id DESC LIMIT 50",
             "SELECT * FROM logs WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM events WHERE execution_id = 'x' AND id > 0 ORDER BY id LIMIT 100",
             "SELECT * FROM attempts WHERE status = 'running'",

@@ -307,20 +307,25 @@ pub(super) fn create_task(c: &Connection, t: &Task) -> StoreResult<()> {
     Ok(())
 }
 
-pub(super) fn update_task(c: &Connection, id: &str, spec: TaskSpec) -> StoreResult<Task> {
+pub(super) fn update_task(c: &Connection, task: &TaskRef, spec: TaskSpec) -> StoreResult<Task> {
+    let (condition, keys) = super::live_task(task);
     let row: Option<(String, i64, String, String)> = c
-        .prepare_cached("SELECT id, version, spec, created_at FROM tasks WHERE (id = ? OR name = ?) AND deleted = 0")?
-        .query_row([id, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .prepare_cached(&format!(
+            "SELECT id, version, spec, created_at FROM tasks WHERE {condition}"
+        ))?
+        .query_row(rusqlite::params_from_iter(keys), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let (task_id, version, old, created_at) =
-        row.ok_or_else(|| StoreError::NotFound(format!("no task {id}")))?;
+        row.ok_or_else(|| StoreError::NotFound(format!("no {task}")))?;
     let old: TaskSpec = serde_json::from_str(&old)?;
     if (old.namespace.as_str(), old.name.as_str()) != (spec.namespace.as_str(), spec.name.as_str())
-        && name_taken(c, &spec.namespace, &spec.name)?.is_some()
+        && let Some(other) = name_taken(c, &spec.namespace, &spec.name)?
     {
         return Err(StoreError::Conflict(format!(
-            "a task named {:?} already exists",
-            spec.name
+            "a task named {:?} already exists in namespace {:?} (id {other})",
+            spec.name, spec.namespace
         )));
     }
     let task = Task {
@@ -340,12 +345,13 @@ pub(super) fn update_task(c: &Connection, id: &str, spec: TaskSpec) -> StoreResu
     Ok(task)
 }
 
-pub(super) fn delete_task(c: &Connection, id: &str) -> StoreResult<()> {
+pub(super) fn delete_task(c: &Connection, task: &TaskRef) -> StoreResult<()> {
+    let (condition, keys) = super::live_task(task);
     let n = c
-        .prepare_cached("UPDATE tasks SET deleted = 1 WHERE (id = ? OR name = ?) AND deleted = 0")?
-        .execute([id, id])?;
+        .prepare_cached(&format!("UPDATE tasks SET deleted = 1 WHERE {condition}"))?
+        .execute(rusqlite::params_from_iter(keys))?;
     if n == 0 {
-        return Err(StoreError::NotFound(format!("no task {id}")));
+        return Err(StoreError::NotFound(format!("no {task}")));
     }
     Ok(())
 }

@@ -1,0 +1,812 @@
+//! The API in process: `app(service).oneshot(request)` against a service on
+//! a temporary SQLite store, as `ward serve` builds it but without a socket.
+//! Plugins are registered in the store directly (no component is needed to
+//! create tasks); executions then fail at their first attempt, which the
+//! listing and lookup tests do not mind.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::app;
+use crate::model::execution::Plugin;
+use crate::model::now;
+use crate::model::task::Task;
+use crate::runtime::service::{Service, ServiceConfig};
+use crate::sandbox::{EngineConfig, MediaStore, MediaUrls, Sandbox};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// One sandbox for the test binary: it owns a large instance pool.
+fn sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| Arc::new(Sandbox::new(EngineConfig::small()).expect("sandbox starts")))
+        .clone()
+}
+
+pub struct Api {
+    pub app: Router,
+    pub svc: Arc<Service>,
+    _dir: tempfile::TempDir,
+}
+
+/// A response, its body read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
+        })
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts a problem+json answer with this status; returns its detail.
+    #[track_caller]
+    pub fn problem(&self, status: StatusCode) -> String {
+        assert_eq!(
+            (self.status, self.content_type()),
+            (status, "application/problem+json"),
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let p = self.json();
+        assert_eq!(p["status"], status.as_u16());
+        assert_eq!(p["type"], "about:blank");
+        assert!(p["title"].is_string());
+        p["detail"].as_str().expect("a detail").to_string()
+    }
+}
+
+impl Api {
+    pub async fn new() -> Api {
+        Api::with_slots(512).await
+    }
+
+    /// With `slots` 0 nothing is dispatched: a test moves executions on
+    /// through the store itself.
+    pub async fn with_slots(slots: usize) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("ward.db"))
+                .await
+                .unwrap(),
+        );
+        let media = Arc::new(
+            MediaStore::open(
+                &dir.path().join("media"),
+                MediaUrls::Prefix("http://ward.test/api/v1/media/".into()),
+            )
+            .unwrap(),
+        );
+        let mut config = ServiceConfig::new(dir.path().join("components"));
+        config.slots = slots;
+        let svc = Service::start(store, sandbox(), media, config)
+            .await
+            .unwrap();
+        for name in ["noop", "hello"] {
+            svc.store()
+                .put_plugin(&Plugin {
+                    id: format!(
+                        "sha256:{}",
+                        crate::sandbox::component::digest(name.as_bytes())
+                    ),
+                    name: name.into(),
+                    version: None,
+                    size: 4,
+                    created_at: now(),
+                })
+                .await
+                .unwrap();
+        }
+        Api {
+            app: app(svc.clone()),
+            svc,
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `path` is under `/api/v1`.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/api/v1{path}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a task; returns it.
+    pub async fn task(&self, spec: Value) -> Value {
+        let r = self.post("/tasks", spec).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    /// Starts an execution of `task` (`query` may name a namespace); returns it.
+    pub async fn start(&self, task: &str, query: &str) -> Value {
+        let r = self
+            .post(&format!("/tasks/{task}/executions{query}"), json!({}))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+}
+
+fn ids(list: &Value, key: &str) -> Vec<String> {
+    list[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+// ---- every status an error can have, each in problem+json ----
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let api = Api::new().await;
+    let req = Request::post("/api/v1/tasks")
+        .body(Body::from("{\"name\": "))
+        .unwrap();
+    let detail = api.send(req).await.problem(StatusCode::BAD_REQUEST);
+    assert!(detail.starts_with("malformed JSON"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_unknown_id_or_route_is_a_404_problem() {
+    let api = Api::new().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let detail = api
+        .get(&format!("/executions/{id}"))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert_eq!(detail, format!("no execution {id}"));
+    let detail = api
+        .get("/nothing/here")
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert!(
+        detail.contains("no endpoint /api/v1/nothing/here"),
+        "{detail}"
+    );
+    let outside = Request::get("/elsewhere").body(Body::empty()).unwrap();
+    let detail = api.send(outside).await.problem(StatusCode::NOT_FOUND);
+    assert!(detail.contains("no endpoint /elsewhere"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_method_a_route_lacks_is_a_405_problem_naming_what_it_allows() {
+    let api = Api::new().await;
+    let r = api.call(Method::DELETE, "/executions", None).await;
+    assert_eq!(
+        r.problem(StatusCode::METHOD_NOT_ALLOWED),
+        "method DELETE is not allowed on /api/v1/executions; allowed: GET"
+    );
+    assert!(r.headers[header::ALLOW].to_str().unwrap().contains("GET"));
+    let r = api.call(Method::PATCH, "/tasks/greet", None).await;
+    assert_eq!(
+        r.problem(StatusCode::METHOD_NOT_ALLOWED),
+        "method PATCH is not allowed on /api/v1/tasks/greet; allowed: GET, PUT, DELETE"
+    );
+}
+
+#[tokio::test]
+async fn an_error_response_no_handler_made_becomes_a_problem() {
+    let routes = Router::new()
+        .route(
+            "/teapot",
+            get(|| async { (StatusCode::IM_A_TEAPOT, "short and stout") }),
+        )
+        .route("/gone", get(|| async { StatusCode::GONE }))
+        .route("/fine", get(|| async { "fine" }));
+    let api = Api {
+        app: super::with_problems(routes),
+        ..Api::new().await
+    };
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let detail = api
+        .send(get("/teapot"))
+        .await
+        .problem(StatusCode::IM_A_TEAPOT);
+    assert_eq!(detail, "short and stout");
+    let detail = api.send(get("/gone")).await.problem(StatusCode::GONE);
+    assert_eq!(detail, "gone");
+    let ok = api.send(get("/fine")).await;
+    assert_eq!(
+        (ok.status, ok.body.as_slice()),
+        (StatusCode::OK, &b"fine"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_name_taken_is_a_409_problem() {
+    let api = Api::new().await;
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    let detail = api
+        .post("/tasks", json!({"name": "greet", "action": "noop"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert!(
+        detail.starts_with("a task named \"greet\" already exists in namespace \"default\""),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413_problem() {
+    let api = Api::new().await;
+    let big = json!({"name": "big", "action": "noop", "input": {"x": "y".repeat(2 << 20)}});
+    let detail = api
+        .post("/tasks", big)
+        .await
+        .problem(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(detail.starts_with("request body too large"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_invalid_task_is_a_422_problem_listing_every_problem() {
+    let api = Api::new().await;
+    let r = api
+        .post(
+            "/tasks",
+            json!({"name": "bad name", "action": "missing", "retry": {"max_attempts": 0}}),
+        )
+        .await;
+    assert_eq!(r.problem(StatusCode::UNPROCESSABLE_ENTITY), "invalid task");
+    let problems: Vec<String> = serde_json::from_value(r.json()["problems"].clone()).unwrap();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("\"missing\" is not a registered plugin"))
+    );
+    // The wrong shape is a 422 too; bad syntax was a 400.
+    let r = api.post("/tasks", json!({"name": 3})).await;
+    assert_eq!(r.problem(StatusCode::UNPROCESSABLE_ENTITY), "invalid task");
+}
+
+// ---- task names and namespaces ----
+
+#[tokio::test]
+async fn a_name_is_looked_up_in_the_namespace_asked_for_only() {
+    let api = Api::new().await;
+    let default = api.task(json!({"name": "greet", "action": "hello"})).await;
+    let team = api
+        .task(json!({"name": "greet", "namespace": "team", "action": "hello"}))
+        .await;
+    assert_eq!(api.get("/tasks/greet").await.json()["id"], default["id"]);
+    assert_eq!(
+        api.get("/tasks/greet?namespace=team").await.json()["id"],
+        team["id"]
+    );
+    let detail = api
+        .get("/tasks/greet?namespace=other")
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert_eq!(detail, "no task \"greet\" in namespace \"other\"");
+    // An id matches by id, whatever the namespace.
+    let team_id = team["id"].as_str().unwrap();
+    assert_eq!(
+        api.get(&format!("/tasks/{team_id}")).await.json()["id"],
+        team["id"]
+    );
+    let upper = team_id.to_uppercase();
+    assert_eq!(
+        api.get(&format!("/tasks/{upper}?namespace=x")).await.json()["id"],
+        team["id"]
+    );
+    let detail = api
+        .get("/tasks/greet?namespace=not%20valid")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert!(
+        detail.starts_with("namespace name \"not valid\""),
+        "{detail}"
+    );
+
+    // Starting and listing by name use the namespace too.
+    let exec = api.start("greet", "?namespace=team").await;
+    assert_eq!(exec["task_id"], team["id"]);
+    let listed = api
+        .get("/executions?task_id=greet&namespace=team")
+        .await
+        .json();
+    assert_eq!(
+        ids(&listed, "executions"),
+        vec![exec["id"].as_str().unwrap()]
+    );
+    let listed = api.get("/executions?task_id=greet").await.json();
+    assert!(ids(&listed, "executions").is_empty());
+    let detail = api
+        .get("/executions?task_id=greet&namespace=other")
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert_eq!(detail, "no task \"greet\" in namespace \"other\"");
+    let listed = api
+        .get(&format!("/executions?task_id={team_id}"))
+        .await
+        .json();
+    assert_eq!(ids(&listed, "executions").len(), 1);
+
+    // Replacing by name replaces that namespace's task.
+    let r = api
+        .call(
+            Method::PUT,
+            "/tasks/greet?namespace=team",
+            Some(json!({"name": "greet", "namespace": "team", "action": "noop"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["version"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+    assert_eq!(r.json()["id"], team["id"]);
+    assert_eq!(api.get("/tasks/greet").await.json()["version"], 1);
+}
+
+#[tokio::test]
+async fn a_delete_by_id_deletes_exactly_that_task() {
+    let api = Api::new().await;
+    let a = api.task(json!({"name": "greet", "action": "hello"})).await;
+    let b = api
+        .task(json!({"name": "greet", "namespace": "team", "action": "hello"}))
+        .await;
+    let a_id = a["id"].as_str().unwrap();
+    // A task named after a's id, as could be written before names were
+    // checked.
+    let mut legacy: Task = serde_json::from_value(a.clone()).unwrap();
+    legacy.id = uuid::Uuid::now_v7().to_string();
+    legacy.spec.name = a_id.to_string();
+    api.svc.store().create_task(&legacy).await.unwrap();
+
+    let r = api
+        .call(Method::DELETE, &format!("/tasks/{a_id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let left = ids(&api.get("/tasks").await.json(), "tasks");
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&legacy.id) && left.contains(&b["id"].as_str().unwrap().to_string()));
+    api.get("/tasks/greet").await.problem(StatusCode::NOT_FOUND);
+
+    // By name: the one in the namespace asked for.
+    let r = api
+        .call(Method::DELETE, "/tasks/greet?namespace=team", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        ids(&api.get("/tasks").await.json(), "tasks"),
+        vec![legacy.id]
+    );
+    let detail = api
+        .call(Method::DELETE, "/tasks/greet?namespace=team", None)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    assert_eq!(detail, "no task \"greet\" in namespace \"team\"");
+}
+
+#[tokio::test]
+async fn a_task_name_that_looks_like_an_id_is_refused() {
+    let api = Api::new().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let r = api
+        .post("/tasks", json!({"name": id, "action": "hello"}))
+        .await;
+    assert_eq!(r.problem(StatusCode::UNPROCESSABLE_ENTITY), "invalid task");
+    assert_eq!(
+        r.json()["problems"],
+        json!([format!(
+            "task name \"{id}\" looks like a task id (a UUID); names cannot look like ids"
+        )])
+    );
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    let r = api
+        .call(
+            Method::PUT,
+            "/tasks/greet",
+            Some(json!({"name": id, "action": "hello"})),
+        )
+        .await;
+    assert_eq!(r.problem(StatusCode::UNPROCESSABLE_ENTITY), "invalid task");
+}
+
+// ---- since and until ----
+
+#[tokio::test]
+async fn since_and_until_compare_instants_in_any_rfc3339_spelling() {
+    let api = Api::new().await;
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    let first = api.start("greet", "").await;
+    let created = first["created_at"].as_str().unwrap().to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&created).unwrap();
+    // The whole second after `first` was created, with a space: as text it
+    // sorts before `created` (' ' < 'T'), as an instant after.
+    let next_second = (at + chrono::Duration::seconds(1))
+        .format("%Y-%m-%d %H:%M:%SZ")
+        .to_string();
+    let list = |q: String| {
+        let api = &api;
+        async move {
+            let r = api.get(&format!("/executions?{q}")).await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{q}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            ids(&r.json(), "executions")
+        }
+    };
+    let enc = |t: &str| t.replace('+', "%2B").replace(' ', "%20");
+    assert!(
+        list(format!("since={}", enc(&next_second)))
+            .await
+            .is_empty()
+    );
+    assert_eq!(list(format!("until={}", enc(&next_second))).await.len(), 1);
+    // The same instant at +01:00, with a lowercase t and z elsewhere.
+    let plus_one = at
+        .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%.6f%:z")
+        .to_string();
+    assert_eq!(list(format!("since={}", enc(&plus_one))).await.len(), 1);
+    assert!(list(format!("until={}", enc(&plus_one))).await.is_empty());
+    let lower = created.replace('T', "t").replace('Z', "z");
+    assert_eq!(list(format!("since={lower}")).await.len(), 1);
+    assert!(list(format!("until={lower}")).await.is_empty());
+
+    let detail = api
+        .get("/executions?since=yesterday")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert!(
+        detail.starts_with("since must be an RFC 3339 time"),
+        "{detail}"
+    );
+    assert!(detail.contains("got \"yesterday\""), "{detail}");
+}
+
+// ---- cursors ----
+
+#[tokio::test]
+async fn pages_follow_the_cursors_the_server_issued() {
+    let api = Api::new().await;
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(
+            api.start("greet", "").await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    started.reverse(); // listed newest first
+    let mut seen = Vec::new();
+    let mut query = "/executions?limit=2".to_string();
+    loop {
+        let page = api.get(&query).await.json();
+        seen.extend(ids(&page, "executions"));
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                assert!(
+                    !started.iter().any(|id| c.contains(id.as_str())),
+                    "opaque: {c}"
+                );
+                query = format!("/executions?limit=2&cursor={c}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, started);
+}
+
+#[tokio::test]
+async fn a_cursor_the_server_did_not_issue_is_a_400() {
+    let api = Api::new().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    for bad in ["garbage", "", id.as_str(), "djE6bm9wZQ"] {
+        let detail = api
+            .get(&format!("/executions?cursor={bad}"))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+        assert!(
+            detail.contains("is not one this server issued"),
+            "{bad:?}: {detail}"
+        );
+    }
+}
+
+// ---- query strings and URLs ----
+
+#[tokio::test]
+async fn a_bad_query_value_is_a_400_naming_it() {
+    let api = Api::new().await;
+    api.task(json!({"name": "greet", "action": "hello"})).await;
+    let exec = api.start("greet", "").await;
+    let id = exec["id"].as_str().unwrap();
+    for (path, expected) in [
+        (
+            "/executions?limit=-1".to_string(),
+            "limit must be an integer 1-1000, got \"-1\"",
+        ),
+        (
+            "/executions?limit=1001".into(),
+            "limit must be an integer 1-1000, got \"1001\"",
+        ),
+        (
+            "/executions?format=xml".into(),
+            "format must be json or csv, got \"xml\"",
+        ),
+        (
+            "/executions?status=sleepy".into(),
+            "unknown status \"sleepy\": use one of",
+        ),
+        (
+            format!("/executions/{id}/logs?after=abc"),
+            "after must be an integer 0-9223372036854775807, got \"abc\"",
+        ),
+        (
+            format!("/executions/{id}/events?follow=maybe"),
+            "follow must be true or false, got \"maybe\"",
+        ),
+        (
+            format!("/executions/{id}/outputs?format=xml"),
+            "format must be json or csv, got \"xml\"",
+        ),
+        (
+            format!("/executions/{id}/outputs?format=csv"),
+            "format=csv needs name=OUTPUT: only one output at a time has a CSV form",
+        ),
+        (
+            "/executions?limit=1&limit=2".into(),
+            "invalid query string: duplicate field `limit`",
+        ),
+    ] {
+        let detail = api.get(&path).await.problem(StatusCode::BAD_REQUEST);
+        assert!(detail.starts_with(expected), "{path}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_the_url_is_a_400_problem() {
+    let api = Api::new().await;
+    let detail = api
+        .get("/executions/%FF")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        detail,
+        "path parameter id is not valid UTF-8 once percent-decoded"
+    );
+    let detail = api
+        .get("/executions?status=%FF")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        detail,
+        "the query string is not valid UTF-8 once percent-decoded"
+    );
+}
+
+// Control verbs in every state: `control_tests.rs` (with real guests).
+
+// ---- the OpenAPI document ----
+
+/// The served document, and a check of real responses against it.
+struct Contract {
+    doc: Value,
+}
+
+impl Contract {
+    async fn of(api: &Api) -> Contract {
+        let r = api.get("/openapi.json").await;
+        assert_eq!(r.status, StatusCode::OK);
+        Contract { doc: r.json() }
+    }
+
+    /// Asserts that `reply`, to `method` on the documented `path`, is a
+    /// documented status and its JSON body fits the documented schema.
+    #[track_caller]
+    fn check(&self, method: &str, path: &str, reply: &Reply) {
+        let op = &self.doc["paths"][format!("/api/v1{path}")][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        let response = &op["responses"][reply.status.as_str()];
+        assert!(
+            response.is_object(),
+            "{method} {path}: status {} is not documented",
+            reply.status
+        );
+        let content_type = reply.content_type().split(';').next().unwrap_or_default();
+        let schema = &response["content"][content_type]["schema"];
+        assert!(
+            schema.is_object(),
+            "{method} {path} {}: {content_type} is not documented",
+            reply.status
+        );
+        // The schema with the document's components, for its $refs.
+        let mut root = schema.clone();
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).expect("a valid schema");
+        let body = reply.json();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {}: {errors:?}\n{body:#}",
+            reply.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_operation_documents_its_errors_as_problems() {
+    let api = Api::new().await;
+    let doc = Contract::of(&api).await.doc;
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"][PROBLEM]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                assert!(p["schema"].is_object(), "{method} {path}: {p}");
+            }
+        }
+    }
+    assert_eq!(operations, 24);
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+#[tokio::test]
+async fn real_responses_fit_the_document() {
+    let api = Api::new().await;
+    let contract = Contract::of(&api).await;
+    let check = |method, path: &str, reply: &Reply| contract.check(method, path, reply);
+
+    let created = api
+        .post(
+            "/tasks",
+            json!({"name": "greet", "action": "hello", "limits": {"memory": "64MiB"}}),
+        )
+        .await;
+    check("post", "/tasks", &created);
+    let task_id = created.json()["id"].as_str().unwrap().to_string();
+    check(
+        "get",
+        "/tasks/{id}",
+        &api.get(&format!("/tasks/{task_id}")).await,
+    );
+    check("get", "/tasks", &api.get("/tasks").await);
+    let invalid = api.post("/tasks", json!({"name": "", "action": ""})).await;
+    check("post", "/tasks", &invalid);
+    check("get", "/tasks/{id}", &api.get("/tasks/nope").await);
+
+    let started = api
+        .post(
+            "/tasks/greet/executions",
+            json!({"input": {"name": "Ada"}, "labels": {"k": "v"}}),
+        )
+        .await;
+    check("post", "/tasks/{id}/executions", &started);
+    let id = started.json()["id"].as_str().unwrap().to_string();
+    // Let the attempt run (and fail: there is no component) so that the
+    // execution has a task run with an attempt and an error.
+    for _ in 0..100 {
+        let e = api.get(&format!("/executions/{id}")).await.json();
+        if e["state"] == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = api.get(&format!("/executions/{id}")).await;
+    assert_eq!(got.json()["state"], "FAILED", "{}", got.json());
+    check("get", "/executions/{id}", &got);
+    check("get", "/executions", &api.get("/executions?limit=1").await);
+    check("get", "/executions", &api.get("/executions?limit=0").await);
+    check(
+        "get",
+        "/executions/{id}/logs",
+        &api.get(&format!("/executions/{id}/logs")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/events",
+        &api.get(&format!("/executions/{id}/events")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/outputs",
+        &api.get(&format!("/executions/{id}/outputs")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/metrics",
+        &api.get(&format!("/executions/{id}/metrics")).await,
+    );
+    check(
+        "get",
+        "/executions/{id}/media",
+        &api.get(&format!("/executions/{id}/media")).await,
+    );
+    let restarted = api
+        .post(&format!("/executions/{id}/restart"), json!(null))
+        .await;
+    check("post", "/executions/{id}/restart", &restarted);
+    let paused = api
+        .post(&format!("/executions/{id}/pause"), json!(null))
+        .await;
+    check("post", "/executions/{id}/pause", &paused);
+    check(
+        "get",
+        "/executions/{id}",
+        &api.get("/executions/nope").await,
+    );
+
+    check("get", "/plugins", &api.get("/plugins").await);
+    check("get", "/plugins/{id}", &api.get("/plugins/hello").await);
+    check("get", "/workers", &api.get("/workers").await);
+    check("get", "/healthz", &api.get("/healthz").await);
+}
