@@ -235,35 +235,53 @@ pub async fn list(
         })
         .into_response()),
         _ => {
-            let mut out = String::from(
-                "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms\r\n",
-            );
+            let mut w = csv_writer();
+            let header = [
+                "id",
+                "task_id",
+                "state",
+                "trigger",
+                "created_at",
+                "started_at",
+                "ended_at",
+                "duration_ms",
+            ];
+            w.write_record(header).map_err(csv_failed)?;
             for e in &list {
-                let row = [
-                    e.id.clone(),
-                    e.task_id.clone(),
-                    e.state.to_string(),
-                    e.trigger.as_str().to_string(),
-                    e.created_at.clone(),
-                    e.started_at.clone().unwrap_or_default(),
-                    e.ended_at.clone().unwrap_or_default(),
-                    e.duration_ms.map(|d| format!("{d:.3}")).unwrap_or_default(),
-                ];
-                out.push_str(&row.map(|f| csv_field(&f)).join(","));
-                out.push_str("\r\n");
+                w.write_record([
+                    e.id.as_str(),
+                    e.task_id.as_str(),
+                    e.state.as_str(),
+                    e.trigger.as_str(),
+                    e.created_at.as_str(),
+                    e.started_at.as_deref().unwrap_or_default(),
+                    e.ended_at.as_deref().unwrap_or_default(),
+                    &e.duration_ms.map(|d| format!("{d:.3}")).unwrap_or_default(),
+                ])
+                .map_err(csv_failed)?;
             }
+            let out = csv_text(w)?;
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
         }
     }
 }
 
-/// RFC 4180 quoting.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// RFC 4180 CSV with CRLF line ends, quoting only what needs it.
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new())
+}
+
+fn csv_text(w: csv::Writer<Vec<u8>>) -> Result<String, ApiError> {
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("writing CSV: {e}")))
+}
+
+fn csv_failed(e: csv::Error) -> ApiError {
+    ApiError::Internal(format!("writing CSV: {e}"))
 }
 
 async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, ApiError> {
@@ -648,26 +666,18 @@ fn output_csv(name: &str, value: &Value) -> Result<String, ApiError> {
             }
         }
     }
-    let mut out = columns
-        .iter()
-        .map(|c| csv_field(c))
-        .collect::<Vec<_>>()
-        .join(",");
-    out.push_str("\r\n");
+    let mut w = csv_writer();
+    w.write_record(&columns).map_err(csv_failed)?;
     for row in rows {
         let obj = row.as_object().expect("checked");
-        let cells: Vec<String> = columns
-            .iter()
-            .map(|c| match obj.get(c) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => csv_field(s),
-                Some(v) => csv_field(&v.to_string()),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push_str("\r\n");
+        w.write_record(columns.iter().map(|c| match obj.get(c) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        }))
+        .map_err(csv_failed)?;
     }
-    Ok(out)
+    csv_text(w)
 }
 
 /// `GET /executions/{id}/metrics`.
@@ -770,9 +780,11 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_quoting() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let v = json!([{"a": "plain", "b": "x,y", "c": "say \"hi\"", "d": "two\nlines"}]);
+        assert_eq!(
+            output_csv("q", &v).unwrap(),
+            "a,b,c,d\r\nplain,\"x,y\",\"say \"\"hi\"\"\",\"two\nlines\"\r\n"
+        );
     }
 
     #[test]

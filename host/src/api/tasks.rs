@@ -44,7 +44,7 @@ pub const TASK_ID: &str =
 /// See [`NamespaceQuery::task`]; `namespace` is checked like a task's.
 pub fn task_ref(id_or_name: &str, namespace: Option<&str>) -> Result<TaskRef, ApiError> {
     let namespace = namespace.unwrap_or("default");
-    crate::sandbox::limits::check_name("namespace", namespace).map_err(ApiError::BadRequest)?;
+    crate::model::limits::check_name("namespace", namespace).map_err(ApiError::BadRequest)?;
     Ok(TaskRef::new(id_or_name, namespace))
 }
 

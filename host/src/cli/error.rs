@@ -107,8 +107,7 @@ impl ClientError {
             }
             None => {
                 let text = String::from_utf8_lossy(body).trim().to_string();
-                let detail =
-                    (!text.is_empty()).then(|| crate::sandbox::limits::shorten(&text, 500));
+                let detail = (!text.is_empty()).then(|| crate::model::limits::shorten(&text, 500));
                 (None, detail, Vec::new())
             }
         };

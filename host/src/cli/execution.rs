@@ -15,8 +15,8 @@ use super::exit;
 use super::output::{or_dash, out, outln, print_json, table};
 use super::time::{duration_display, parse_time, short_time, time_of_day};
 use crate::model::execution::{Attempt, Execution, StoredLog};
+use crate::model::limits::shorten;
 use crate::model::state::{ExecutionState, TaskRunState};
-use crate::sandbox::limits::shorten;
 use crate::sandbox::report::AttemptError;
 
 /// How often `start --wait` asks whether the execution has ended.

@@ -10,7 +10,7 @@ use super::exit;
 use super::output::{or_dash, out, outln, print_json, short_digest, table};
 use super::time::short_time;
 use crate::model::execution::Plugin;
-use crate::sandbox::limits::bytes_display;
+use crate::model::limits::bytes_display;
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {

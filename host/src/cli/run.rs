@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::exit;
+use crate::model::limits::bytes_display;
 use crate::model::report::{AttemptReport, LogLine, Metric};
 use crate::runtime::local::run_task_run;
-use crate::sandbox::limits::bytes_display;
 use crate::sandbox::{
     AttemptSpec, EngineConfig, ErrorKind, Invocation, Limits, MediaStore, MediaUrls, Sandbox,
 };
@@ -258,7 +258,7 @@ fn summary(reports: &[AttemptReport], max_attempts: u32) -> String {
 
 fn compact(v: &serde_json::Value) -> String {
     let text = v.to_string();
-    crate::sandbox::limits::shorten(&text, 400)
+    crate::model::limits::shorten(&text, 400)
 }
 
 fn first_line(s: &str) -> &str {

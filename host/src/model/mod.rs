@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod execution;
+pub mod limits;
 pub mod plan;
 pub mod report;
 pub mod retry;

@@ -9,7 +9,7 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sandbox::limits::{Limits, check_name, exact_size, humantime_serde_compat};
+use crate::model::limits::{Limits, check_name, exact_size, humantime_serde_compat};
 
 /// What a caller submits to create or replace a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -272,7 +272,7 @@ impl TaskSpec {
             if bytes < (1 << 20) || bytes > bounds.max_memory_bytes {
                 return Err(format!(
                     "limits.memory must be between 1 MiB and {}",
-                    crate::sandbox::limits::bytes_display(bounds.max_memory_bytes)
+                    crate::model::limits::bytes_display(bounds.max_memory_bytes)
                 ));
             }
             limits.memory_bytes = bytes;

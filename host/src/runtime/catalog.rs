@@ -22,7 +22,7 @@ impl Service {
         version: Option<String>,
         bytes: Vec<u8>,
     ) -> ServiceResult<(Plugin, bool)> {
-        crate::sandbox::limits::check_name("plugin", name).map_err(|m| ServiceError::Invalid {
+        crate::model::limits::check_name("plugin", name).map_err(|m| ServiceError::Invalid {
             message: m.clone(),
             problems: vec![m],
         })?;

@@ -16,9 +16,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::model::limits::{check_name, exact_size};
 use crate::model::task::TaskBounds;
 use crate::sandbox::Quotas;
-use crate::sandbox::limits::{check_name, exact_size};
 
 /// Service settings.
 #[derive(Debug, Clone)]

@@ -1,0 +1,244 @@
+//! Per-attempt resource limits (fuel, wall time, memory) and host-call
+//! quotas with their defaults, and the name and size rules every layer
+//! shares: the numbers and the rules, no enforcement.
+//!
+//! Resource limits end the attempt with a trap; quotas make a host call
+//! return `Err` to the guest (or drop the excess, for logs and metrics) and
+//! never trap. The sandbox enforces both (`sandbox::limits`,
+//! `sandbox::capabilities`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) const KIB: u64 = 1024;
+pub(crate) const MIB: u64 = 1024 * KIB;
+
+/// Resource limits for one attempt. Going over any of them ends the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Wasm fuel (roughly, instructions) the attempt may consume.
+    pub fuel: u64,
+    /// Wall-clock time from instantiation to the end of `run`, including
+    /// time blocked in host or WASI calls.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Bytes of linear memory the attempt may hold (all memories together).
+    pub memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000_000,
+            timeout: Duration::from_secs(30),
+            memory_bytes: 128 * MIB,
+        }
+    }
+}
+
+/// Quotas on what an attempt may hand the host. Over a quota, the host call
+/// returns `Err` to the guest (or, for logs and metrics, drops the excess and
+/// counts it), and the host logs a warning; the attempt goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quotas {
+    /// Largest result `run` may return (JSON text).
+    pub result_bytes: u64,
+    /// Largest single output value.
+    pub output_bytes: u64,
+    /// All outputs of an attempt together.
+    pub outputs_total_bytes: u64,
+    /// Largest single media object.
+    pub media_object_bytes: u64,
+    /// All media of an attempt together.
+    pub media_total_bytes: u64,
+    /// Host log, stdout and stderr of an attempt together.
+    pub log_bytes: u64,
+    /// Distinct metric series (name + tags) per attempt.
+    pub metric_series: u32,
+    /// Largest checkpoint state (JSON text).
+    pub checkpoint_bytes: u64,
+    /// Warnings kept per attempt; more are counted, not kept.
+    pub warnings: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            result_bytes: MIB,
+            output_bytes: MIB,
+            outputs_total_bytes: 4 * MIB,
+            media_object_bytes: 16 * MIB,
+            media_total_bytes: 64 * MIB,
+            log_bytes: MIB,
+            metric_series: 1_000,
+            checkpoint_bytes: MIB,
+            warnings: 100,
+        }
+    }
+}
+
+/// Names of outputs, metrics and tag keys: 1–128 chars of `[A-Za-z0-9_.:-]`.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    const MAX: usize = 128;
+    if name.is_empty() || name.len() > MAX {
+        return Err(format!(
+            "{what} name must be 1-{MAX} characters, got {}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!(
+            "{what} name {:?} has {bad:?}; allowed are A-Z a-z 0-9 _ . : -",
+            shorten(name, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// The first `max` chars of a guest-supplied string, for error messages.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+/// Human-readable byte counts for messages ("1 MiB", "1.5 KiB", "12 B").
+pub fn bytes_display(n: u64) -> String {
+    let units = [("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", KIB)];
+    for (unit, size) in units {
+        if n >= size {
+            let v = n as f64 / size as f64;
+            return if n.is_multiple_of(size) {
+                format!("{} {unit}", n / size)
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{n} B")
+}
+
+/// Serde support for sizes (`bytesize::ByteSize`) as text that reads back
+/// as the same number of bytes: the largest of GiB, MiB, KiB that divides
+/// it (`128MiB`), else bytes (`1000B`). `ByteSize`'s own text rounds to one
+/// decimal, and specs and configs are stored or printed to be read again.
+pub mod exact_size {
+    use bytesize::ByteSize;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(size.as_u64()))
+    }
+
+    /// `n` bytes in the largest whole binary unit.
+    pub fn text(n: u64) -> String {
+        [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+            .into_iter()
+            .find(|(_, unit)| n != 0 && n.is_multiple_of(*unit))
+            .map_or_else(
+                || format!("{n}B"),
+                |(name, unit)| format!("{}{name}", n / unit),
+            )
+    }
+
+    /// The same for an optional size.
+    pub mod option {
+        use bytesize::ByteSize;
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(size: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
+            match size {
+                Some(size) => super::serialize(size, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Serde support for durations as human text ("30s", "1m 30s") or a number of milliseconds.
+pub mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Millis(u64),
+            Human(String),
+        }
+        match Text::deserialize(d)? {
+            Text::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Text::Human(s) => humantime::parse_duration(&s)
+                .map_err(|e| D::Error::custom(format!("invalid duration {s:?}: {e}"))),
+        }
+    }
+
+    /// The same for an optional duration: absent or `null` is `None`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Compat(#[serde(with = "super")] Duration);
+            Ok(Option::<Compat>::deserialize(d)?.map(|Compat(d)| d))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert!(check_name("output", "rows.total:v2-a_b").is_ok());
+        assert!(check_name("output", "").is_err());
+        assert!(check_name("output", &"a".repeat(129)).is_err());
+        assert!(check_name("output", &"a".repeat(128)).is_ok());
+        let err = check_name("metric", "a b").unwrap_err();
+        assert!(err.contains("' '"), "{err}");
+        assert!(check_name("metric", "ünï").is_err());
+    }
+
+    #[test]
+    fn exact_sizes_read_back_as_the_same_bytes() {
+        for (n, text) in [
+            (128 * MIB, "128MiB"),
+            (3 << 30, "3GiB"),
+            (2048, "2KiB"),
+            (1536, "1536B"),
+            (100_000_000, "100000000B"),
+            (0, "0B"),
+        ] {
+            assert_eq!(exact_size::text(n), text);
+            assert_eq!(text.parse::<bytesize::ByteSize>().unwrap().as_u64(), n);
+        }
+    }
+
+    #[test]
+    fn sizes_display_in_binary_units() {
+        assert_eq!(bytes_display(MIB), "1 MiB");
+        assert_eq!(bytes_display(1536), "1.5 KiB");
+        assert_eq!(bytes_display(12), "12 B");
+    }
+}
