@@ -38,3 +38,11 @@ cargo test --locked --workspace --all-targets --no-run
 
 echo "== host: unit and end-to-end tests"
 cargo test --locked --workspace
+
+echo "== API: schemathesis against the served OpenAPI (50 examples per operation, no 5xx, schema-conformant)"
+venv=target/schemathesis-venv
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
+PATH="$PWD/$venv/bin:$PATH" MAX_EXAMPLES=50 tests/schemathesis.sh
