@@ -467,8 +467,11 @@ impl<'a> Builder<'a> {
     }
 
     /// Ends the running attempt of run `r` and moves the run and the
-    /// execution on: a kill request wins over whatever the attempt did; a
-    /// retryable failure with attempts left waits out its backoff.
+    /// execution on. A kill request wins over anything but a finished
+    /// result: an attempt that succeeded before its interruption keeps its
+    /// success (a restart never runs finished work again), the execution
+    /// still ends KILLED. A retryable failure with attempts left waits out
+    /// its backoff.
     fn finish(
         &mut self,
         r: usize,
@@ -481,7 +484,11 @@ impl<'a> Builder<'a> {
         let s = &self.runs[r];
         let number = s.attempts;
         let (to, not_before) = if self.state == ExecutionState::Killing {
-            (TaskRunState::Killed, None)
+            match status {
+                AttemptStatus::Success => (TaskRunState::Success, None),
+                AttemptStatus::Warning => (TaskRunState::Warning, None),
+                _ => (TaskRunState::Killed, None),
+            }
         } else {
             match status {
                 AttemptStatus::Success => (TaskRunState::Success, None),
@@ -637,6 +644,14 @@ impl<'a> Builder<'a> {
         if !matches!(self.state, ExecutionState::Failed | ExecutionState::Killed) {
             return Err(Refusal::forbidden(self.state, ExecutionState::Restarted));
         }
+        let rerun = |s: TaskRunState| matches!(s, TaskRunState::Failed | TaskRunState::Killed);
+        if !self.runs.iter().any(|r| rerun(r.state)) {
+            // Killed after every task run had finished: nothing to run again.
+            return Err(Refusal::forbidden(
+                self.state,
+                "RESTARTED (every task run finished; nothing to run again)",
+            ));
+        }
         self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
         for r in 0..self.runs.len() {
             if matches!(
@@ -758,11 +773,22 @@ mod tests {
         assert_eq!(p.state, E::Killing);
         assert!(p.runs.is_empty());
         assert_eq!(p.timers, vec![Timer::Interrupt { run: "r".into() }]);
-        // Whatever the attempt then reports, the kill wins.
+        // Whatever the attempt then reports, the execution ends KILLED; a
+        // result it finished keeps its success, so a restart never runs it
+        // again.
         let killing = apply(&s, &p);
-        let p = plan(&killing, &finished(AttemptStatus::Success, None)).unwrap();
-        assert_eq!(p.state, E::Killed);
-        assert_eq!(p.runs[0].to, R::Killed);
+        let failed = plan(
+            &killing,
+            &finished(AttemptStatus::Failed, Some(ErrorKind::Trap)),
+        )
+        .unwrap();
+        assert_eq!((failed.runs[0].to, failed.state), (R::Killed, E::Killed));
+        let done = plan(&killing, &finished(AttemptStatus::Success, None)).unwrap();
+        assert_eq!((done.runs[0].to, done.state), (R::Success, E::Killed));
+        assert!(matches!(
+            plan(&apply(&killing, &done), &Event::Restart),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 
     #[test]
