@@ -222,9 +222,9 @@ impl ServeConfig {
             if v.as_u64() < min || v.as_u64() > max {
                 p.push(format!(
                     "{name} must be between {} and {}, got {}",
-                    ByteSize::b(min).display().iec(),
-                    ByteSize::b(max).display().iec(),
-                    v.display().iec()
+                    exact_size::text(min),
+                    exact_size::text(max),
+                    exact_size::text(v.as_u64())
                 ));
             }
         };
@@ -390,6 +390,10 @@ mod tests {
         let e = ServeConfig::resolve([bad]).unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("invalid configuration\n  - "), "{text}");
+        assert!(
+            text.contains("max_task_memory must be between 1MiB and 64GiB, got 1KiB"),
+            "{text}"
+        );
         for key in [
             "slots",
             "lease",
