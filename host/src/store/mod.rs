@@ -126,7 +126,7 @@ pub struct StartedAttempt {
     pub checkpoint: Option<String>,
     pub input: Value,
     pub task_version: i64,
-    pub spec: TaskSpec,
+    pub spec: std::sync::Arc<TaskSpec>,
     pub step: String,
 }
 

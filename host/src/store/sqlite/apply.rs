@@ -7,7 +7,7 @@
 //! the one writer thread, so nothing can change between the two; a store
 //! with several writers (PostgreSQL) reads it `FOR UPDATE` instead.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::json;
 
 use super::super::*;
@@ -48,48 +48,71 @@ pub(super) struct RunRow {
     pub queue: String,
 }
 
-/// Reads execution `id` and its task runs, or `None` if there is none.
-pub(super) fn load(c: &Connection, id: &str) -> StoreResult<Option<Loaded>> {
-    let row: Option<(String, Option<String>, String, i64, String)> = c
-        .prepare_cached(
-            "SELECT state, started_at, task_id, task_version, input FROM executions WHERE id = ?",
-        )?
-        .query_row([id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    let Some((state, started_at, task_id, task_version, input)) = row else {
+/// Which execution to read: by its id, or as the one a task run is in.
+pub(super) enum Key<'a> {
+    Execution(&'a str),
+    TaskRun(&'a str),
+}
+
+/// Reads an execution and its task runs in one query, or `None` if there
+/// is none. One read per event: the writer thread is the service's
+/// bottleneck at saturation.
+pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> {
+    const COLUMNS: &str = "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, \
+         tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, tr.not_before, \
+         tr.step, tr.checkpoint, tr.priority, tr.queue \
+         FROM executions e JOIN task_runs tr ON tr.execution_id = e.id";
+    let (mut st, id) = match key {
+        Key::Execution(id) => (
+            c.prepare_cached(&format!("SELECT {COLUMNS} WHERE e.id = ? ORDER BY tr.id"))?,
+            id,
+        ),
+        Key::TaskRun(run) => (
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = ?) ORDER BY tr.id"
+            ))?,
+            run,
+        ),
+    };
+    let mut rows = st.query([id])?;
+    let mut head: Option<(String, String, Option<String>, String, i64, String)> = None;
+    let mut snaps = Vec::new();
+    let mut runs = Vec::new();
+    while let Some(r) = rows.next()? {
+        if head.is_none() {
+            head = Some((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ));
+        }
+        let state: String = r.get(7)?;
+        snaps.push(RunSnapshot {
+            id: r.get(6)?,
+            state: state.parse().map_err(StoreError::Corrupt)?,
+            attempts: r.get::<_, i64>(8)? as u32,
+            max_attempts: r.get::<_, i64>(9)? as u32,
+            fence: r.get(10)?,
+            owner: r.get(11)?,
+            not_before: r.get(12)?,
+        });
+        runs.push(RunRow {
+            step: r.get(13)?,
+            checkpoint: r.get(14)?,
+            priority: r.get::<_, i64>(15)? as i32,
+            queue: r.get(16)?,
+        });
+    }
+    let Some((execution_id, state, started_at, task_id, task_version, input)) = head else {
         return Ok(None);
     };
     let spec = task_version_spec(c, &task_id, task_version)?;
-    let mut st = c.prepare_cached(
-        "SELECT id, state, attempts, max_attempts, fence, owner, not_before, step, checkpoint, priority, queue \
-         FROM task_runs WHERE execution_id = ? ORDER BY id",
-    )?;
-    let mut snaps = Vec::new();
-    let mut runs = Vec::new();
-    let mut rows = st.query([id])?;
-    while let Some(r) = rows.next()? {
-        let state: String = r.get(1)?;
-        snaps.push(RunSnapshot {
-            id: r.get(0)?,
-            state: state.parse().map_err(StoreError::Corrupt)?,
-            attempts: r.get::<_, i64>(2)? as u32,
-            max_attempts: r.get::<_, i64>(3)? as u32,
-            fence: r.get(4)?,
-            owner: r.get(5)?,
-            not_before: r.get(6)?,
-        });
-        runs.push(RunRow {
-            step: r.get(7)?,
-            checkpoint: r.get(8)?,
-            priority: r.get::<_, i64>(9)? as i32,
-            queue: r.get(10)?,
-        });
-    }
     Ok(Some(Loaded {
         snap: Snapshot {
-            execution_id: id.to_string(),
+            execution_id,
             state: state.parse().map_err(StoreError::Corrupt)?,
             retry: spec.retry,
             runs: snaps,
@@ -100,14 +123,6 @@ pub(super) fn load(c: &Connection, id: &str) -> StoreResult<Option<Loaded>> {
         input,
         runs,
     }))
-}
-
-/// The execution a task run belongs to.
-pub(super) fn execution_of(c: &Connection, run: &str) -> StoreResult<String> {
-    c.prepare_cached("SELECT execution_id FROM task_runs WHERE id = ?")?
-        .query_row([run], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no task run {run}")))
 }
 
 /// What applying a plan produced for the caller.
@@ -335,7 +350,8 @@ pub(super) fn control(
     id: &str,
     control: Control,
 ) -> StoreResult<PlanOutcome> {
-    let loaded = load(c, id)?.ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
+    let loaded = load(c, Key::Execution(id))?
+        .ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
     let event = match control {
         Control::Cancel => Event::Cancel,
         Control::Pause => Event::Pause,
@@ -354,9 +370,8 @@ pub(super) fn start_attempt(
     worker: &str,
     lease_until: i64,
 ) -> StoreResult<StartedAttempt> {
-    let execution_id = execution_of(c, run_id)?;
-    let loaded = load(c, &execution_id)?
-        .ok_or_else(|| StoreError::NotFound(format!("no execution {execution_id}")))?;
+    let loaded = load(c, Key::TaskRun(run_id))?
+        .ok_or_else(|| StoreError::NotFound(format!("no task run {run_id}")))?;
     let event = Event::Claim {
         run: run_id.to_string(),
         worker: worker.to_string(),
@@ -401,7 +416,7 @@ pub(super) fn finish_attempt(
     clock: &dyn Clock,
     f: &FinishAttempt,
 ) -> StoreResult<PlanOutcome> {
-    let loaded = load(c, &f.execution_id)?
+    let loaded = load(c, Key::Execution(&f.execution_id))?
         .ok_or_else(|| StoreError::NotFound(format!("no execution {}", f.execution_id)))?;
     let event = if f.shutdown {
         Event::Shutdown {
@@ -450,7 +465,7 @@ pub(super) fn recover(
         .collect::<Result<_, _>>()?;
     let mut rec = Recovery::default();
     for (run, execution_id) in running {
-        let Some(loaded) = load(c, &execution_id)? else {
+        let Some(loaded) = load(c, Key::Execution(&execution_id))? else {
             continue;
         };
         let event = Event::HostLost {

@@ -876,6 +876,8 @@ mod tests {
             "SELECT * FROM attempts WHERE status = 'running'",
             "SELECT id, state FROM task_runs WHERE execution_id = 'x' ORDER BY id",
             "SELECT id, execution_id FROM task_runs WHERE state = 'RUNNING' ORDER BY id",
+            "SELECT e.state, tr.state FROM executions e JOIN task_runs tr ON tr.execution_id = e.id WHERE e.id = 'x' ORDER BY tr.id",
+            "SELECT e.state, tr.state FROM executions e JOIN task_runs tr ON tr.execution_id = e.id WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = 'x') ORDER BY tr.id",
             "SELECT id FROM attempts WHERE task_run_id = 'x' AND number = 1",
         ] {
             let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -19,7 +19,7 @@
 //! every write in it.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -433,7 +433,7 @@ pub(super) fn create_execution(
 
 thread_local! {
     /// Task versions never change: their parsed specs, on the writer thread.
-    static SPECS: std::cell::RefCell<std::collections::HashMap<(String, i64), TaskSpec>> =
+    static SPECS: std::cell::RefCell<std::collections::HashMap<(String, i64), Arc<TaskSpec>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -441,7 +441,7 @@ pub(super) fn task_version_spec(
     c: &Connection,
     task_id: &str,
     version: i64,
-) -> StoreResult<TaskSpec> {
+) -> StoreResult<Arc<TaskSpec>> {
     let key = (task_id.to_string(), version);
     if let Some(spec) = SPECS.with(|m| m.borrow().get(&key).cloned()) {
         return Ok(spec);
@@ -449,7 +449,7 @@ pub(super) fn task_version_spec(
     let text: String = c
         .prepare_cached("SELECT spec FROM task_versions WHERE task_id = ? AND version = ?")?
         .query_row(params![task_id, version], |r| r.get(0))?;
-    let spec: TaskSpec = serde_json::from_str(&text)?;
+    let spec: Arc<TaskSpec> = Arc::new(serde_json::from_str(&text)?);
     SPECS.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() >= 4096 {
