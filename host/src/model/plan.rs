@@ -105,8 +105,6 @@ pub enum Lease {
     Take { worker: String, fence: i64 },
     /// Given up: nobody runs it.
     Release,
-    /// Unchanged.
-    Keep,
 }
 
 /// One task run's change.
@@ -396,7 +394,6 @@ impl<'a> Builder<'a> {
                 run.fence = *fence;
             }
             Lease::Release => run.owner = None,
-            Lease::Keep => {}
         }
         self.changes.push(RunChange {
             run: run.id.clone(),
@@ -678,30 +675,6 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Applies a plan to a snapshot in memory: what a store's rows say after
-/// applying it. The property tests compare a real store against this.
-pub fn apply(snap: &Snapshot, plan: &Plan) -> Snapshot {
-    let mut next = snap.clone();
-    next.state = plan.state;
-    for c in &plan.runs {
-        if let Some(r) = next.runs.iter_mut().find(|r| r.id == c.run) {
-            r.state = c.to;
-            r.not_before = c.not_before;
-            r.attempts = c.attempts;
-            r.max_attempts = c.max_attempts;
-            match &c.lease {
-                Lease::Take { worker, fence } => {
-                    r.owner = Some(worker.clone());
-                    r.fence = *fence;
-                }
-                Lease::Release => r.owner = None,
-                Lease::Keep => {}
-            }
-        }
-    }
-    next
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -709,6 +682,29 @@ mod tests {
     use super::*;
     use ExecutionState as E;
     use TaskRunState as R;
+
+    /// A plan applied to a snapshot in memory: what a store's rows say
+    /// after it, to plan the next event on.
+    fn apply(snap: &Snapshot, plan: &Plan) -> Snapshot {
+        let mut next = snap.clone();
+        next.state = plan.state;
+        for c in &plan.runs {
+            if let Some(r) = next.runs.iter_mut().find(|r| r.id == c.run) {
+                r.state = c.to;
+                r.not_before = c.not_before;
+                r.attempts = c.attempts;
+                r.max_attempts = c.max_attempts;
+                match &c.lease {
+                    Lease::Take { worker, fence } => {
+                        r.owner = Some(worker.clone());
+                        r.fence = *fence;
+                    }
+                    Lease::Release => r.owner = None,
+                }
+            }
+        }
+        next
+    }
 
     fn snap(state: E, run: R) -> Snapshot {
         Snapshot {

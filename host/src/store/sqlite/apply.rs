@@ -36,6 +36,8 @@ pub(super) struct Loaded {
     pub task_id: String,
     pub task_version: i64,
     pub input: String,
+    /// The execution's task version, parsed (cached on the writer thread).
+    pub spec: std::sync::Arc<crate::model::task::TaskSpec>,
     /// Per task run, in the snapshot's order.
     pub runs: Vec<RunRow>,
 }
@@ -121,6 +123,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         task_id,
         task_version,
         input,
+        spec,
         runs,
     }))
 }
@@ -235,11 +238,6 @@ pub(super) fn plan_and_apply(
                 .prepare_cached(
                     "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ?, \
                      owner = NULL, lease_until = NULL WHERE id = ?",
-                )?
-                .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
-            Lease::Keep => c
-                .prepare_cached(
-                    "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ? WHERE id = ?",
                 )?
                 .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
         };
@@ -396,7 +394,6 @@ pub(super) fn start_attempt(
         .iter()
         .position(|r| r.id == run_id)
         .expect("the planner found this run");
-    let spec = task_version_spec(c, &loaded.task_id, loaded.task_version)?;
     Ok(StartedAttempt {
         attempt_id: applied.attempt_id.expect("a started attempt has an id"),
         number,
@@ -405,7 +402,7 @@ pub(super) fn start_attempt(
         checkpoint: loaded.runs[i].checkpoint.clone(),
         input: serde_json::from_str(&loaded.input)?,
         task_version: loaded.task_version,
-        spec,
+        spec: loaded.spec.clone(),
         step: loaded.runs[i].step.clone(),
     })
 }

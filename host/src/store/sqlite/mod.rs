@@ -69,13 +69,6 @@ impl SqliteStore {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn ms_to_rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
@@ -552,11 +545,6 @@ fn media_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<MediaInfo> {
         sha256: r.try_get("sha256")?,
         url: r.try_get("url")?,
     })
-}
-
-/// For tests and the recovery path: the current time in unix ms.
-pub fn unix_ms() -> i64 {
-    now_ms()
 }
 
 #[cfg(test)]
