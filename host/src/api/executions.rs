@@ -13,11 +13,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::extract::{Path, Query, bool_param, choice_param, int_param};
+use super::extract::{Path, Query, bool_param, choice_param, int_param, wait_param};
 use super::plugins::Component;
 use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
 use super::tasks::{NamespaceQuery, TASK_ID, task_ref};
@@ -25,6 +25,7 @@ use super::{AppState, cursor};
 use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
 use crate::model::task::TaskRef;
+use crate::runtime::follow::{Feed, FeedItem};
 use crate::sandbox::report::MediaInfo;
 use crate::store::{AttemptMetric, Control, ExecutionFilter};
 use utoipa::{IntoParams, ToSchema};
@@ -52,18 +53,32 @@ pub enum StartTrigger {
     Webhook,
 }
 
-/// Start an execution of a task.
+/// How long a request waits for the execution to end.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer once the execution has ended, or after this long (`30s`,
+    /// `500ms`, or whole seconds; cut to the server's `max_wait`, 60 s by
+    /// default) with the execution as it is then: 202 and `Location`.
+    #[param(value_type = Option<String>, example = "30s")]
+    wait: Option<String>,
+}
+
+/// Start an execution of a task; with `wait`, answer when it has ended.
 #[utoipa::path(post, path = "/tasks/{id}/executions", tag = "executions",
     params(
         ("id" = String, Path, description = TASK_ID),
         NamespaceQuery,
+        WaitQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: the same key for the same task returns the same execution (200 instead of 201)"),
     ),
     request_body(content = Option<StartBody>, description = "Optional: an empty body or `null` starts with the task's input"),
     responses(
-        (status = 201, description = "The new execution", body = Execution),
-        (status = 200, description = "The execution this Idempotency-Key already started", body = Execution),
-        (status = 400, description = "Malformed JSON, a bad Idempotency-Key or namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 201, description = "The new execution; with `wait`, once it has ended (outputs, result, error)", body = Execution),
+        (status = 200, description = "The execution this Idempotency-Key already started (with `wait`, once it has ended)", body = Execution),
+        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server began to stop); as it is then, its URL in `Location`", body = Execution,
+            headers(("Location" = String, description = "The execution's URL"))),
+        (status = 400, description = "Malformed JSON, a bad Idempotency-Key, namespace or wait, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "A body of the wrong shape or an unknown trigger", body = Problem, content_type = PROBLEM_JSON),
@@ -72,10 +87,12 @@ pub async fn start(
     State(svc): State<AppState>,
     Path(task): Path<String>,
     Query(ns): Query<NamespaceQuery>,
+    Query(wait): Query<WaitQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Execution>), ApiError> {
+) -> Result<Response, ApiError> {
     let task = ns.task(&task)?;
+    let wait = wait_param(wait.wait.as_deref())?;
     let body = body?;
     let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
         StartBody::default()
@@ -109,14 +126,43 @@ pub async fn start(
     let (exec, created) = svc
         .start_execution(&task, start.input, start.labels, trigger, key)
         .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    match wait {
+        None => Ok((status, Json(exec)).into_response()),
+        Some(limit) => waited(&svc, exec, false, limit, status).await,
+    }
+}
+
+/// Waits up to `limit` for `exec` to end: `status` with the ended
+/// execution, else 202 with it as it is and its `Location`.
+async fn waited(
+    svc: &AppState,
+    exec: Execution,
+    with_runs: bool,
+    limit: Duration,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let exec = if exec.state.is_terminal() {
+        exec
+    } else {
+        svc.wait_for_end(&exec.id, with_runs, limit)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no execution {}", exec.id)))?
+    };
+    if exec.state.is_terminal() {
+        return Ok((status, Json(exec)).into_response());
+    }
+    let location = format!("/api/v1/executions/{}", exec.id);
     Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
         Json(exec),
-    ))
+    )
+        .into_response())
 }
 
 /// Every value is taken as text and checked by hand, so that a bad one is
@@ -290,19 +336,28 @@ async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, Ap
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
 }
 
-/// Get an execution with its task runs and attempts.
+/// Get an execution with its task runs and attempts; with `wait`, once it
+/// has ended.
 #[utoipa::path(get, path = "/executions/{id}", tag = "executions",
-    params(("id" = String, Path, description = "The execution's id")),
+    params(("id" = String, Path, description = "The execution's id"), WaitQuery),
     responses(
-        (status = 200, description = "The execution, with `task_runs`", body = Execution),
-        (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 200, description = "The execution, with `task_runs` (with `wait`: once it has ended)", body = Execution),
+        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server began to stop); as it is then", body = Execution,
+            headers(("Location" = String, description = "The execution's URL"))),
+        (status = 400, description = "A bad wait, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn get(
     State(svc): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Execution>, ApiError> {
-    Ok(Json(load(&svc, &id, true).await?))
+    Query(wait): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = wait_param(wait.wait.as_deref())?;
+    let exec = load(&svc, &id, true).await?;
+    match wait {
+        None => Ok(Json(exec).into_response()),
+        Some(limit) => waited(&svc, exec, true, limit, StatusCode::OK).await,
+    }
 }
 
 async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution>, ApiError> {
@@ -416,185 +471,132 @@ struct FeedRequest {
 }
 
 impl StreamQuery {
-    fn checked(&self) -> Result<FeedRequest, ApiError> {
+    /// `Last-Event-ID` (sent by a reconnecting event source) wins over
+    /// `after`: it is where the client really got to.
+    fn checked(&self, headers: &HeaderMap) -> Result<FeedRequest, ApiError> {
+        let after = int_param("after", self.after.as_deref(), 0..=i64::MAX, 0)?;
+        let last_id = match headers.get("last-event-id") {
+            None => None,
+            Some(v) => Some(int_param(
+                "Last-Event-ID",
+                Some(v.to_str().unwrap_or("(not text)")),
+                0..=i64::MAX,
+                0,
+            )?),
+        };
         Ok(FeedRequest {
-            after: int_param("after", self.after.as_deref(), 0..=i64::MAX, 0)?,
+            after: last_id.unwrap_or(after),
             follow: bool_param("follow", self.follow.as_deref())?,
         })
     }
 }
 
-/// How often a follower looks for new lines: well inside the 500 ms promise.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
-const PAGE: u32 = 1000;
-
-/// Follows a paged source (`fetch(after)` → items with ids) until the
-/// execution has ended and everything was sent.
-fn follow<T, F, Fut>(
-    svc: AppState,
-    id: String,
-    mut after: i64,
-    event: &'static str,
-    fetch: F,
-) -> impl Stream<Item = Result<SseEvent, Infallible>>
-where
-    T: serde::Serialize + Send + 'static,
-    F: Fn(AppState, String, i64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Vec<(i64, T)>, ApiError>> + Send,
-{
-    async_stream(move |tx| async move {
-        loop {
-            // Read the state first: lines written before the end are then
-            // all visible to the fetch below.
-            let state = match svc.execution(&id, false).await {
-                Ok(Some(e)) => e.state,
-                _ => return,
-            };
-            let items = match fetch(svc.clone(), id.clone(), after).await {
-                Ok(items) => items,
-                Err(_) => return,
-            };
-            let full = items.len() as u32 == PAGE;
-            for (item_id, item) in items {
-                after = item_id;
-                let ev = SseEvent::default()
-                    .event(event)
-                    .id(item_id.to_string())
-                    .json_data(&item);
-                if let Ok(ev) = ev
-                    && tx.send(Ok(ev)).await.is_err()
-                {
-                    return;
-                }
-            }
-            if full {
-                continue;
-            }
-            if state.is_terminal() {
-                let end = SseEvent::default()
-                    .event("end")
-                    .json_data(json!({ "state": state }));
-                if let Ok(end) = end {
-                    let _ = tx.send(Ok(end)).await;
-                }
-                return;
-            }
-            tokio::time::sleep(FOLLOW_POLL).await;
-        }
+/// The server-sent event of a followed item.
+fn sse_event(item: FeedItem) -> Option<SseEvent> {
+    let event = match &item {
+        FeedItem::Log(l) => SseEvent::default().event("log").json_data(l),
+        FeedItem::Event(e) => SseEvent::default().event("event").json_data(e),
+        FeedItem::End(state) => SseEvent::default()
+            .event("end")
+            .json_data(json!({ "state": state })),
+    };
+    let event = event.ok()?;
+    Some(match item.id() {
+        Some(id) => event.id(id.to_string()),
+        None => event,
     })
 }
 
-/// A stream fed by a spawned task through a channel.
-fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// A paged, followable source of an execution's items.
+/// A paged source of an execution's items.
 #[derive(Clone, Copy)]
-enum Feed {
+enum Page {
     Logs,
     Events,
 }
 
-impl Feed {
-    /// The JSON key of a page and the SSE event name of an item.
-    fn names(self) -> (&'static str, &'static str) {
+impl Page {
+    fn feed(self) -> Feed {
         match self {
-            Feed::Logs => ("logs", "log"),
-            Feed::Events => ("events", "event"),
+            Page::Logs => Feed::Logs,
+            Page::Events => Feed::Events,
         }
     }
 
-    async fn page(
-        self,
-        svc: &AppState,
-        id: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, Value)>, ApiError> {
-        let store = svc;
-        let items = match self {
-            Feed::Logs => store
-                .logs(id, after, limit)
-                .await?
-                .into_iter()
-                .map(|l| (l.id, json!(l)))
-                .collect(),
-            Feed::Events => store
-                .events(id, after, limit)
-                .await?
-                .into_iter()
-                .map(|e| (e.id, json!(e)))
-                .collect(),
-        };
-        Ok(items)
+    async fn read(self, svc: &AppState, id: &str, after: i64) -> Result<Value, ApiError> {
+        const LIMIT: u32 = 100_000;
+        Ok(match self {
+            Page::Logs => json!({ "logs": svc.logs(id, after, LIMIT).await? }),
+            Page::Events => json!({ "events": svc.events(id, after, LIMIT).await? }),
+        })
     }
 }
 
-async fn feed(svc: AppState, id: String, q: StreamQuery, feed: Feed) -> Result<Response, ApiError> {
-    let q = q.checked()?;
+async fn feed(
+    svc: AppState,
+    id: String,
+    q: StreamQuery,
+    headers: HeaderMap,
+    page: Page,
+) -> Result<Response, ApiError> {
+    let q = q.checked(&headers)?;
     load(&svc, &id, false).await?;
-    let (key, event) = feed.names();
     if q.follow {
-        let stream = follow(svc, id, q.after, event, move |svc, id, after| async move {
-            feed.page(&svc, &id, after, PAGE).await
-        });
+        let stream = svc
+            .follow(&id, page.feed(), q.after)
+            .filter_map(|item| std::future::ready(sse_event(item).map(Ok::<_, Infallible>)));
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let items: Vec<Value> = feed
-        .page(&svc, &id, q.after, 100_000)
-        .await?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    Ok(Json(json!({ key: items })).into_response())
+    Ok(Json(page.read(&svc, &id, q.after).await?).into_response())
 }
 
 /// An execution's log lines, or follow them.
 #[utoipa::path(get, path = "/executions/{id}/logs", tag = "executions",
-    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    params(
+        ("id" = String, Path, description = "The execution's id"),
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume a follow after this item id (sent by a reconnecting event source; wins over `after`)"),
+    ),
     responses(
         (status = 200, description = "Every line after `after`; with follow=true, server-sent events `log` (a StoredLog each) then `end`", content(
             (LogPage = "application/json"),
             (FeedEvent = "text/event-stream"),
         )),
-        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "A bad query value or Last-Event-ID, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn logs(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    feed(svc, id, q, Feed::Logs).await
+    feed(svc, id, q, headers, Page::Logs).await
 }
 
 /// An execution's events, or follow them.
 #[utoipa::path(get, path = "/executions/{id}/events", tag = "executions",
-    params(("id" = String, Path, description = "The execution's id"), StreamQuery),
+    params(
+        ("id" = String, Path, description = "The execution's id"),
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume a follow after this item id (sent by a reconnecting event source; wins over `after`)"),
+    ),
     responses(
         (status = 200, description = "Every event after `after`; with follow=true, server-sent events `event` (an Event each) then `end`", content(
             (EventPage = "application/json"),
             (FeedEvent = "text/event-stream"),
         )),
-        (status = 400, description = "A bad query value, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "A bad query value or Last-Event-ID, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn events(
     State(svc): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    feed(svc, id, q, Feed::Events).await
+    feed(svc, id, q, headers, Page::Events).await
 }
 
 #[derive(Deserialize, IntoParams)]

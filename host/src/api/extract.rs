@@ -95,6 +95,22 @@ pub fn bool_param(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
+/// A wait (`30s`, `1m30s`, `500ms`, or whole seconds), or none when absent.
+pub fn wait_param(value: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    parsed.map(Some).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "wait must be a duration such as 30s, 500ms or 2m, got {text:?}"
+        ))
+    })
+}
+
 /// One of `allowed`, or the first of them when absent.
 pub fn choice_param<'a>(
     name: &str,
@@ -114,6 +130,30 @@ pub fn choice_param<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_is_a_duration_or_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(wait_param(None).unwrap(), None);
+        assert_eq!(
+            wait_param(Some("30s")).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait_param(Some("15")).unwrap(),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            wait_param(Some("1m500ms")).unwrap(),
+            Some(Duration::from_millis(60_500))
+        );
+        for bad in ["", "-1s", "soon", "1.5"] {
+            match wait_param(Some(bad)) {
+                Err(ApiError::BadRequest(m)) => assert!(m.starts_with("wait must be"), "{m}"),
+                other => panic!("{bad:?}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
 
     #[test]
     fn a_query_string_must_percent_decode_to_utf8() {

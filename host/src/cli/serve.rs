@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Longest `limits.timeout` a task may ask for [default: 1day].
     #[arg(long, env = "WARD_MAX_TASK_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_task_timeout: Option<Duration>,
+    /// Longest a request may wait for an execution's end with `?wait=`
+    /// [default: 60s].
+    #[arg(long, env = "WARD_MAX_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_wait: Option<Duration>,
     /// Check the configuration, print it as TOML and exit (0 if valid).
     #[arg(long)]
     pub check_config: bool,
@@ -75,6 +79,7 @@ impl ServeArgs {
             max_plugin_size: self.max_plugin_size,
             max_task_memory: self.max_task_memory,
             max_task_timeout: self.max_task_timeout,
+            max_wait: self.max_wait,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct ServiceConfig {
     pub plugins_dir: PathBuf,
     /// Largest component accepted.
     pub max_plugin_bytes: usize,
+    /// Longest a caller may wait for an execution's end in one request
+    /// (`?wait=`); longer asks are cut to this.
+    pub max_wait: Duration,
 }
 
 impl ServiceConfig {
@@ -54,6 +57,7 @@ impl ServiceConfig {
             quotas: Quotas::default(),
             plugins_dir,
             max_plugin_bytes: 64 << 20,
+            max_wait: Duration::from_secs(60),
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct Settings {
     /// Longest `limits.timeout` a task may ask for.
     #[serde(with = "humantime_serde")]
     pub max_task_timeout: Option<Duration>,
+    /// Longest `?wait=` a request may wait for an execution's end.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
 }
 
 impl Settings {
@@ -103,6 +110,7 @@ impl Settings {
             max_plugin_size: self.max_plugin_size.or(lower.max_plugin_size),
             max_task_memory: self.max_task_memory.or(lower.max_task_memory),
             max_task_timeout: self.max_task_timeout.or(lower.max_task_timeout),
+            max_wait: self.max_wait.or(lower.max_wait),
         }
     }
 
@@ -152,6 +160,8 @@ pub struct ServeConfig {
     pub max_task_memory: ByteSize,
     #[serde(with = "humantime_serde")]
     pub max_task_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 /// The address `ward serve` listens on unless told otherwise.
@@ -183,6 +193,7 @@ impl ServeConfig {
                 .max_task_memory
                 .unwrap_or(ByteSize::b(bounds.max_memory_bytes)),
             max_task_timeout: s.max_task_timeout.unwrap_or(bounds.max_timeout),
+            max_wait: s.max_wait.unwrap_or(service.max_wait),
         };
         let problems = config.problems();
         if problems.is_empty() {
@@ -245,6 +256,12 @@ impl ServeConfig {
         if self.max_task_timeout < Duration::from_secs(1) {
             p.push("max_task_timeout must be at least 1s".into());
         }
+        if self.max_wait > Duration::from_secs(3600) {
+            p.push(format!(
+                "max_wait must be at most 1h, got {}",
+                humantime::format_duration(self.max_wait)
+            ));
+        }
         if let Some(dir) = &self.plugins
             && !dir.is_dir()
         {
@@ -263,6 +280,7 @@ impl ServeConfig {
         s.max_plugin_bytes = usize::try_from(self.max_plugin_size.as_u64()).unwrap_or(usize::MAX);
         s.bounds.max_memory_bytes = self.max_task_memory.as_u64();
         s.bounds.max_timeout = self.max_task_timeout;
+        s.max_wait = self.max_wait;
         s
     }
 
@@ -385,7 +403,7 @@ mod tests {
             "ward.yaml",
             "slots: 0\nlease: 10ms\nshutdown_grace: 2h\nmax_plugin_size: 2GiB\n\
              max_task_memory: 1KiB\nmax_task_timeout: 0s\nplugins: /no/such/dir\n\
-             queue_limits: {\"bad queue\": 0}\n",
+             max_wait: 2h\nqueue_limits: {\"bad queue\": 0}\n",
         );
         let e = ServeConfig::resolve([bad]).unwrap_err();
         let text = e.to_string();
@@ -401,6 +419,7 @@ mod tests {
             "max_plugin_size",
             "max_task_memory",
             "max_task_timeout",
+            "max_wait",
             "plugins",
             "queue_limits: queue name",
             "queue_limits.bad queue",
@@ -410,7 +429,7 @@ mod tests {
                 "{key}: {text}"
             );
         }
-        assert_eq!(e.problems.len(), 9, "{text}");
+        assert_eq!(e.problems.len(), 10, "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod catalog;
 pub mod config;
 mod dispatch;
 pub mod error;
+pub mod follow;
 mod leases;
 pub mod local;
 mod reads;

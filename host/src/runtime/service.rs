@@ -64,6 +64,9 @@ pub struct Service {
     /// Set when the shutdown grace ran out: attempts interrupted now are
     /// reported as the host's shutdown, not as the guest's end.
     pub(super) stopping: AtomicBool,
+    /// Cancelled when shutdown has finished with the attempts: followers
+    /// and waiting callers are then let go.
+    pub(super) closing: CancellationToken,
     pub(super) clock: Arc<dyn Clock>,
 }
 
@@ -106,6 +109,7 @@ impl Service {
             seq: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            closing: CancellationToken::new(),
             clock,
         });
         svc.recover().await?;
@@ -228,7 +232,8 @@ impl Service {
     /// attempts. Those still running then are interrupted and recorded as
     /// stopped by the shutdown: due again at once at the next start, without
     /// using up one of their attempts. What cannot be recorded in time is
-    /// closed by recovery at the next start.
+    /// closed by recovery at the next start. Then followers and waiting
+    /// callers are let go (they got every end that happened meanwhile).
     pub async fn shutdown(&self) {
         self.accepting.store(false, AtomicOrdering::SeqCst);
         self.wake.notify_one();
@@ -243,6 +248,7 @@ impl Service {
             }
             self.wait_idle(Duration::from_secs(5)).await;
         }
+        self.closing.cancel();
     }
 
     /// Waits up to `limit` for every attempt to end; whether they did.

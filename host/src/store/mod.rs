@@ -9,9 +9,11 @@
 //! implements the same trait with the same planner (leases and fencing
 //! tokens are already recorded).
 
+pub mod changes;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -266,4 +268,7 @@ pub trait Store: Send + Sync + 'static {
     async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>>;
     async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>>;
     async fn metrics(&self, execution_id: &str) -> StoreResult<Vec<AttemptMetric>>;
+
+    /// Where every commit's events and log lines are published.
+    fn changes(&self) -> &Arc<changes::Changes>;
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
+use super::changes::Changes;
 use super::*;
 use crate::model::clock::{self, Clock};
 use crate::model::execution::{Attempt, AttemptPhase, TaskRun};
@@ -27,6 +28,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     writer: Writer,
     clock: Arc<dyn Clock>,
+    changes: Arc<Changes>,
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -49,10 +51,20 @@ impl SqliteStore {
 
     /// Like [`open`](Self::open), with time from `clock`.
     pub async fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        Self::open_with(path, clock, Arc::new(Changes::default())).await
+    }
+
+    /// Like [`open`](Self::open), with time from `clock` and commits
+    /// published on `changes`.
+    pub async fn open_with(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        changes: Arc<Changes>,
+    ) -> StoreResult<Self> {
         let mut conn = SqliteConnection::connect_with(&options(path)).await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
         conn.close().await?;
-        let writer = Writer::open(path)?;
+        let writer = Writer::open(path, changes.clone())?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options(path).read_only(true))
@@ -61,6 +73,7 @@ impl SqliteStore {
             read,
             writer,
             clock,
+            changes,
         })
     }
 
@@ -405,7 +418,7 @@ impl Store for SqliteStore {
 
     fn append_logs(&self, lines: Vec<NewLog>) {
         if !lines.is_empty() {
-            self.writer.fire(move |c| writes::append_logs(c, &lines));
+            self.writer.fire(move |c| writes::append_logs(c, lines));
         }
     }
 
@@ -533,6 +546,10 @@ impl Store for SqliteStore {
             );
         }
         Ok(out)
+    }
+
+    fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 }
 

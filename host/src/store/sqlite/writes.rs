@@ -17,6 +17,10 @@
 //! SQLite copy each touched page into a sub-journal: measurable at this
 //! rate). A failure of SQLite itself rolls the whole batch back and fails
 //! every write in it.
+//!
+//! After each commit the writer publishes what the batch made durable (its
+//! events and log lines, with their ids) on the store's [`Changes`] hub,
+//! for followers and waiting callers; only for executions someone follows.
 
 use std::path::Path;
 use std::sync::{Arc, mpsc};
@@ -26,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::super::changes::{Changes, ExecutionChanges};
 use super::super::*;
 use crate::model::clock::Clock;
 use crate::model::now;
@@ -58,8 +63,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Opens the writer's connection to an already migrated database.
-    pub fn open(path: &Path) -> StoreResult<Writer> {
+    /// Opens the writer's connection to an already migrated database;
+    /// commits are published on `changes`.
+    pub fn open(path: &Path, changes: Arc<Changes>) -> StoreResult<Writer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // A small page cache (every commit walks it: pcache1Truncate) and the
@@ -73,7 +79,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ward-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, changes))
             .map_err(|e| StoreError::Unavailable(format!("starting the writer: {e}")))?;
         Ok(Writer { jobs: tx })
     }
@@ -150,7 +156,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, changes: Arc<Changes>) {
     let mut pending: std::collections::VecDeque<Job> = Default::default();
     loop {
         if pending.is_empty() {
@@ -171,7 +177,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 let (_, ack) = job(&conn);
                 ack(Err(e.to_string()));
             }
-            discard_events();
+            discard_pending();
             continue;
         }
         let mut acks = Vec::with_capacity(pending.len());
@@ -190,7 +196,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             broken = true;
         }
         let commit = if broken {
-            discard_events();
+            discard_pending();
             let _ = conn.execute_batch("ROLLBACK");
             Err("a write in the same batch failed; the batch was rolled back".to_string())
         } else {
@@ -203,14 +209,80 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 }
             }
         };
+        if commit.is_ok() {
+            publish(&changes);
+        } else {
+            discard_pending();
+        }
         for ack in acks {
             ack(commit.clone());
         }
     }
 }
 
+/// Hands the committed batch's events and log lines to their followers.
+/// Before the acknowledgements: a caller told of a commit and following
+/// next finds it in the store, one following already finds it here.
+fn publish(changes: &Changes) {
+    let events = EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    let logs = LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    if !changes.is_followed() {
+        return;
+    }
+    let mut by_execution: Vec<ExecutionChanges> = Vec::new();
+    // Per execution touched: its place in `by_execution`, or None when
+    // nobody follows it.
+    let mut places: std::collections::HashMap<String, Option<usize>> = Default::default();
+    let mut place = |id: &str, by_execution: &mut Vec<ExecutionChanges>| -> Option<usize> {
+        if let Some(p) = places.get(id) {
+            return *p;
+        }
+        let p = changes.wants(id).then(|| {
+            by_execution.push(ExecutionChanges {
+                execution_id: id.to_string(),
+                ..Default::default()
+            });
+            by_execution.len() - 1
+        });
+        places.insert(id.to_string(), p);
+        p
+    };
+    for e in events {
+        let Some(i) = place(&e.execution_id, &mut by_execution) else {
+            continue;
+        };
+        by_execution[i].events.push(Event {
+            id: e.id,
+            detail: serde_json::from_str(&e.detail).unwrap_or(Value::Null),
+            execution_id: e.execution_id,
+            ts: e.ts,
+            kind: e.kind.to_string(),
+            from: e.from,
+            to: e.to,
+        });
+    }
+    for (id, l) in logs {
+        let Some(i) = place(&l.execution_id, &mut by_execution) else {
+            continue;
+        };
+        by_execution[i].logs.push(StoredLog {
+            id,
+            attempt: l.attempt,
+            ts: l.ts,
+            level: l.level,
+            source: l.source,
+            message: l.message,
+        });
+    }
+    if !by_execution.is_empty() {
+        changes.publish(by_execution);
+    }
+}
+
 /// An event waiting for its batch's commit.
 struct PendingEvent {
+    /// Its row id, once written.
+    id: i64,
     execution_id: String,
     ts: String,
     kind: &'static str,
@@ -225,6 +297,9 @@ thread_local! {
     /// execution were a good part of the writer's time), dropped if the
     /// batch rolls back.
     static EVENTS: std::cell::RefCell<Vec<PendingEvent>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Log lines of the batch in progress with their row ids, kept until
+    /// the commit for publication.
+    static LOGS: std::cell::RefCell<Vec<(i64, NewLog)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows per multi-row event insert.
@@ -241,6 +316,7 @@ pub(super) fn push_event(
 ) {
     EVENTS.with(|e| {
         e.borrow_mut().push(PendingEvent {
+            id: 0,
             execution_id: execution_id.to_string(),
             ts: ts.to_string(),
             kind,
@@ -251,26 +327,39 @@ pub(super) fn push_event(
     });
 }
 
-fn discard_events() {
+fn discard_pending() {
     EVENTS.with(|e| e.borrow_mut().clear());
+    LOGS.with(|l| l.borrow_mut().clear());
 }
 
-/// Writes the batch's events, in the order they happened.
+/// Writes the batch's events, in the order they happened, and notes their
+/// ids for publication.
 fn flush_events(c: &Connection) -> StoreResult<()> {
-    let events = EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    EVENTS.with(|e| insert_events(c, &mut e.borrow_mut()))
+}
+
+fn insert_events(c: &Connection, events: &mut [PendingEvent]) -> StoreResult<()> {
     let insert = |n: usize| {
         let rows = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
         format!(
             "INSERT INTO events (execution_id, ts, kind, from_state, to_state, detail) VALUES {rows}"
         )
     };
-    for chunk in events.chunks(EVENT_CHUNK) {
+    for chunk in events.chunks_mut(EVENT_CHUNK) {
         let mut st = c.prepare_cached(&insert(chunk.len()))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 6);
-        for e in chunk {
+        for e in chunk.iter() {
             values.extend_from_slice(&[&e.execution_id, &e.ts, &e.kind, &e.from, &e.to, &e.detail]);
         }
         st.execute(values.as_slice())?;
+        drop(values);
+        // One statement on the only writer: the rows took consecutive ids
+        // (AUTOINCREMENT), the last one's is SQLite's last insert rowid.
+        let last = c.last_insert_rowid();
+        let first = last - chunk.len() as i64 + 1;
+        for (i, e) in chunk.iter_mut().enumerate() {
+            e.id = first + i as i64;
+        }
     }
     Ok(())
 }
@@ -479,8 +568,10 @@ pub(super) fn save_checkpoint(
     Ok(())
 }
 
-pub(super) fn append_logs(c: &Connection, lines: &[NewLog]) -> StoreResult<()> {
+/// Writes log lines; kept with their ids until the commit publishes them.
+pub(super) fn append_logs(c: &Connection, lines: Vec<NewLog>) -> StoreResult<()> {
     let mut st = c.prepare_cached("INSERT INTO logs (execution_id, attempt, ts, level, source, message) VALUES (?, ?, ?, ?, ?, ?)")?;
+    let mut written = Vec::with_capacity(lines.len());
     for l in lines {
         st.execute(params![
             l.execution_id,
@@ -490,7 +581,9 @@ pub(super) fn append_logs(c: &Connection, lines: &[NewLog]) -> StoreResult<()> {
             l.source,
             l.message
         ])?;
+        written.push((c.last_insert_rowid(), l));
     }
+    LOGS.with(|pending| pending.borrow_mut().extend(written));
     Ok(())
 }
 
