@@ -26,11 +26,24 @@ pub(super) struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::configured(|_| {}, Arc::default()).await
+    }
+
+    /// A harness whose service config `configure` adjusts and whose store
+    /// publishes its commits on `changes`.
+    pub async fn configured(
+        configure: impl FnOnce(&mut ServiceConfig),
+        changes: Arc<crate::store::changes::Changes>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
-            SqliteStore::open(&dir.path().join("ward.db"))
-                .await
-                .unwrap(),
+            SqliteStore::open_with(
+                &dir.path().join("ward.db"),
+                crate::model::clock::system(),
+                changes,
+            )
+            .await
+            .unwrap(),
         );
         let media = Arc::new(
             MediaStore::open(
@@ -40,14 +53,9 @@ impl Harness {
             .unwrap(),
         );
         let sandbox = Arc::new(Sandbox::new(EngineConfig::default()).unwrap());
-        let svc = Service::start(
-            store,
-            sandbox,
-            media,
-            ServiceConfig::new(dir.path().join("components")),
-        )
-        .await
-        .unwrap();
+        let mut config = ServiceConfig::new(dir.path().join("components"));
+        configure(&mut config);
+        let svc = Service::start(store, sandbox, media, config).await.unwrap();
         let chaos = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../plugins/target/wasm32-wasip2/release/chaos.wasm");
         let bytes = std::fs::read(&chaos)
@@ -57,13 +65,7 @@ impl Harness {
     }
 
     pub async fn call(&self, method: &str, uri: &str, body: Value) -> (StatusCode, String, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let resp = super::app(self.svc.clone()).oneshot(req).await.unwrap();
+        let resp = self.send(method, uri, &[], body).await;
         let status = resp.status();
         let content_type = resp
             .headers()
@@ -76,12 +78,31 @@ impl Harness {
         (status, content_type, json)
     }
 
-    async fn task(&self, spec: Value) {
+    /// The router's response to one request, its body unread.
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> axum::response::Response {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Body::from(body.to_string())).unwrap();
+        super::app(self.svc.clone()).oneshot(req).await.unwrap()
+    }
+
+    pub async fn task(&self, spec: Value) {
         let spec = serde_json::from_value(spec).unwrap();
         self.svc.create_task(spec).await.unwrap();
     }
 
-    async fn start(&self, task: &str, input: Value) -> String {
+    pub async fn start(&self, task: &str, input: Value) -> String {
         let (e, _) = self
             .svc
             .start_execution(
@@ -114,11 +135,11 @@ impl Harness {
         }
     }
 
-    async fn until_state(&self, id: &str, state: ExecutionState) {
+    pub async fn until_state(&self, id: &str, state: ExecutionState) {
         self.until(id, state.as_str(), |e| e.state == state).await;
     }
 
-    async fn until_run(&self, id: &str, state: TaskRunState) {
+    pub async fn until_run(&self, id: &str, state: TaskRunState) {
         self.until(id, state.as_str(), |e| {
             e.task_runs.as_ref().is_some_and(|r| r[0].state == state)
         })

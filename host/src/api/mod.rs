@@ -8,6 +8,8 @@ mod control_tests;
 mod cursor;
 mod executions;
 mod extract;
+#[cfg(test)]
+mod follow_tests;
 mod openapi;
 mod plugins;
 pub mod problem;
