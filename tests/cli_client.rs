@@ -216,3 +216,64 @@ fn an_unreachable_server_says_how_to_start_one() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn watch_prints_each_pushed_change_and_log_line_until_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_bare(dir.path());
+    let chaos = common::plugin("chaos");
+    let out = ward(
+        &s,
+        &["plugin", "push", chaos.to_str().unwrap(), "--name", "chaos"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    s.create_task(serde_json::json!({"name": "slow", "action": "chaos"}))
+        .await;
+    let id = s
+        .start(
+            "slow",
+            serde_json::json!({"mode": "slow", "steps": 4, "step_ms": 100}),
+        )
+        .await;
+    // Not a terminal: one line per change, and every log line.
+    let out = ward(&s, &["execution", "watch", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let steps: Vec<usize> = (0..4)
+        .map(|i| {
+            text.find(&format!("step {i} done"))
+                .unwrap_or_else(|| panic!("step {i}: {text}"))
+        })
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "in order: {text}");
+    let running = text.find("RUNNING").expect(&text);
+    let success = text.rfind("SUCCESS").expect(&text);
+    assert!(running < success, "{text}");
+    assert!(
+        text.lines().last().unwrap().starts_with("SUCCESS"),
+        "ends with the final state: {text}"
+    );
+
+    // `start --wait` on the same task: the outputs once it has ended.
+    let out = ward(
+        &s,
+        &[
+            "execution",
+            "start",
+            "slow",
+            "--input",
+            r#"{"mode":"slow","steps":2,"step_ms":50}"#,
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let e = json(&out);
+    assert_eq!(e["state"], "SUCCESS");
+    assert_eq!(e["result"]["ran"], serde_json::json!([0, 1]), "{e}");
+}

@@ -708,3 +708,56 @@ async fn an_attempt_cut_short_by_shutdown_runs_again_without_using_a_retry() {
     );
     assert_eq!(a[1]["status"], "success");
 }
+
+#[tokio::test]
+async fn a_stopping_server_lets_its_waiting_and_following_callers_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ward.json");
+    std::fs::write(&config, r#"{"shutdown_grace": "200ms"}"#).unwrap();
+    let s = Server::launch_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    s.create_task(json!({"name": "sleeper", "action": "chaos"}))
+        .await;
+    let id = s
+        .start("sleeper", json!({"mode": "sleep", "ms": 600000}))
+        .await;
+    s.wait_for(&id, "RUNNING", WAIT).await;
+    let waiting = s
+        .http
+        .get(s.url(&format!("/executions/{id}?wait=60s")))
+        .send();
+    let following = async {
+        let r = s
+            .http
+            .get(s.url(&format!("/executions/{id}/events?follow=true")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The whole body: it ends when the server lets the follower go.
+        r.text().await.unwrap_or_default()
+    };
+    let stop = async {
+        // Both requests are in by then (a later one is let go at once too).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &s.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let (waited, followed, ()) =
+        tokio::time::timeout(WAIT, async { tokio::join!(waiting, following, stop) })
+            .await
+            .expect("let go when the server stops");
+    let waited = waited.unwrap();
+    assert_eq!(waited.status(), 202);
+    assert!(
+        waited.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with(&id)
+    );
+    assert!(followed.contains("event: event"), "{followed}");
+    assert!(!followed.contains("event: end"), "not ended: {followed}");
+    assert!(s.wait_exit(Duration::from_secs(20)), "the server exits");
+}

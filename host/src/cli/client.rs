@@ -157,11 +157,15 @@ impl Client {
     }
 
     /// Sends the request and decodes its JSON answer (`null` for no body).
+    /// Requests time out after 2 minutes unless they set their own.
     async fn json<T: DeserializeOwned>(
         &self,
         request: RequestBuilder,
     ) -> Result<(StatusCode, Reply<T>), ClientError> {
-        let response = self.send(request.timeout(REQUEST_TIMEOUT)).await?;
+        let (http, request) = request.build_split();
+        let mut request = request.map_err(|e| self.transport(e))?;
+        request.timeout_mut().get_or_insert(REQUEST_TIMEOUT);
+        let response = self.send(RequestBuilder::from_parts(http, request)).await?;
         let status = response.status();
         let url = response.url().to_string();
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
@@ -239,20 +243,42 @@ impl Client {
     }
 
     /// `POST /tasks/{id}/executions` with trigger `cli`; without an input
-    /// the task's own applies.
+    /// the task's own applies. With `wait`, the server answers once the
+    /// execution has ended or the wait ran out (the state says which).
     pub async fn start_execution(
         &self,
         task: &str,
         input: Option<Value>,
+        wait: Option<Duration>,
     ) -> Result<Reply<Execution>, ClientError> {
         let mut body = serde_json::json!({ "trigger": "cli" });
         if let Some(input) = input {
             body["input"] = input;
         }
+        let url = Self::with_query(
+            self.url(&["tasks", task, "executions"]),
+            &[("wait", wait.map(|w| format!("{}ms", w.as_millis())))],
+        );
         let request = self
             .http
-            .post(self.url(&["tasks", task, "executions"]))
-            .json(&body);
+            .post(url)
+            .json(&body)
+            .timeout(REQUEST_TIMEOUT + wait.unwrap_or_default());
+        Ok(self.json(request).await?.1)
+    }
+
+    /// `GET /executions/{id}?wait=`: the execution once it has ended, or as
+    /// it is when `wait` ran out.
+    pub async fn wait_for_end(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Reply<Execution>, ClientError> {
+        let url = Self::with_query(
+            self.url(&["executions", id]),
+            &[("wait", Some(format!("{}ms", wait.as_millis())))],
+        );
+        let request = self.http.get(url).timeout(REQUEST_TIMEOUT + wait);
         Ok(self.json(request).await?.1)
     }
 
@@ -288,8 +314,17 @@ impl Client {
 
     /// `GET /executions/{id}/logs?follow=true`: the server-sent events.
     pub async fn follow_logs(&self, id: &str) -> Result<EventStream, ClientError> {
+        self.follow(id, "logs").await
+    }
+
+    /// `GET /executions/{id}/events?follow=true`: the server-sent events.
+    pub async fn follow_events(&self, id: &str) -> Result<EventStream, ClientError> {
+        self.follow(id, "events").await
+    }
+
+    async fn follow(&self, id: &str, feed: &str) -> Result<EventStream, ClientError> {
         let url = Self::with_query(
-            self.url(&["executions", id, "logs"]),
+            self.url(&["executions", id, feed]),
             &[("follow", Some("true".into()))],
         );
         let request = self

@@ -13,16 +13,18 @@ use serde_json::Value;
 use super::client::{Client, Control, ExecutionFilter};
 use super::exit;
 use super::output::{or_dash, out, outln, print_json, table};
+use super::sse::EventStream;
 use super::time::{duration_display, parse_time, short_time, time_of_day};
 use crate::model::execution::{Attempt, Execution, StoredLog};
 use crate::model::limits::shorten;
 use crate::model::state::{ExecutionState, TaskRunState};
 use crate::sandbox::report::AttemptError;
 
-/// How often `start --wait` asks whether the execution has ended.
-const WAIT_POLL: Duration = Duration::from_millis(100);
-/// How often `watch` redraws.
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How long one request of `start --wait` waits on the server; it asks
+/// again until the execution has ended (the server may cut it shorter).
+const WAIT_ROUND: Duration = Duration::from_secs(60);
+/// How often `watch` redraws its clock between pushed changes.
+const WATCH_TICK: Duration = Duration::from_secs(1);
 /// Log lines `watch` shows.
 const WATCH_LOG_LINES: usize = 10;
 
@@ -132,7 +134,8 @@ async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u
         .map(serde_json::from_str::<Value>)
         .transpose()
         .context("--input is not valid JSON")?;
-    let execution = client.start_execution(&args.task, input).await?;
+    let wait = args.wait.then_some(WAIT_ROUND);
+    let execution = client.start_execution(&args.task, input, wait).await?;
     if !args.wait {
         if json {
             print_json(&execution.json);
@@ -149,8 +152,7 @@ async fn start(client: &Client, args: StartArgs, json: bool) -> anyhow::Result<u
     let id = execution.value.id.clone();
     let mut current = execution;
     while !current.value.state.is_terminal() {
-        tokio::time::sleep(WAIT_POLL).await;
-        current = client.execution(&id).await?;
+        current = client.wait_for_end(&id, WAIT_ROUND).await?;
     }
     if json {
         print_json(&current.json);
@@ -448,31 +450,26 @@ fn change_line(e: &Execution) -> String {
     format!("{}  attempt {}", e.state, attempt_summary(e))
 }
 
+/// Redraws (or prints a line) on each change the server pushes: an event
+/// of the execution or a log line; between them only the clock moves.
 async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
     let redraw = !json && std::io::stdout().is_terminal();
+    let mut events = client.follow_events(id).await?;
+    let mut log_stream = if json {
+        None
+    } else {
+        Some(client.follow_logs(id).await?)
+    };
     let mut logs: VecDeque<String> = VecDeque::new();
-    let mut after: Option<i64> = None;
     let mut last_change: Option<String> = None;
+    let mut reply = client.execution(id).await?;
+    let mut ended = false;
+    let mut tick = tokio::time::interval(WATCH_TICK);
     if redraw {
         out!("\x1b[2J");
     }
     loop {
-        let reply = client.execution(id).await?;
         let e = &reply.value;
-        // Logs after the state: once the execution has ended, every line is in.
-        if !json {
-            for (l, _) in fetch_logs(client, id, after).await? {
-                after = Some(l.id).max(after);
-                let line = log_line(&l);
-                if !redraw {
-                    outln!("{line}");
-                }
-                logs.push_back(line);
-                if logs.len() > WATCH_LOG_LINES {
-                    logs.pop_front();
-                }
-            }
-        }
         let change = change_line(e);
         if redraw {
             // Home, then each line clears its rest, then clear below.
@@ -486,10 +483,54 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
             }
             last_change = Some(change);
         }
-        if e.state.is_terminal() {
+        if ended && log_stream.is_none() {
             return Ok(exit_code(e.state));
         }
-        tokio::time::sleep(WATCH_POLL).await;
+        tokio::select! {
+            event = events.next(), if !ended => match event? {
+                Some(event) if event.event == "end" => {
+                    ended = true;
+                    reply = client.execution(id).await?;
+                }
+                Some(_) => reply = client.execution(id).await?,
+                None => bail!("the event stream of {id} closed before the execution ended"),
+            },
+            line = next_log(&mut log_stream) => match line? {
+                Some(line) => {
+                    if !redraw {
+                        outln!("{line}");
+                    }
+                    logs.push_back(line);
+                    if logs.len() > WATCH_LOG_LINES {
+                        logs.pop_front();
+                    }
+                }
+                // Every line is in once the log stream has ended.
+                None => log_stream = None,
+            },
+            _ = tick.tick(), if redraw => {}
+        }
+    }
+}
+
+/// The next log line of a followed log, `None` at its end; pending
+/// forever without a log stream.
+async fn next_log(stream: &mut Option<EventStream>) -> anyhow::Result<Option<String>> {
+    let Some(s) = stream else {
+        return std::future::pending().await;
+    };
+    loop {
+        match s.next().await? {
+            Some(event) if event.event == "log" => {
+                return Ok(Some(match serde_json::from_str::<StoredLog>(&event.data) {
+                    Ok(log) => log_line(&log),
+                    Err(_) => event.data,
+                }));
+            }
+            Some(event) if event.event == "end" => return Ok(None),
+            Some(_) => continue,
+            None => bail!("the log stream closed before the execution ended"),
+        }
     }
 }
 
