@@ -6,8 +6,16 @@
 //! 1. throughput to SUCCESS, and trigger→start / trigger→end percentiles;
 //! 2. the same at about half that load, rate-limited;
 //! 3. per-request latency seen by ordinary clients (curl, Python `requests`);
-//! 4. again with 1,000,000 finished executions already stored, and the
+//! 4. callers who wait for the result: sequential trigger → caller knows
+//!    SUCCESS with `?wait` and by following the execution's events; a
+//!    closed loop of 64 callers each using `?wait`; the server's CPU per
+//!    execution with and without 1,000 idle followers attached;
+//! 5. again with 1,000,000 finished executions already stored, and the
 //!    query plans of the hot queries.
+//!
+//! `WARD_LOAD_SECTIONS` picks sections (comma-separated: `throughput`,
+//! `wait`, `follow`, `stored`; default all); `WARD_BIN` runs another
+//! `ward` binary as the server (to compare builds in one run).
 //!
 //! Times on the server side come from the execution's `started_at` and
 //! `ended_at`; the client records when it sent each trigger (same machine,
@@ -34,7 +42,8 @@ impl Server {
     fn start(data: &Path) -> Server {
         let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../plugins/target/wasm32-wasip2/release");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        let bin = std::env::var("WARD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ward").into());
+        let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .arg("--plugins")
@@ -155,7 +164,7 @@ async fn load(base: &str, n: usize, rate: Option<f64>) -> Run {
     loop {
         let v: Value = client
             .get(format!(
-                "{base}/api/v1/executions?status=pending,running&limit=1"
+                "{base}/api/v1/executions?status=pending,running&task_id=noop&limit=1"
             ))
             .send()
             .await
@@ -254,6 +263,230 @@ fn ordinary_clients(base: &str) {
     }
 }
 
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(2 * CONCURRENCY)
+        .build()
+        .unwrap()
+}
+
+/// Reads a followed feed until its `end` event.
+async fn until_end(r: reqwest::Response) {
+    let mut r = r;
+    let mut seen = String::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if seen.contains("event: end") {
+            return;
+        }
+    }
+    panic!("the follow closed without an end: {seen}");
+}
+
+/// Sequential trigger → caller knows SUCCESS, `n` times, by following the
+/// execution's events (a trigger, then a follow from the start).
+async fn follow_latency(base: &str, n: usize) -> Vec<f64> {
+    let client = client();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/tasks/noop/executions"))
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let e: Value = r.json().await.unwrap();
+        let id = e["id"].as_str().unwrap();
+        let r = client
+            .get(format!("{base}/api/v1/executions/{id}/events?follow=true"))
+            .send()
+            .await
+            .unwrap();
+        until_end(r).await;
+        lat.push(ms(t));
+    }
+    sorted(lat)
+}
+
+/// Sequential trigger with `?wait` → the ended execution, `n` times.
+async fn wait_latency(base: &str, n: usize) -> Vec<f64> {
+    let client = client();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/tasks/noop/executions?wait=30s"))
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["state"], "SUCCESS", "{e}");
+        lat.push(ms(t));
+    }
+    sorted(lat)
+}
+
+/// `callers` callers, each triggering with `?wait` and triggering again
+/// when told of the end, until `n` executions have ended: executions/s.
+async fn closed_loop(base: &str, n: usize, callers: usize) -> f64 {
+    let client = client();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let (client, next) = (client.clone(), next.clone());
+        let url = format!("{base}/api/v1/tasks/noop/executions?wait=30s");
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let r = client.post(&url).body("").send().await.unwrap();
+                assert_eq!(r.status(), 201);
+                let e: Value = r.json().await.unwrap();
+                assert_eq!(e["state"], "SUCCESS", "{e}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The process's CPU time so far (user + system), in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime, stime
+    // are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 1000.0 / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// `count` executions that will not change while the benchmark runs:
+/// queued behind a blocker of a one-at-a-time task.
+async fn held_executions(base: &str, count: usize) -> Vec<String> {
+    let client = client();
+    let r = client
+        .post(format!("{base}/api/v1/tasks"))
+        .json(&json!({"name": "held", "action": "chaos", "concurrency": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let start = |input: Value| {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/tasks/held/executions");
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({ "input": input }))
+                .send()
+                .await
+                .unwrap();
+            let e: Value = r.json().await.unwrap();
+            e["id"].as_str().unwrap().to_string()
+        }
+    };
+    start(json!({"mode": "sleep", "ms": 3_600_000})).await;
+    let mut held = Vec::new();
+    for _ in 0..count {
+        held.push(start(json!({"mode": "ok"})).await);
+    }
+    held
+}
+
+/// Attaches a follower of its events to each execution; returns the tasks
+/// holding them, once all are attached.
+async fn idle_followers(base: &str, ids: &[String]) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut held = Vec::new();
+    for id in ids {
+        let url = format!("{base}/api/v1/executions/{id}/events?follow=true");
+        let client = reqwest::Client::new();
+        let (ready, attached) = tokio::sync::oneshot::channel();
+        held.push(tokio::spawn(async move {
+            let mut r = client.get(url).send().await.unwrap();
+            // The stored `created` event, then nothing.
+            let _ = r.chunk().await;
+            let _ = ready.send(());
+            while let Ok(Some(_)) = r.chunk().await {}
+        }));
+        attached.await.unwrap();
+    }
+    held
+}
+
+async fn waiting(server: &Server, base: &str, sections: &[String]) {
+    let has = |s: &str| sections.iter().any(|x| x == s);
+    let line = |label: &str, v: &[f64]| {
+        println!(
+            "  {label}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99)
+        )
+    };
+    const SEQ: usize = 2_000;
+    println!("callers who wait for the result (sequential, {SEQ} each):");
+    follow_latency(base, 200).await; // warm up
+    line(
+        "trigger → end seen following events",
+        &follow_latency(base, SEQ).await,
+    );
+    if !has("wait") {
+        return;
+    }
+    wait_latency(base, 200).await;
+    line(
+        "trigger with ?wait → ended execution",
+        &wait_latency(base, SEQ).await,
+    );
+    if std::env::var_os("WARD_LOAD_PAUSE").is_some() {
+        // For a profiler: attach to the server, then press Enter.
+        println!("server pid {}; press Enter", server.child.id());
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    let loop_n = 20_000;
+    closed_loop(base, 2_000, CONCURRENCY).await;
+    println!(
+        "closed loop, {CONCURRENCY} callers each using ?wait: {:.0} executions/s ({loop_n} executions)",
+        closed_loop(base, loop_n, CONCURRENCY).await
+    );
+    let pid = server.child.id();
+    let cpu_per_execution = || async {
+        let before = cpu_ms(pid);
+        closed_loop(base, loop_n, CONCURRENCY).await;
+        (cpu_ms(pid) - before) / loop_n as f64
+    };
+    let held = held_executions(base, 1_000).await;
+    let bare = cpu_per_execution().await;
+    let followers = idle_followers(base, &held).await;
+    let followed = cpu_per_execution().await;
+    println!(
+        "server CPU per execution (closed loop of {CONCURRENCY}, ?wait): {:.3} ms without followers, {:.3} ms with 1,000 idle followers attached = {:.2}×",
+        bare,
+        followed,
+        followed / bare
+    );
+    for f in followers {
+        f.abort();
+    }
+}
+
 /// Adds `count` finished executions (with task runs and attempts) straight
 /// into the database, as a year of history would.
 async fn preload(db: &Path, task_id: &str, count: u64) {
@@ -343,6 +576,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    let sections: Vec<String> = std::env::var("WARD_LOAD_SECTIONS")
+        .unwrap_or_else(|_| "throughput,wait,follow,stored".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let has = |s: &str| sections.iter().any(|x| x == s);
 
     let server = Server::start(dir.path());
     let base = format!("http://{}", server.base.trim_start_matches("http://"));
@@ -358,12 +597,22 @@ fn main() {
     });
     rt.block_on(load(&base, 2_000, None)); // warm up
     let empty = rt.block_on(load(&base, n, None));
-    empty.print(&format!("empty store, concurrency {CONCURRENCY}"));
-    let half = empty.throughput() / 2.0;
-    let run = rt.block_on(load(&base, (half * 5.0) as usize, Some(half)));
-    run.print(&format!("half load ({half:.0}/s offered)"));
-    ordinary_clients(&base);
+    if has("throughput") || has("stored") {
+        empty.print(&format!("empty store, concurrency {CONCURRENCY}"));
+    }
+    if has("throughput") {
+        let half = empty.throughput() / 2.0;
+        let run = rt.block_on(load(&base, (half * 5.0) as usize, Some(half)));
+        run.print(&format!("half load ({half:.0}/s offered)"));
+        ordinary_clients(&base);
+    }
+    if has("wait") || has("follow") {
+        rt.block_on(waiting(&server, &base, &sections));
+    }
     server.stop();
+    if !has("stored") {
+        return;
+    }
 
     rt.block_on(preload(&dir.path().join("ward.db"), &task_id, 1_000_000));
     let server = Server::start(dir.path());

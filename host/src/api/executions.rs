@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -123,46 +122,40 @@ pub async fn start(
             Some(k.to_string())
         }
     };
-    let (exec, created) = svc
-        .start_execution(&task, start.input, start.labels, trigger, key)
-        .await?;
+    let (exec, created) = match wait {
+        None => {
+            svc.start_execution(&task, start.input, start.labels, trigger, key)
+                .await?
+        }
+        Some(limit) => {
+            svc.start_execution_and_wait(&task, start.input, start.labels, trigger, key, limit)
+                .await?
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    match wait {
-        None => Ok((status, Json(exec)).into_response()),
-        Some(limit) => waited(&svc, exec, false, limit, status).await,
-    }
+    Ok(match wait {
+        None => (status, Json(exec)).into_response(),
+        Some(_) => waited(exec, status),
+    })
 }
 
-/// Waits up to `limit` for `exec` to end: `status` with the ended
-/// execution, else 202 with it as it is and its `Location`.
-async fn waited(
-    svc: &AppState,
-    exec: Execution,
-    with_runs: bool,
-    limit: Duration,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
-    let exec = if exec.state.is_terminal() {
-        exec
-    } else {
-        svc.wait_for_end(&exec.id, with_runs, limit)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no execution {}", exec.id)))?
-    };
+/// The answer to a request that waited: `status` with an execution that
+/// has ended, else 202 with it as it is and its `Location`.
+fn waited(exec: Execution, status: StatusCode) -> Response {
     if exec.state.is_terminal() {
-        return Ok((status, Json(exec)).into_response());
+        return (status, Json(exec)).into_response();
     }
     let location = format!("/api/v1/executions/{}", exec.id);
-    Ok((
+    (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(exec),
     )
-        .into_response())
+        .into_response()
 }
 
 /// Every value is taken as text and checked by hand, so that a bad one is
@@ -352,12 +345,14 @@ pub async fn get(
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let wait = wait_param(wait.wait.as_deref())?;
-    let exec = load(&svc, &id, true).await?;
-    match wait {
-        None => Ok(Json(exec).into_response()),
-        Some(limit) => waited(&svc, exec, true, limit, StatusCode::OK).await,
-    }
+    let Some(limit) = wait_param(wait.wait.as_deref())? else {
+        return Ok(Json(load(&svc, &id, true).await?).into_response());
+    };
+    let exec = svc
+        .wait_for_end(&id, true, limit)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))?;
+    Ok(waited(exec, StatusCode::OK))
 }
 
 async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution>, ApiError> {

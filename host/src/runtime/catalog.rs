@@ -104,8 +104,7 @@ impl Service {
         self.store.create_task(&task).await?;
         lock(&self.tasks).clear();
         self.lock_dispatch()
-            .task_limits
-            .insert(task.id.clone(), task.spec.concurrency);
+            .set_task_limit(&task.id, task.spec.concurrency);
         Ok(task)
     }
 
@@ -114,8 +113,7 @@ impl Service {
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
         self.lock_dispatch()
-            .task_limits
-            .insert(task.id.clone(), task.spec.concurrency);
+            .set_task_limit(&task.id, task.spec.concurrency);
         Ok(task)
     }
 

@@ -14,11 +14,11 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use super::error::ServiceResult;
+use super::error::{ServiceError, ServiceResult};
 use super::service::Service;
 use crate::model::execution::{Event, Execution, StoredLog};
 use crate::model::state::ExecutionState;
-use crate::store::changes::ExecutionChanges;
+use crate::store::changes::{ExecutionChanges, Subscription};
 
 /// Which of an execution's feeds to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,42 +156,58 @@ impl Service {
     /// The execution once it has ended, or as it is when `limit` runs out
     /// or the server shuts down, whichever comes first; `None` if there is
     /// no such execution. `limit` is cut to the configured `max_wait`.
-    /// Costs a subscription and at most three reads, no polling.
+    /// Costs a subscription and a read or two, no polling.
     pub async fn wait_for_end(
         &self,
         id: &str,
         with_runs: bool,
         limit: Duration,
     ) -> ServiceResult<Option<Execution>> {
+        // Subscribed before the read: an end committed after it is pushed.
+        let changes = self.store.changes().follow(id);
+        let Some(execution) = self.store.execution(id, with_runs).await? else {
+            return Ok(None);
+        };
+        self.wait_on(changes, execution, with_runs, limit)
+            .await
+            .map(Some)
+    }
+
+    /// Waits on `changes`, a subscription taken before `current` was read.
+    pub(super) async fn wait_on(
+        &self,
+        mut changes: Subscription,
+        mut current: Execution,
+        with_runs: bool,
+        limit: Duration,
+    ) -> ServiceResult<Execution> {
         let deadline = tokio::time::Instant::now() + limit.min(self.config.max_wait);
-        let mut changes = self.store.changes().follow(id);
         loop {
-            let Some(execution) = self.store.execution(id, with_runs).await? else {
-                return Ok(None);
-            };
-            if execution.state.is_terminal() {
-                return Ok(Some(execution));
+            if current.state.is_terminal() {
+                return Ok(current);
             }
-            loop {
+            // Whether to read and wait on (an end, or missed changes), or
+            // read and answer (time is up, the server stops).
+            let read_and_wait_on = loop {
                 let received = tokio::select! {
                     received = changes.recv() => received,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    _ = self.closing.cancelled() => break,
+                    _ = tokio::time::sleep_until(deadline) => break false,
+                    _ = self.closing.cancelled() => break false,
                 };
                 match received {
-                    Ok(change) if change.ended() => break,
+                    Ok(change) if change.ended() => break true,
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return Ok(Some(execution)),
+                    Err(RecvError::Lagged(_)) => break true,
+                    Err(RecvError::Closed) => break false,
                 }
-            }
-            if tokio::time::Instant::now() >= deadline || self.closing.is_cancelled() {
-                // As it is now: it may have moved on since the first read.
-                return self
-                    .store
-                    .execution(id, with_runs)
-                    .await
-                    .map_err(Into::into);
+            };
+            current = self
+                .store
+                .execution(&current.id, with_runs)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("no execution {}", current.id)))?;
+            if !read_and_wait_on {
+                return Ok(current);
             }
         }
     }

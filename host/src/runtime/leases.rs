@@ -21,8 +21,7 @@ impl Service {
         }
         for task in self.store.tasks().await? {
             self.lock_dispatch()
-                .task_limits
-                .insert(task.id.clone(), task.spec.concurrency);
+                .set_task_limit(&task.id, task.spec.concurrency);
         }
         for r in self.store.runnable(1_000_000).await? {
             self.enqueue(r);

@@ -144,11 +144,52 @@ impl Service {
         trigger: Trigger,
         idempotency_key: Option<String>,
     ) -> ServiceResult<(Execution, bool)> {
+        let new = self
+            .new_execution(task, input, labels, trigger, idempotency_key)
+            .await?;
+        self.create(new).await
+    }
+
+    /// Like [`start_execution`](Self::start_execution), then waits up to
+    /// `limit` for the execution to end (see [`wait_for_end`](Self::wait_for_end)).
+    pub async fn start_execution_and_wait(
+        &self,
+        task: &TaskRef,
+        input: Option<Value>,
+        labels: BTreeMap<String, String>,
+        trigger: Trigger,
+        idempotency_key: Option<String>,
+        limit: Duration,
+    ) -> ServiceResult<(Execution, bool)> {
+        let new = self
+            .new_execution(task, input, labels, trigger, idempotency_key)
+            .await?;
+        // Subscribed before the execution exists: nothing to read back.
+        let changes = self.store.changes().follow(&new.id);
+        let (exec, created) = self.create(new).await?;
+        let exec = if created {
+            self.wait_on(changes, exec, false, limit).await?
+        } else {
+            drop(changes);
+            let id = exec.id.clone();
+            self.wait_for_end(&id, false, limit).await?.unwrap_or(exec)
+        };
+        Ok((exec, created))
+    }
+
+    async fn new_execution(
+        &self,
+        task: &TaskRef,
+        input: Option<Value>,
+        labels: BTreeMap<String, String>,
+        trigger: Trigger,
+        idempotency_key: Option<String>,
+    ) -> ServiceResult<NewExecution> {
         let task = self
             .task(task)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no {task}")))?;
-        let new = NewExecution {
+        Ok(NewExecution {
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),
             input: input.unwrap_or_else(|| task.spec.input.clone()),
@@ -157,7 +198,11 @@ impl Service {
             idempotency_key,
             parent_id: None,
             task,
-        };
+        })
+    }
+
+    /// Stores a new execution and queues its task run.
+    async fn create(&self, new: NewExecution) -> ServiceResult<(Execution, bool)> {
         let (priority, queue, task_id, run_id) = (
             new.task.spec.priority,
             new.task.spec.queue.clone(),
@@ -211,11 +256,8 @@ impl Service {
     pub fn worker_info(&self) -> WorkerInfo {
         let d = self.lock_dispatch();
         let mut queues = BTreeMap::new();
-        for r in d.ready.iter() {
-            *queues.entry(r.run.queue.clone()).or_insert(0) += 1;
-        }
-        for r in d.delayed_items.values() {
-            *queues.entry(r.run.queue.clone()).or_insert(0) += 1;
+        for r in d.queued_runs() {
+            *queues.entry(r.queue.clone()).or_insert(0) += 1;
         }
         WorkerInfo {
             id: self.config.worker_id.clone(),

@@ -7,6 +7,7 @@
 mod apply;
 #[cfg(test)]
 mod plan_props;
+mod point;
 mod writes;
 
 use std::path::Path;
@@ -21,12 +22,12 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use super::changes::Changes;
 use super::*;
 use crate::model::clock::{self, Clock};
-use crate::model::execution::{Attempt, AttemptPhase, TaskRun};
 use writes::{Created, Writer};
 
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Writer,
+    point: point::PointReader,
     clock: Arc<dyn Clock>,
     changes: Arc<Changes>,
 }
@@ -72,6 +73,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             read,
             writer,
+            point: point::PointReader::new(path),
             clock,
             changes,
         })
@@ -95,116 +97,83 @@ fn run_state(s: &str) -> StoreResult<TaskRunState> {
     TaskRunState::from_str(s).map_err(StoreError::Corrupt)
 }
 
-fn json_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> StoreResult<Option<Value>> {
-    let text: Option<String> = row.try_get(col)?;
-    Ok(match text {
-        Some(t) => Some(serde_json::from_str(&t)?),
-        None => None,
-    })
+/// Column access shared by sqlx rows (listings) and rusqlite rows (point
+/// reads, `point.rs`), so that each record is mapped from a row once.
+trait Columns {
+    fn text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn real(&self, col: &str) -> StoreResult<Option<f64>>;
+
+    fn required<T>(&self, col: &str, v: Option<T>) -> StoreResult<T> {
+        v.ok_or_else(|| StoreError::Corrupt(format!("{col} is NULL")))
+    }
+    fn string(&self, col: &str) -> StoreResult<String> {
+        let v = self.text(col)?;
+        self.required(col, v)
+    }
+    fn integer(&self, col: &str) -> StoreResult<i64> {
+        let v = self.int(col)?;
+        self.required(col, v)
+    }
+    /// A JSON column, parsed; `None` when NULL.
+    fn json<T: serde::de::DeserializeOwned>(&self, col: &str) -> StoreResult<Option<T>> {
+        Ok(match self.text(col)? {
+            Some(t) => Some(serde_json::from_str(&t)?),
+            None => None,
+        })
+    }
+}
+
+impl Columns for sqlx::sqlite::SqliteRow {
+    fn text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> StoreResult<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn real(&self, col: &str) -> StoreResult<Option<f64>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.get(col)?)
+    }
+    fn int(&self, col: &str) -> StoreResult<Option<i64>> {
+        Ok(self.get(col)?)
+    }
+    fn real(&self, col: &str) -> StoreResult<Option<f64>> {
+        Ok(self.get(col)?)
+    }
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
      started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key";
 
-fn execution_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Execution> {
-    let trigger: String = row.try_get("trigger")?;
+fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
+    let trigger = row.string("trigger")?;
     Ok(Execution {
-        id: row.try_get("id")?,
-        task_id: row.try_get("task_id")?,
-        task_version: row.try_get("task_version")?,
-        namespace: row.try_get("namespace")?,
-        parent_id: row.try_get("parent_id")?,
+        id: row.string("id")?,
+        task_id: row.string("task_id")?,
+        task_version: row.integer("task_version")?,
+        namespace: row.string("namespace")?,
+        parent_id: row.text("parent_id")?,
         trigger: Trigger::parse(&trigger)
             .ok_or_else(|| StoreError::Corrupt(format!("bad trigger {trigger}")))?,
-        input: json_col(row, "input")?.unwrap_or(Value::Null),
-        state: exec_state(row.try_get("state")?)?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        ended_at: row.try_get("ended_at")?,
-        duration_ms: row.try_get("duration_ms")?,
-        outputs: match json_col(row, "outputs")? {
-            Some(v) => serde_json::from_value(v)?,
-            None => Default::default(),
-        },
-        result: json_col(row, "result")?,
-        error: match json_col(row, "error")? {
-            Some(v) => Some(serde_json::from_value(v)?),
-            None => None,
-        },
-        labels: match json_col(row, "labels")? {
-            Some(v) => serde_json::from_value(v)?,
-            None => Default::default(),
-        },
-        idempotency_key: row.try_get("idempotency_key")?,
+        input: row.json("input")?.unwrap_or(Value::Null),
+        state: exec_state(&row.string("state")?)?,
+        created_at: row.string("created_at")?,
+        started_at: row.text("started_at")?,
+        ended_at: row.text("ended_at")?,
+        duration_ms: row.real("duration_ms")?,
+        outputs: row.json("outputs")?.unwrap_or_default(),
+        result: row.json("result")?,
+        error: row.json("error")?,
+        labels: row.json("labels")?.unwrap_or_default(),
+        idempotency_key: row.text("idempotency_key")?,
         task_runs: None,
     })
-}
-
-async fn load_execution(
-    c: &mut SqliteConnection,
-    id: &str,
-    with_runs: bool,
-) -> StoreResult<Option<Execution>> {
-    let row = sqlx::query(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *c)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut exec = execution_from_row(&row)?;
-    if with_runs {
-        let runs = sqlx::query("SELECT id, step, state, not_before, checkpoint FROM task_runs WHERE execution_id = ? ORDER BY id")
-            .bind(id)
-            .fetch_all(&mut *c)
-            .await?;
-        let attempts = sqlx::query(
-            "SELECT id, task_run_id, number, status, error, usage, worker_id, started_at, ended_at \
-             FROM attempts WHERE execution_id = ? ORDER BY number",
-        )
-        .bind(id)
-        .fetch_all(&mut *c)
-        .await?;
-        let mut task_runs = Vec::new();
-        for r in runs {
-            let run_id: String = r.try_get("id")?;
-            let mut list = Vec::new();
-            for a in attempts
-                .iter()
-                .filter(|a| a.get::<String, _>("task_run_id") == run_id)
-            {
-                let status: String = a.try_get("status")?;
-                list.push(Attempt {
-                    id: a.try_get("id")?,
-                    number: a.try_get::<i64, _>("number")? as u32,
-                    status: AttemptPhase::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("bad status {status}")))?,
-                    error: match json_col(a, "error")? {
-                        Some(v) => Some(serde_json::from_value(v)?),
-                        None => None,
-                    },
-                    usage: match json_col(a, "usage")? {
-                        Some(v) => Some(serde_json::from_value(v)?),
-                        None => None,
-                    },
-                    worker_id: a.try_get("worker_id")?,
-                    started_at: a.try_get("started_at")?,
-                    ended_at: a.try_get("ended_at")?,
-                });
-            }
-            let not_before: Option<i64> = r.try_get("not_before")?;
-            task_runs.push(TaskRun {
-                id: run_id,
-                step: r.try_get("step")?,
-                state: run_state(r.try_get("state")?)?,
-                attempts: list,
-                not_before: not_before.map(ms_to_rfc3339),
-                checkpoint: json_col(&r, "checkpoint")?,
-            });
-        }
-        exec.task_runs = Some(task_runs);
-    }
-    Ok(Some(exec))
 }
 
 fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Task> {
@@ -340,8 +309,7 @@ impl Store for SqliteStore {
     }
 
     async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>> {
-        let mut c = self.reader().await?;
-        load_execution(&mut c, id, with_runs).await
+        self.point.execution(id, with_runs)
     }
 
     async fn executions(&self, f: &ExecutionFilter) -> StoreResult<Vec<Execution>> {
@@ -503,7 +471,7 @@ impl Store for SqliteStore {
                     kind: r.try_get("kind")?,
                     from: r.try_get("from_state")?,
                     to: r.try_get("to_state")?,
-                    detail: json_col(r, "detail")?.unwrap_or(Value::Null),
+                    detail: r.json::<Value>("detail")?.unwrap_or(Value::Null),
                 })
             })
             .collect()
@@ -536,7 +504,7 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for r in rows {
             let attempt = r.try_get::<i64, _>("number")? as u32;
-            let report = json_col(&r, "report")?.unwrap_or(Value::Null);
+            let report = r.json::<Value>("report")?.unwrap_or(Value::Null);
             let metrics: Vec<crate::model::report::Metric> =
                 serde_json::from_value(report["metrics"].clone()).unwrap_or_default();
             out.extend(
