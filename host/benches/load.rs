@@ -429,7 +429,7 @@ async fn idle_followers(base: &str, ids: &[String]) -> Vec<tokio::task::JoinHand
     held
 }
 
-async fn waiting(server: &Server, base: &str, sections: &[String]) {
+async fn waiting(server: &Server, base: &str, sections: &[String], open_loop: f64) {
     let has = |s: &str| sections.iter().any(|x| x == s);
     let line = |label: &str, v: &[f64]| {
         println!(
@@ -462,9 +462,10 @@ async fn waiting(server: &Server, base: &str, sections: &[String]) {
     }
     let loop_n = 20_000;
     closed_loop(base, 2_000, CONCURRENCY).await;
+    let closed = closed_loop(base, loop_n, CONCURRENCY).await;
     println!(
-        "closed loop, {CONCURRENCY} callers each using ?wait: {:.0} executions/s ({loop_n} executions)",
-        closed_loop(base, loop_n, CONCURRENCY).await
+        "closed loop, {CONCURRENCY} callers each using ?wait: {closed:.0} executions/s ({loop_n} executions) = {:.0}% of the open loop's {open_loop:.0}/s in this run",
+        100.0 * closed / open_loop
     );
     let pid = server.child.id();
     let cpu_per_execution = || async {
@@ -597,9 +598,7 @@ fn main() {
     });
     rt.block_on(load(&base, 2_000, None)); // warm up
     let empty = rt.block_on(load(&base, n, None));
-    if has("throughput") || has("stored") {
-        empty.print(&format!("empty store, concurrency {CONCURRENCY}"));
-    }
+    empty.print(&format!("empty store, concurrency {CONCURRENCY}"));
     if has("throughput") {
         let half = empty.throughput() / 2.0;
         let run = rt.block_on(load(&base, (half * 5.0) as usize, Some(half)));
@@ -607,7 +606,7 @@ fn main() {
         ordinary_clients(&base);
     }
     if has("wait") || has("follow") {
-        rt.block_on(waiting(&server, &base, &sections));
+        rt.block_on(waiting(&server, &base, &sections, empty.throughput()));
     }
     server.stop();
     if !has("stored") {
