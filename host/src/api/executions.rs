@@ -16,14 +16,13 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::extract::{Path, Query, bool_param, choice_param, int_param, wait_param};
+use super::extract::{Path, Query, bool_param, choice_param, int_param, last_event_id, wait_param};
 use super::plugins::Component;
 use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
-use super::tasks::{NamespaceQuery, TASK_ID, task_ref};
+use super::tasks::{NamespaceQuery, TASK_ID, task_id_of};
 use super::{AppState, cursor};
 use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
-use crate::model::task::TaskRef;
 use crate::runtime::follow::{Feed, FeedItem};
 use crate::sandbox::report::MediaInfo;
 use crate::store::{AttemptMetric, Control, ExecutionFilter};
@@ -244,16 +243,7 @@ pub async fn list(
     let format = choice_param("format", q.format.as_deref(), &["json", "csv"])?;
     let task_id = match &q.task_id {
         None => None,
-        Some(t) => match task_ref(t, q.namespace.as_deref())? {
-            // By id even when the task was deleted: its executions remain.
-            TaskRef::Id(id) => Some(id),
-            name => Some(
-                svc.task(&name)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("no {name}")))?
-                    .id,
-            ),
-        },
+        Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),
     };
     let filter = ExecutionFilter {
         states,
@@ -470,17 +460,8 @@ impl StreamQuery {
     /// `after`: it is where the client really got to.
     fn checked(&self, headers: &HeaderMap) -> Result<FeedRequest, ApiError> {
         let after = int_param("after", self.after.as_deref(), 0..=i64::MAX, 0)?;
-        let last_id = match headers.get("last-event-id") {
-            None => None,
-            Some(v) => Some(int_param(
-                "Last-Event-ID",
-                Some(v.to_str().unwrap_or("(not text)")),
-                0..=i64::MAX,
-                0,
-            )?),
-        };
         Ok(FeedRequest {
-            after: last_id.unwrap_or(after),
+            after: last_event_id(headers)?.unwrap_or(after),
             follow: bool_param("follow", self.follow.as_deref())?,
         })
     }

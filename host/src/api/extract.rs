@@ -95,6 +95,19 @@ pub fn bool_param(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
+/// The `Last-Event-ID` header (sent by a reconnecting event source), if any.
+pub fn last_event_id(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(v) => Ok(Some(int_param(
+            "Last-Event-ID",
+            Some(v.to_str().unwrap_or("(not text)")),
+            0..=i64::MAX,
+            0,
+        )?)),
+    }
+}
+
 /// A wait (`30s`, `1m30s`, `500ms`, or whole seconds), or none when absent.
 pub fn wait_param(value: Option<&str>) -> Result<Option<std::time::Duration>, ApiError> {
     let Some(text) = value else {

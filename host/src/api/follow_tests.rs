@@ -372,3 +372,136 @@ async fn waits_and_follows_are_let_go_when_the_server_stops() {
         "the stream closes without an end: the execution has not ended"
     );
 }
+
+/// Every stored event of `query` (e.g. `task=ok`), paging with `next_after`.
+async fn all_stored_events(h: &Harness, query: &str) -> Vec<(i64, Value)> {
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let (status, _, page) = h
+            .call(
+                "GET",
+                &format!("/api/v1/events?{query}&after={after}&limit=1000"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            all.push((e["id"].as_i64().unwrap(), e.clone()));
+        }
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_feed_of_all_events_resumes_mid_load_without_gaps_or_repeats() {
+    let h = harness().await;
+    h.task(json!({"name": "ok", "action": "chaos", "input": {"mode": "ok"}}))
+        .await;
+    let url = "/api/v1/events?follow=true&task=ok";
+    let first = h.send("GET", url, &[], Value::Null).await;
+    let load = async {
+        let ids = futures_util::stream::iter(0..1000)
+            .map(|_| h.start("ok", json!({"mode": "ok"})))
+            .buffer_unordered(32)
+            .collect::<Vec<String>>()
+            .await;
+        for id in &ids {
+            h.svc.wait_for_end(id, false, BOUND).await.unwrap().unwrap();
+        }
+        ids
+    };
+    // The first client leaves after 1,500 events, while executions run.
+    let (ids, first) = tokio::join!(load, read_events(first, Some(1500)));
+    let stored = all_stored_events(&h, "task=ok").await;
+    // Created, running, task run and attempt changes, success: several each.
+    assert!(stored.len() > 4 * ids.len(), "{}", stored.len());
+    let last_id = first.last().unwrap().id.clone();
+    let rest = h
+        .send("GET", url, &[("Last-Event-ID", &last_id)], Value::Null)
+        .await;
+    let rest = read_events(rest, Some(stored.len() - first.len())).await;
+    let mut got = items(&first);
+    got.extend(items(&rest));
+    let got_ids: Vec<i64> = got.iter().map(|(i, _)| *i).collect();
+    let want_ids: Vec<i64> = stored.iter().map(|(i, _)| *i).collect();
+    assert_eq!(got_ids, want_ids, "every event once, in order");
+    assert_eq!(got, stored);
+    assert!(
+        got.iter()
+            .all(|(_, e)| e["task_id"].is_string() && e["namespace"] == "default")
+    );
+    let executions: std::collections::HashSet<&str> = got
+        .iter()
+        .filter_map(|(_, e)| e["execution_id"].as_str())
+        .collect();
+    assert_eq!(executions.len(), ids.len());
+}
+
+#[tokio::test]
+async fn the_feed_of_all_events_filters_and_pages() {
+    let h = harness().await;
+    let ok = h.start("chaos", json!({"mode": "ok"})).await;
+    let failed = h.start("chaos", json!({"mode": "fatal"})).await;
+    for id in [&ok, &failed] {
+        h.svc.wait_for_end(id, false, BOUND).await.unwrap();
+    }
+    let failures = all_stored_events(&h, "state=failed").await;
+    assert!(!failures.is_empty());
+    assert!(
+        failures.iter().all(|(_, e)| e["to"] == "FAILED"),
+        "{failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|(_, e)| e["execution_id"] == failed.as_str())
+    );
+    assert!(
+        failures
+            .iter()
+            .all(|(_, e)| e["execution_id"] != ok.as_str())
+    );
+    assert!(
+        all_stored_events(&h, "namespace=elsewhere")
+            .await
+            .is_empty()
+    );
+
+    // Pages of one follow each other without overlap.
+    let (_, _, page) = h.call("GET", "/api/v1/events?limit=2", Value::Null).await;
+    let next = page["next_after"].as_i64().unwrap();
+    assert_eq!(page["events"][1]["id"].as_i64(), Some(next));
+    let (_, _, page2) = h
+        .call(
+            "GET",
+            &format!("/api/v1/events?limit=2&after={next}"),
+            Value::Null,
+        )
+        .await;
+    assert!(page2["events"][0]["id"].as_i64().unwrap() > next);
+
+    for (query, status, says) in [
+        (
+            "state=sleepy",
+            StatusCode::BAD_REQUEST,
+            "unknown state \"sleepy\"",
+        ),
+        ("namespace=a%20b", StatusCode::BAD_REQUEST, "namespace"),
+        ("task=nosuch", StatusCode::NOT_FOUND, "no task"),
+        ("after=-1", StatusCode::BAD_REQUEST, "after must be"),
+        ("limit=0", StatusCode::BAD_REQUEST, "limit must be"),
+    ] {
+        let (got, _, problem) = h
+            .call("GET", &format!("/api/v1/events?{query}"), Value::Null)
+            .await;
+        assert_eq!(got, status, "{query}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{query}: {problem}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod control_tests;
 mod cursor;
+mod events;
 mod executions;
 mod extract;
 #[cfg(test)]
@@ -67,6 +68,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions::metrics))
         .routes(routes!(executions::media_list))
         .routes(routes!(executions::media))
+        .routes(routes!(events::list))
         .routes(routes!(workers))
         .routes(routes!(healthz))
         .routes(routes!(openapi::document))

@@ -48,6 +48,23 @@ pub fn task_ref(id_or_name: &str, namespace: Option<&str>) -> Result<TaskRef, Ap
     Ok(TaskRef::new(id_or_name, namespace))
 }
 
+/// The id of the task `id_or_name` names (a name in `namespace`): an id
+/// as given, even of a deleted task (its executions and events remain).
+pub async fn task_id_of(
+    svc: &super::AppState,
+    id_or_name: &str,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
+    match task_ref(id_or_name, namespace)? {
+        TaskRef::Id(id) => Ok(id),
+        name => Ok(svc
+            .task(&name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no {name}")))?
+            .id),
+    }
+}
+
 /// Create a task.
 #[utoipa::path(post, path = "/tasks", tag = "tasks",
     request_body = TaskSpec,

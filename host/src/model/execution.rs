@@ -157,6 +157,16 @@ pub struct Event {
     pub detail: Value,
 }
 
+/// An event with the task and namespace of its execution: an item of the
+/// feed across executions (`GET /events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScopedEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub task_id: String,
+    pub namespace: String,
+}
+
 /// A stored log line with its place in the execution's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredLog {

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 
 use super::error::{ServiceError, ServiceResult};
 use super::service::Service;
-use crate::model::execution::{Event, Execution, StoredLog};
+use crate::model::execution::{Event, Execution, ScopedEvent, StoredLog};
 use crate::model::state::ExecutionState;
+use crate::store::EventFilter;
 use crate::store::changes::{ExecutionChanges, Subscription};
 
 /// Which of an execution's feeds to follow.
@@ -129,6 +130,69 @@ impl Service {
                 if let Some(state) = change.state().filter(|s| s.is_terminal()) {
                     let _ = tx.send(FeedItem::End(state)).await;
                     return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Every event of any execution that passes `filter`, after id
+    /// `after`: those stored, then each as it is committed. Never ends by
+    /// itself; stops when the stream is dropped or the server shuts down.
+    pub fn follow_all(
+        self: &Arc<Self>,
+        filter: EventFilter,
+        after: i64,
+    ) -> impl Stream<Item = ScopedEvent> + Send + 'static {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = svc.run_follow_all(&filter, after, &tx).await {
+                tracing::warn!(error = %e, "a follow of all events ended early");
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+
+    async fn run_follow_all(
+        &self,
+        filter: &EventFilter,
+        mut after: i64,
+        tx: &mpsc::Sender<ScopedEvent>,
+    ) -> ServiceResult<()> {
+        let mut changes = self.store.changes().follow_all();
+        'catch_up: loop {
+            loop {
+                let page = self.store.all_events(filter, after, PAGE).await?;
+                let full = page.len() == PAGE as usize;
+                for e in page {
+                    after = e.event.id;
+                    if tx.send(e).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    received = changes.recv() => received,
+                    _ = tx.closed() => return Ok(()),
+                    _ = self.closing.cancelled() => return Ok(()),
+                };
+                let committed = match received {
+                    Ok(committed) => committed,
+                    Err(RecvError::Lagged(_)) => continue 'catch_up,
+                    Err(RecvError::Closed) => return Ok(()),
+                };
+                for e in committed.iter() {
+                    if e.event.id <= after {
+                        continue;
+                    }
+                    after = e.event.id;
+                    if filter.matches(e) && tx.send(e.clone()).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -4,10 +4,10 @@
 
 use super::error::ServiceResult;
 use super::service::Service;
-use crate::model::execution::{Event, Execution, Plugin, StoredLog};
+use crate::model::execution::{Event, Execution, Plugin, ScopedEvent, StoredLog};
 use crate::model::report::MediaInfo;
 use crate::model::task::Task;
-use crate::store::{AttemptMetric, ExecutionFilter};
+use crate::store::{AttemptMetric, EventFilter, ExecutionFilter};
 
 impl Service {
     pub async fn plugins(&self) -> ServiceResult<Vec<Plugin>> {
@@ -50,6 +50,16 @@ impl Service {
         limit: u32,
     ) -> ServiceResult<Vec<Event>> {
         Ok(self.store.events(execution_id, after, limit).await?)
+    }
+
+    /// Events of every execution after `after` that pass `filter`.
+    pub async fn all_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> ServiceResult<Vec<ScopedEvent>> {
+        Ok(self.store.all_events(filter, after, limit).await?)
     }
 
     pub async fn media_of(&self, execution_id: &str) -> ServiceResult<Vec<MediaInfo>> {

@@ -3,7 +3,8 @@
 //! The store's writer publishes, after every commit, the events and log
 //! lines it just made durable, grouped by execution. Followers subscribe
 //! to one execution (a follow of its logs or events, a caller waiting for
-//! its end) or to every execution (a feed across executions). Nothing is
+//! its end) or to every execution's events (the feed across executions,
+//! one message per commit, in id order). Nothing is
 //! built, cloned or sent for an execution nobody follows, so a commit costs
 //! the same with no followers as before, and idle followers of other
 //! executions cost nothing: delivery is by a map lookup per touched
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::model::execution::{Event, StoredLog};
+use crate::model::execution::{Event, ScopedEvent, StoredLog};
 use crate::model::plan::EventKind;
 use crate::model::state::ExecutionState;
 
@@ -53,6 +54,9 @@ impl ExecutionChanges {
 
 pub type Receiver = broadcast::Receiver<Arc<ExecutionChanges>>;
 
+/// One commit's events across executions, in id order.
+pub type Committed = Arc<Vec<ScopedEvent>>;
+
 /// The hub the writer publishes to. One per store.
 pub struct Changes {
     capacity: usize,
@@ -60,7 +64,7 @@ pub struct Changes {
     followed: Mutex<HashMap<String, broadcast::Sender<Arc<ExecutionChanges>>>>,
     /// Entries in `followed`: the writer's check before building anything.
     followed_count: AtomicUsize,
-    all: broadcast::Sender<Arc<ExecutionChanges>>,
+    all: broadcast::Sender<Committed>,
 }
 
 impl Default for Changes {
@@ -101,9 +105,15 @@ impl Changes {
         }
     }
 
-    /// Every change to any execution committed from now on.
-    pub fn follow_all(&self) -> Receiver {
+    /// Every event of any execution committed from now on, a message per
+    /// commit.
+    pub fn follow_all(&self) -> broadcast::Receiver<Committed> {
         self.all.subscribe()
+    }
+
+    /// Whether anyone follows every execution's events.
+    pub(crate) fn is_followed_all(&self) -> bool {
+        self.all.receiver_count() > 0
     }
 
     /// Whether anyone follows anything: when not, the writer keeps nothing
@@ -117,29 +127,29 @@ impl Changes {
         self.followed_count.load(Ordering::Acquire)
     }
 
-    /// Whether `execution_id` has a follower (the writer asks before
-    /// building its changes).
+    /// Whether `execution_id` has a follower of its own (the writer asks
+    /// before building its changes).
     pub(crate) fn wants(&self, execution_id: &str) -> bool {
-        self.all.receiver_count() > 0
-            || (self.followed_count.load(Ordering::Acquire) > 0
-                && lock(&self.followed).contains_key(execution_id))
+        self.followed_count.load(Ordering::Acquire) > 0
+            && lock(&self.followed).contains_key(execution_id)
     }
 
-    /// Publishes one commit's changes. Called by the writer after the
+    /// Publishes one commit's changes: per followed execution, and every
+    /// event for the followers of all. Called by the writer after the
     /// commit, in commit order.
-    pub(crate) fn publish(&self, changes: Vec<ExecutionChanges>) {
-        let everyone = self.all.receiver_count() > 0;
-        let map = lock(&self.followed);
-        for c in changes {
-            let c = Arc::new(c);
-            if let Some(sender) = map.get(&c.execution_id) {
-                // No receiver left is not an error: the entry goes with
-                // the last subscription's drop.
-                let _ = sender.send(c.clone());
+    pub(crate) fn publish(&self, changes: Vec<ExecutionChanges>, all: Vec<ScopedEvent>) {
+        if !changes.is_empty() {
+            let map = lock(&self.followed);
+            for c in changes {
+                if let Some(sender) = map.get(&c.execution_id) {
+                    // No receiver left is not an error: the entry goes
+                    // with the last subscription's drop.
+                    let _ = sender.send(Arc::new(c));
+                }
             }
-            if everyone {
-                let _ = self.all.send(c);
-            }
+        }
+        if !all.is_empty() {
+            let _ = self.all.send(Arc::new(all));
         }
     }
 }
@@ -215,10 +225,13 @@ mod tests {
         let a2 = hub.follow("a");
         assert_eq!(hub.followed_executions(), 1);
         assert!(hub.wants("a") && !hub.wants("b"));
-        hub.publish(vec![
-            changes("b", vec![state_event(1, "b", "RUNNING")]),
-            changes("a", vec![state_event(2, "a", "SUCCESS")]),
-        ]);
+        hub.publish(
+            vec![
+                changes("b", vec![state_event(1, "b", "RUNNING")]),
+                changes("a", vec![state_event(2, "a", "SUCCESS")]),
+            ],
+            vec![],
+        );
         let got = a.recv().await.unwrap();
         assert_eq!(got.execution_id, "a");
         assert!(got.ended());
@@ -234,7 +247,10 @@ mod tests {
         let hub = Arc::new(Changes::with_capacity(1));
         let mut a = hub.follow("a");
         for id in 1..=3 {
-            hub.publish(vec![changes("a", vec![state_event(id, "a", "RUNNING")])]);
+            hub.publish(
+                vec![changes("a", vec![state_event(id, "a", "RUNNING")])],
+                vec![],
+            );
         }
         assert!(matches!(
             a.recv().await,
@@ -244,16 +260,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn follow_all_sees_every_execution() {
+    async fn follow_all_gets_each_commit_in_id_order() {
         let hub = Arc::new(Changes::default());
         let mut all = hub.follow_all();
-        assert!(hub.is_followed() && hub.wants("anything"));
-        hub.publish(vec![
-            changes("a", vec![state_event(1, "a", "RUNNING")]),
-            changes("b", vec![state_event(2, "b", "FAILED")]),
-        ]);
-        assert_eq!(all.recv().await.unwrap().execution_id, "a");
-        let b = all.recv().await.unwrap();
-        assert_eq!(b.state(), Some(ExecutionState::Failed));
+        assert!(hub.is_followed() && hub.is_followed_all() && !hub.wants("a"));
+        let scoped = |e: Event| ScopedEvent {
+            event: e,
+            task_id: "t".into(),
+            namespace: "default".into(),
+        };
+        hub.publish(
+            vec![],
+            vec![
+                scoped(state_event(1, "a", "RUNNING")),
+                scoped(state_event(2, "b", "FAILED")),
+            ],
+        );
+        let got = all.recv().await.unwrap();
+        let ids: Vec<i64> = got.iter().map(|e| e.event.id).collect();
+        assert_eq!(ids, [1, 2]);
     }
 }

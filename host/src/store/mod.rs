@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::model::execution::{Event, Execution, Plugin, StoredLog, Trigger};
+use crate::model::execution::{Event, Execution, Plugin, ScopedEvent, StoredLog, Trigger};
 use crate::model::report::{AttemptReport, MediaInfo};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
 use crate::model::task::{Task, TaskRef, TaskSpec};
@@ -202,6 +202,29 @@ pub struct ExecutionFilter {
     pub limit: u32,
 }
 
+/// Filters for the feed of events across executions; each set filter
+/// must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub namespace: Option<String>,
+    pub task_id: Option<String>,
+    /// State changes into one of these states (as stored: `FAILED`).
+    pub states: Vec<String>,
+}
+
+impl EventFilter {
+    /// Whether `e` passes; the same test as the store's query.
+    pub fn matches(&self, e: &ScopedEvent) -> bool {
+        self.namespace.as_ref().is_none_or(|n| *n == e.namespace)
+            && self.task_id.as_ref().is_none_or(|t| *t == e.task_id)
+            && (self.states.is_empty()
+                || e.event
+                    .to
+                    .as_ref()
+                    .is_some_and(|to| self.states.contains(to)))
+    }
+}
+
 /// A metric from one attempt's report.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptMetric {
@@ -265,6 +288,14 @@ pub trait Store: Send + Sync + 'static {
     async fn logs(&self, execution_id: &str, after: i64, limit: u32)
     -> StoreResult<Vec<StoredLog>>;
     async fn events(&self, execution_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+    /// Events of every execution after id `after` that pass `filter`,
+    /// oldest first.
+    async fn all_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ScopedEvent>>;
     async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>>;
     async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>>;
     async fn metrics(&self, execution_id: &str) -> StoreResult<Vec<AttemptMetric>>;

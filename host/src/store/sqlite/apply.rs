@@ -273,7 +273,15 @@ pub(super) fn plan_and_apply(
     }
 
     for e in &plan.events {
-        push_event(id, &ts, e.kind.as_str(), e.from, e.to, &e.detail);
+        push_event(
+            id,
+            (&loaded.task_id, &loaded.spec.namespace),
+            &ts,
+            e.kind.as_str(),
+            e.from,
+            e.to,
+            &e.detail,
+        );
     }
     Ok(Applied { plan, attempt_id })
 }

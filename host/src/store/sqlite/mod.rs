@@ -176,6 +176,18 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     })
 }
 
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<Event> {
+    Ok(Event {
+        id: r.integer("id")?,
+        execution_id: r.string("execution_id")?,
+        ts: r.string("ts")?,
+        kind: r.string("kind")?,
+        from: r.text("from_state")?,
+        to: r.text("to_state")?,
+        detail: r.json::<Value>("detail")?.unwrap_or(Value::Null),
+    })
+}
+
 fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Task> {
     let spec: String = row.try_get("spec")?;
     Ok(Task {
@@ -462,16 +474,43 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&mut *c)
         .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn all_events(
+        &self,
+        f: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ScopedEvent>> {
+        let mut c = self.reader().await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT ev.*, x.task_id AS scope_task, x.namespace AS scope_namespace \
+             FROM events ev JOIN executions x ON x.id = ev.execution_id WHERE ev.id > ",
+        );
+        q.push_bind(after);
+        if let Some(n) = &f.namespace {
+            q.push(" AND x.namespace = ").push_bind(n.clone());
+        }
+        if let Some(t) = &f.task_id {
+            q.push(" AND x.task_id = ").push_bind(t.clone());
+        }
+        if !f.states.is_empty() {
+            q.push(" AND ev.to_state IN (");
+            let mut sep = q.separated(", ");
+            for s in &f.states {
+                sep.push_bind(s.clone());
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY ev.id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&mut *c).await?;
         rows.iter()
             .map(|r| {
-                Ok(Event {
-                    id: r.try_get("id")?,
-                    execution_id: r.try_get("execution_id")?,
-                    ts: r.try_get("ts")?,
-                    kind: r.try_get("kind")?,
-                    from: r.try_get("from_state")?,
-                    to: r.try_get("to_state")?,
-                    detail: r.json::<Value>("detail")?.unwrap_or(Value::Null),
+                Ok(ScopedEvent {
+                    event: event_from_row(r)?,
+                    task_id: r.string("scope_task")?,
+                    namespace: r.string("scope_namespace")?,
                 })
             })
             .collect()

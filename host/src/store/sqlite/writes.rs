@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use super::super::changes::{Changes, ExecutionChanges};
 use super::super::*;
 use crate::model::clock::Clock;
+use crate::model::execution::ScopedEvent;
 use crate::model::now;
 use crate::model::plan;
 
@@ -229,6 +230,8 @@ fn publish(changes: &Changes) {
     if !changes.is_followed() {
         return;
     }
+    let everything = changes.is_followed_all();
+    let mut all = Vec::new();
     let mut by_execution: Vec<ExecutionChanges> = Vec::new();
     // Per execution touched: its place in `by_execution`, or None when
     // nobody follows it.
@@ -248,10 +251,11 @@ fn publish(changes: &Changes) {
         p
     };
     for e in events {
-        let Some(i) = place(&e.execution_id, &mut by_execution) else {
+        let place = place(&e.execution_id, &mut by_execution);
+        if place.is_none() && !everything {
             continue;
-        };
-        by_execution[i].events.push(Event {
+        }
+        let event = Event {
             id: e.id,
             detail: serde_json::from_str(&e.detail).unwrap_or(Value::Null),
             execution_id: e.execution_id,
@@ -259,6 +263,19 @@ fn publish(changes: &Changes) {
             kind: e.kind.to_string(),
             from: e.from,
             to: e.to,
+        };
+        match (place, everything) {
+            (Some(i), true) => by_execution[i].events.push(event.clone()),
+            (Some(i), false) => {
+                by_execution[i].events.push(event);
+                continue;
+            }
+            _ => {}
+        }
+        all.push(ScopedEvent {
+            event,
+            task_id: e.task_id,
+            namespace: e.namespace,
         });
     }
     for (id, l) in logs {
@@ -274,9 +291,7 @@ fn publish(changes: &Changes) {
             message: l.message,
         });
     }
-    if !by_execution.is_empty() {
-        changes.publish(by_execution);
-    }
+    changes.publish(by_execution, all);
 }
 
 /// An event waiting for its batch's commit.
@@ -284,6 +299,8 @@ struct PendingEvent {
     /// Its row id, once written.
     id: i64,
     execution_id: String,
+    task_id: String,
+    namespace: String,
     ts: String,
     kind: &'static str,
     from: Option<String>,
@@ -305,9 +322,11 @@ thread_local! {
 /// Rows per multi-row event insert.
 const EVENT_CHUNK: usize = 32;
 
-/// Records an event of the batch in progress (written just before commit).
+/// Records an event of the batch in progress (written just before commit);
+/// `scope` is its execution's task id and namespace.
 pub(super) fn push_event(
     execution_id: &str,
+    scope: (&str, &str),
     ts: &str,
     kind: &'static str,
     from: Option<&str>,
@@ -318,6 +337,8 @@ pub(super) fn push_event(
         e.borrow_mut().push(PendingEvent {
             id: 0,
             execution_id: execution_id.to_string(),
+            task_id: scope.0.to_string(),
+            namespace: scope.1.to_string(),
             ts: ts.to_string(),
             kind,
             from: from.map(str::to_string),
@@ -492,6 +513,7 @@ pub(super) fn create_execution(
     .execute(params![new.task_run_id, new.id, new.task.id, run_state.as_str(), spec.retry.max_attempts as i64, spec.queue, spec.priority as i64])?;
     push_event(
         &new.id,
+        (&new.task.id, &new.task.spec.namespace),
         &created_at,
         created.kind.as_str(),
         created.from,
