@@ -761,3 +761,100 @@ async fn a_stopping_server_lets_its_waiting_and_following_callers_go() {
     assert!(!followed.contains("event: end"), "not ended: {followed}");
     assert!(s.wait_exit(Duration::from_secs(20)), "the server exits");
 }
+
+/// The value of `metric` with every label in `labels`, from a scrape.
+fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            other => panic!("{metric} is not a number: {other:?}"),
+        })
+}
+
+async fn scrape(s: &Server) -> prometheus_parse::Scrape {
+    let r = s
+        .http
+        .get(s.base.replace("/api/v1", "/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_known_work_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({"name": "m", "action": "chaos"})).await;
+    let mut ids = Vec::new();
+    for mode in ["ok", "ok", "ok", "ok", "ok", "fatal", "fatal", "fatal"] {
+        ids.push(s.start("m", json!({ "mode": mode })).await);
+    }
+    for id in &ids {
+        s.wait_for(id, "terminal", WAIT).await;
+    }
+    let m = scrape(&s).await;
+    let get = |name: &str, labels: &[(&str, &str)]| metric(&m, name, labels);
+    assert_eq!(get("ward_executions", &[("state", "SUCCESS")]), Some(5.0));
+    assert_eq!(get("ward_executions", &[("state", "FAILED")]), Some(3.0));
+    assert_eq!(get("ward_executions", &[("state", "RUNNING")]), Some(0.0));
+    assert_eq!(
+        get(
+            "ward_attempts_total",
+            &[("outcome", "success"), ("error_kind", "none")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        get(
+            "ward_attempts_total",
+            &[("outcome", "failed"), ("error_kind", "action_fatal")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(get("ward_attempt_duration_seconds_count", &[]), Some(8.0));
+    assert_eq!(get("ward_queue_wait_seconds_count", &[]), Some(8.0));
+    assert!(get("ward_fuel_consumed_total", &[]).unwrap() > 0.0);
+    assert_eq!(
+        get(
+            "ward_http_requests_total",
+            &[
+                ("method", "POST"),
+                ("route", "/api/v1/tasks/:id/executions"),
+                ("status", "201")
+            ]
+        ),
+        Some(8.0)
+    );
+    assert_eq!(get("ward_slots", &[]), Some(512.0));
+    assert_eq!(get("ward_slots_busy", &[]), Some(0.0));
+    assert!(get("ward_store_commit_batch_size_count", &[]).unwrap() >= 1.0);
+    assert!(get("ward_store_commit_seconds_count", &[]).unwrap() >= 1.0);
+
+    // A new process counts the stored executions again.
+    s.kill();
+    let s = Server::launch(dir.path());
+    let m = scrape(&s).await;
+    assert_eq!(
+        metric(&m, "ward_executions", &[("state", "SUCCESS")]),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric(&m, "ward_executions", &[("state", "FAILED")]),
+        Some(3.0)
+    );
+}

@@ -2,8 +2,8 @@
 //! executions.
 //!
 //! Modules follow the way data flows: `api` and `cli` call `runtime`, which
-//! calls `sandbox` and `store`; `model` is the vocabulary they share.
-//! Nothing points back.
+//! calls `sandbox` and `store`; `model` is the vocabulary they share, and
+//! `telemetry` the metrics any of them records. Nothing points back.
 
 pub mod api;
 pub mod cli;
@@ -11,3 +11,4 @@ pub mod model;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;
+pub mod telemetry;

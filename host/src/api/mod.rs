@@ -21,6 +21,7 @@ mod tests;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -36,9 +37,46 @@ pub fn app(svc: Arc<Service>) -> Router {
     let (api, doc) = routes(svc.config().max_plugin_bytes).split_for_parts();
     with_problems(
         api.layer(Extension(Arc::new(openapi::finish(doc))))
+            .route("/metrics", axum::routing::get(prometheus))
+            .route_layer(axum::middleware::from_fn(count_requests))
             .with_state(svc)
             .fallback(no_such_endpoint),
     )
+}
+
+/// `GET /metrics` (outside `/api/v1`): every metric in Prometheus's text
+/// format, the dispatcher's gauges read now.
+async fn prometheus(axum::extract::State(svc): axum::extract::State<AppState>) -> Response {
+    let info = svc.worker_info();
+    crate::telemetry::dispatch_now(info.busy, info.slots, &info.queues);
+    let text = match crate::telemetry::render() {
+        Some(text) => text,
+        None => crate::telemetry::install().render(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Counts each request by its route's pattern, never the path itself (ids
+/// would make a series each), written `/api/v1/executions/:id`: braces in
+/// label values trip simple exposition parsers.
+async fn count_requests(
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = route.as_str().replace('{', ":").replace('}', "");
+    let began = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::http_request(&method, route, response.status().as_u16(), began.elapsed());
+    response
 }
 
 /// Every route with its OpenAPI operation, so that the route list exists

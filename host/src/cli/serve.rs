@@ -131,6 +131,8 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Before anything records: metrics from the first commit on.
+    crate::telemetry::install();
 
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data.join("ward.db"))

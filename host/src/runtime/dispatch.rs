@@ -22,6 +22,8 @@ use crate::store::Runnable;
 pub(super) struct Ready {
     priority: i32,
     seq: u64,
+    /// Since when it may start (its queue wait is counted from here).
+    since: std::time::Instant,
     pub(super) run: RunRef,
 }
 
@@ -177,6 +179,7 @@ impl Service {
         let item = Ready {
             priority: r.priority,
             seq,
+            since: std::time::Instant::now(),
             run: RunRef {
                 task_run_id: r.task_run_id.clone(),
                 execution_id: r.execution_id,
@@ -222,7 +225,8 @@ impl Service {
                 break;
             }
             let Reverse((_, _, id)) = d.delayed.pop().expect("peeked");
-            if let Some(item) = d.delayed_items.remove(&id) {
+            if let Some(mut item) = d.delayed_items.remove(&id) {
+                item.since = std::time::Instant::now();
                 d.ready.push(item);
             }
         }
@@ -231,6 +235,7 @@ impl Service {
                 break;
             };
             self.busy.fetch_add(1, AtomicOrdering::SeqCst);
+            crate::telemetry::queue_waited(item.since.elapsed());
             tokio::spawn(self.clone().run_task_run(item.run));
         }
         d.delayed.peek().map(|Reverse((at, _, _))| *at)
@@ -265,6 +270,7 @@ mod tests {
         Ready {
             priority: 0,
             seq,
+            since: std::time::Instant::now(),
             run: RunRef {
                 task_run_id: format!("{task}-{seq}"),
                 execution_id: String::new(),
@@ -318,6 +324,7 @@ mod tests {
         let item = |priority, seq| Ready {
             priority,
             seq,
+            since: std::time::Instant::now(),
             run: RunRef {
                 task_run_id: format!("{priority}-{seq}"),
                 execution_id: String::new(),

@@ -19,6 +19,8 @@ impl Service {
                 "recovered work left by a previous process"
             );
         }
+        // Before anything runs: the gauge then moves with each change.
+        crate::telemetry::executions_at_start(&self.store.count_by_state().await?);
         for task in self.store.tasks().await? {
             self.lock_dispatch()
                 .set_task_limit(&task.id, task.spec.concurrency);

@@ -96,6 +96,7 @@ impl Service {
             }
         };
         lock(&self.running).remove(&run.task_run_id);
+        crate::telemetry::attempt_ended(&report);
 
         let finish = FinishAttempt {
             attempt_id: started.attempt_id.clone(),

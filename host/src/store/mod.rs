@@ -258,6 +258,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)>;
     async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>>;
     async fn executions(&self, filter: &ExecutionFilter) -> StoreResult<Vec<Execution>>;
+    /// How many executions are in each state (states with none left out).
+    async fn count_by_state(&self) -> StoreResult<Vec<(ExecutionState, u64)>>;
     async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome>;
 
     // The attempt lifecycle.

@@ -355,6 +355,17 @@ impl Store for SqliteStore {
         rows.iter().map(execution_from_row).collect()
     }
 
+    async fn count_by_state(&self) -> StoreResult<Vec<(ExecutionState, u64)>> {
+        let mut c = self.reader().await?;
+        // On the (state, id) index: no table rows read.
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM executions GROUP BY state")
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((exec_state(&r.string("state")?)?, r.integer("n")? as u64)))
+            .collect()
+    }
+
     async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome> {
         let (id, clock) = (id.to_string(), self.clock.clone());
         self.writer

@@ -35,7 +35,7 @@ use super::super::*;
 use crate::model::clock::Clock;
 use crate::model::execution::ScopedEvent;
 use crate::model::now;
-use crate::model::plan;
+use crate::model::plan::{self, EventKind};
 
 type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (Applied, Ack) + Send>;
@@ -172,6 +172,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, changes: Arc<Changes>)
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "store: cannot begin a transaction");
             for job in pending.drain(..) {
@@ -211,6 +212,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, changes: Arc<Changes>)
             }
         };
         if commit.is_ok() {
+            crate::telemetry::committed(acks.len(), began.elapsed());
             publish(&changes);
         } else {
             discard_pending();
@@ -227,6 +229,13 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, changes: Arc<Changes>)
 fn publish(changes: &Changes) {
     let events = EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
     let logs = LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    let execution_state = EventKind::ExecutionState.as_str();
+    for e in events.iter().filter(|e| e.kind == execution_state) {
+        if let Some(to) = e.to.as_deref().and_then(|t| t.parse().ok()) {
+            let from = e.from.as_deref().and_then(|f| f.parse().ok());
+            crate::telemetry::execution_moved(from, to);
+        }
+    }
     if !changes.is_followed() {
         return;
     }
