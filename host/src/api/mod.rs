@@ -3,6 +3,9 @@
 //!
 //! Calls `runtime` (and reads through its store); never the sandbox.
 
+mod analytics;
+#[cfg(test)]
+mod analytics_tests;
 #[cfg(test)]
 mod control_tests;
 mod cursor;
@@ -107,6 +110,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions::media_list))
         .routes(routes!(executions::media))
         .routes(routes!(events::list))
+        .routes(routes!(analytics::get))
         .routes(routes!(workers))
         .routes(routes!(healthz))
         .routes(routes!(openapi::document))

@@ -5,6 +5,7 @@
 //! The leaf: it depends on nothing else of Ward, so every layer can use it
 //! without pointing back. Nothing here does I/O.
 
+pub mod analytics;
 pub mod clock;
 pub mod execution;
 pub mod limits;

@@ -4,10 +4,12 @@
 
 use super::error::ServiceResult;
 use super::service::Service;
+use crate::model::analytics::{self, Analytics, Bucket};
+use crate::model::clock::parse_rfc3339_ms;
 use crate::model::execution::{Event, Execution, Plugin, ScopedEvent, StoredLog};
 use crate::model::report::MediaInfo;
 use crate::model::task::Task;
-use crate::store::{AttemptMetric, EventFilter, ExecutionFilter};
+use crate::store::{AnalyticsFilter, AttemptMetric, EventFilter, ExecutionFilter};
 
 impl Service {
     pub async fn plugins(&self) -> ServiceResult<Vec<Plugin>> {
@@ -60,6 +62,33 @@ impl Service {
         limit: u32,
     ) -> ServiceResult<Vec<ScopedEvent>> {
         Ok(self.store.all_events(filter, after, limit).await?)
+    }
+
+    /// Analytics of the executions `filter` covers, in `bucket`s; the top
+    /// tasks carry their current names.
+    pub async fn analytics(
+        &self,
+        filter: &AnalyticsFilter,
+        bucket: Bucket,
+    ) -> ServiceResult<Analytics> {
+        let ms = |t: &str| parse_rfc3339_ms(t).map(|ms| ms as i64).unwrap_or_default();
+        let rows = self.store.analytics_rows(filter).await?;
+        let mut a = analytics::summarize(&rows, ms(&filter.since), ms(&filter.until), bucket);
+        let names: std::collections::HashMap<String, String> = self
+            .store
+            .tasks()
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t.spec.name))
+            .collect();
+        for t in a
+            .top_by_volume
+            .iter_mut()
+            .chain(a.top_by_failures.iter_mut())
+        {
+            t.name = names.get(&t.task_id).cloned();
+        }
+        Ok(a)
     }
 
     pub async fn media_of(&self, execution_id: &str) -> ServiceResult<Vec<MediaInfo>> {

@@ -202,6 +202,17 @@ pub struct ExecutionFilter {
     pub limit: u32,
 }
 
+/// Which executions analytics cover: created in `[since, until)` (stored
+/// form, see [`crate::model::parse_instant`]) and matching each set filter.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyticsFilter {
+    pub since: String,
+    pub until: String,
+    pub task_id: Option<String>,
+    pub namespace: Option<String>,
+    pub states: Vec<ExecutionState>,
+}
+
 /// Filters for the feed of events across executions; each set filter
 /// must match.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -258,6 +269,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)>;
     async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>>;
     async fn executions(&self, filter: &ExecutionFilter) -> StoreResult<Vec<Execution>>;
+    /// One analytics row per execution `filter` covers.
+    async fn analytics_rows(
+        &self,
+        filter: &AnalyticsFilter,
+    ) -> StoreResult<Vec<crate::model::analytics::Row>>;
     /// How many executions are in each state (states with none left out).
     async fn count_by_state(&self) -> StoreResult<Vec<(ExecutionState, u64)>>;
     async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome>;

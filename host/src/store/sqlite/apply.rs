@@ -209,9 +209,19 @@ pub(super) fn plan_and_apply(
             ])?;
             if let Some(r) = guest {
                 write_report(c, id, run, *number, r, &ts)?;
-            } else if plan.state.is_terminal() {
-                c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
-                    .execute(params![error_text, id])?;
+            } else {
+                // The planner's error is the execution's once it has ended.
+                let error = error_text.filter(|_| plan.state.is_terminal());
+                c.prepare_cached(
+                    "UPDATE executions SET error = COALESCE(?, error), attempts = attempts + 1, \
+                     fuel = fuel + ?, memory_peak = MAX(memory_peak, ?) WHERE id = ?",
+                )?
+                .execute(params![
+                    error,
+                    usage.fuel_consumed as i64,
+                    usage.memory_peak_bytes as i64,
+                    id
+                ])?;
             }
         }
         None => {}
@@ -312,13 +322,19 @@ fn write_report(
         c.prepare_cached("UPDATE task_runs SET checkpoint = ? WHERE id = ?")?
             .execute(params![cp.to_string(), run])?;
     }
-    c.prepare_cached("UPDATE executions SET outputs = ?, result = ?, error = ? WHERE id = ?")?
-        .execute(params![
-            serde_json::to_string(&r.outputs)?,
-            r.result.as_ref().map(|v| v.to_string()),
-            r.error.as_ref().map(serde_json::to_string).transpose()?,
-            execution_id
-        ])?;
+    // With what the attempt used: analytics read these per execution.
+    c.prepare_cached(
+        "UPDATE executions SET outputs = ?, result = ?, error = ?, attempts = attempts + 1, \
+         fuel = fuel + ?, memory_peak = MAX(memory_peak, ?) WHERE id = ?",
+    )?
+    .execute(params![
+        serde_json::to_string(&r.outputs)?,
+        r.result.as_ref().map(|v| v.to_string()),
+        r.error.as_ref().map(serde_json::to_string).transpose()?,
+        r.usage.fuel_consumed as i64,
+        r.usage.memory_peak_bytes as i64,
+        execution_id
+    ])?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! reads use a small sqlx pool of other connections, which WAL lets run
 //! beside the writer.
 
+mod analytics;
 mod apply;
 #[cfg(test)]
 mod plan_props;
@@ -27,7 +28,7 @@ use writes::{Created, Writer};
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Writer,
-    point: point::PointReader,
+    point: Arc<point::PointReader>,
     clock: Arc<dyn Clock>,
     changes: Arc<Changes>,
 }
@@ -73,7 +74,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             read,
             writer,
-            point: point::PointReader::new(path),
+            point: Arc::new(point::PointReader::new(path)),
             clock,
             changes,
         })
@@ -353,6 +354,16 @@ impl Store for SqliteStore {
             .push_bind(f.limit.clamp(1, 1000) as i64);
         let rows = q.build().fetch_all(&mut *c).await?;
         rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn analytics_rows(
+        &self,
+        filter: &AnalyticsFilter,
+    ) -> StoreResult<Vec<crate::model::analytics::Row>> {
+        let (point, filter) = (self.point.clone(), filter.clone());
+        tokio::task::spawn_blocking(move || analytics::rows(&point, &filter))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the analytics read stopped: {e}")))?
     }
 
     async fn count_by_state(&self) -> StoreResult<Vec<(ExecutionState, u64)>> {
