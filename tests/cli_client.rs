@@ -276,4 +276,24 @@ async fn watch_prints_each_pushed_change_and_log_line_until_the_end() {
     let e = json(&out);
     assert_eq!(e["state"], "SUCCESS");
     assert_eq!(e["result"]["ran"], serde_json::json!([0, 1]), "{e}");
+
+    // `stats`: the two executions, as JSON and as a table.
+    let out = ward(&s, &["stats", "--since", "10m", "--task", "slow", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let a = json(&out);
+    assert_eq!(a["bucket"], "1m");
+    assert_eq!(a["totals"]["started"], 2);
+    assert_eq!(a["totals"]["finished"]["SUCCESS"], 2);
+    let out = ward(&s, &["stats"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(&cells[1..6], ["2", "2", "0", "0", "0"], "{text}");
+    assert!(text.contains("busiest tasks: slow (2)"), "{text}");
+    let out = ward(&s, &["stats", "--since", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -298,6 +298,24 @@ impl Client {
         self.get(url).await
     }
 
+    /// `GET /analytics?since=&bucket=&task=`.
+    pub async fn analytics(
+        &self,
+        since: &str,
+        bucket: &str,
+        task: Option<&str>,
+    ) -> Result<Reply<crate::model::analytics::Analytics>, ClientError> {
+        let url = Self::with_query(
+            self.url(&["analytics"]),
+            &[
+                ("since", Some(since.to_string())),
+                ("bucket", Some(bucket.to_string())),
+                ("task", task.map(str::to_string)),
+            ],
+        );
+        self.get(url).await
+    }
+
     /// `GET /executions/{id}` → the Execution with its task runs.
     pub async fn execution(&self, id: &str) -> Result<Reply<Execution>, ClientError> {
         self.get(self.url(&["executions", id])).await

@@ -14,6 +14,7 @@ mod plugin;
 mod run;
 mod serve;
 mod sse;
+mod stats;
 mod task;
 mod time;
 mod worker;
@@ -64,6 +65,8 @@ pub enum Command {
     Execution(execution::ExecutionArgs),
     /// List the hosts running attempts.
     Worker(worker::WorkerArgs),
+    /// Execution analytics: what ran, how it ended, how long it took.
+    Stats(stats::StatsArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Task(args) => client::run(&cli.server, |c| task::main(c, args)),
         Command::Execution(args) => client::run(&cli.server, |c| execution::main(c, args)),
         Command::Worker(args) => client::run(&cli.server, |c| worker::main(c, args)),
+        Command::Stats(args) => client::run(&cli.server, |c| stats::main(c, args)),
         Command::Serve(args) => serve::main(args),
     };
     ExitCode::from(code)

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::clock::rfc3339_micros;
 use super::state::ExecutionState;
@@ -31,7 +31,7 @@ pub struct Row {
 }
 
 /// The width of a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Bucket {
     #[serde(rename = "1m")]
     Minute,
@@ -64,7 +64,7 @@ impl Bucket {
 pub const MAX_BUCKETS: i64 = 10_000;
 
 /// Percentiles and extremes of a set of durations, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Spread {
     pub min: f64,
     pub avg: f64,
@@ -98,7 +98,7 @@ fn nearest_rank(values: &[f64], p: f64) -> f64 {
 }
 
 /// The figures of a set of executions (a bucket, or all of them).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Figures {
     /// Executions created.
     pub started: u64,
@@ -185,7 +185,7 @@ impl Tally {
 }
 
 /// One bucket's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BucketFigures {
     /// Where the bucket starts (RFC 3339, UTC).
     pub start: String,
@@ -194,7 +194,7 @@ pub struct BucketFigures {
 }
 
 /// A task among the busiest or most failing.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopTask {
     pub task_id: String,
     /// Its name now, when the task still exists.
@@ -204,7 +204,7 @@ pub struct TopTask {
 }
 
 /// `GET /analytics`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Analytics {
     pub since: String,
     pub until: String,
