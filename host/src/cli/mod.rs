@@ -71,8 +71,10 @@ pub enum Command {
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    let json_logs =
+        matches!(&cli.command, Command::Serve(a) if a.log_format == serve::LogFormat::Json);
+    init_tracing(json_logs);
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Plugin(args) => client::run(&cli.server, |c| plugin::main(c, args)),
@@ -85,14 +87,19 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Host diagnostics go to stderr; the level comes from `RUST_LOG` (default warn).
-fn init_tracing() {
+/// Host diagnostics go to stderr, as text or one JSON object per line; the
+/// level comes from `RUST_LOG` (default warn).
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json().flatten_event(true).try_init()
+    } else {
+        logs.try_init()
+    };
 }
 
 /// Where compiled components are cached between processes:

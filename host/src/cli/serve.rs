@@ -60,9 +60,20 @@ pub struct ServeArgs {
     /// [default: 60s].
     #[arg(long, env = "WARD_MAX_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_wait: Option<Duration>,
+    /// The server's own log lines on stderr: `text`, or `json` (one object
+    /// per line: timestamp, level, target, message and fields).
+    #[arg(long, env = "WARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Check the configuration, print it as TOML and exit (0 if valid).
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// How `ward serve` writes its own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ServeArgs {
@@ -176,7 +187,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         let svc = svc.clone();
         async move {
             shutdown_signal().await;
-            eprintln!("shutting down: no new attempts; waiting for running ones");
+            tracing::warn!("shutting down: no new attempts; waiting for running ones");
             svc.shutdown().await;
         }
     };
