@@ -43,6 +43,10 @@ pub struct EventsQuery {
     /// Events per page (not with `follow`).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
     limit: Option<String>,
+    /// Start with the newest this many stored events (instead of those
+    /// after `after`): a page of them, or a follow from them on.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    tail: Option<String>,
 }
 
 /// A page of `GET /events`, oldest first.
@@ -101,6 +105,10 @@ pub async fn list(
     };
     let follow = bool_param("follow", q.follow.as_deref())?;
     let limit = int_param("limit", q.limit.as_deref(), 1..=1000u32, 100)?;
+    let tail = match q.tail.as_deref() {
+        None => None,
+        Some(t) => Some(int_param("tail", Some(t), 1..=10_000u32, 1)?),
+    };
     if let Some(n) = &q.namespace {
         check_name("namespace", n).map_err(ApiError::BadRequest)?;
     }
@@ -121,7 +129,7 @@ pub async fn list(
         states,
     };
     if follow {
-        let stream = svc.follow_all(filter, after).filter_map(|e| {
+        let stream = svc.follow_all(filter, after, tail).filter_map(|e| {
             let event = SseEvent::default()
                 .event("event")
                 .id(e.event.id.to_string())
@@ -133,8 +141,11 @@ pub async fn list(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let events = svc.all_events(&filter, after, limit).await?;
-    let next_after = (events.len() == limit as usize)
+    let events = match tail {
+        Some(n) => svc.all_events(&filter, 0, n, true).await?,
+        None => svc.all_events(&filter, after, limit, false).await?,
+    };
+    let next_after = (tail.is_none() && events.len() == limit as usize)
         .then(|| events.last().map(|e| e.event.id))
         .flatten();
     Ok(Json(EventsPage { events, next_after }).into_response())

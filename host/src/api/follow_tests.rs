@@ -471,6 +471,28 @@ async fn the_feed_of_all_events_filters_and_pages() {
             .is_empty()
     );
 
+    // `tail`: the newest, oldest first; and a follow that starts with them.
+    let all = all_stored_events(&h, "").await;
+    let (_, _, tail) = h.call("GET", "/api/v1/events?tail=2", Value::Null).await;
+    let tail_ids: Vec<i64> = tail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let newest: Vec<i64> = all[all.len() - 2..].iter().map(|(i, _)| *i).collect();
+    assert_eq!(tail_ids, newest);
+    assert_eq!(tail["next_after"], Value::Null);
+    let followed = read_events(
+        h.send("GET", "/api/v1/events?follow=true&tail=3", &[], Value::Null)
+            .await,
+        Some(3),
+    )
+    .await;
+    let followed: Vec<i64> = items(&followed).into_iter().map(|(i, _)| i).collect();
+    let newest3: Vec<i64> = all[all.len() - 3..].iter().map(|(i, _)| *i).collect();
+    assert_eq!(followed, newest3);
+
     // Pages of one follow each other without overlap.
     let (_, _, page) = h.call("GET", "/api/v1/events?limit=2", Value::Null).await;
     let next = page["next_after"].as_i64().unwrap();
@@ -494,6 +516,7 @@ async fn the_feed_of_all_events_filters_and_pages() {
         ("task=nosuch", StatusCode::NOT_FOUND, "no task"),
         ("after=-1", StatusCode::BAD_REQUEST, "after must be"),
         ("limit=0", StatusCode::BAD_REQUEST, "limit must be"),
+        ("tail=0", StatusCode::BAD_REQUEST, "tail must be"),
     ] {
         let (got, _, problem) = h
             .call("GET", &format!("/api/v1/events?{query}"), Value::Null)

@@ -136,17 +136,19 @@ impl Service {
     }
 
     /// Every event of any execution that passes `filter`, after id
-    /// `after`: those stored, then each as it is committed. Never ends by
-    /// itself; stops when the stream is dropped or the server shuts down.
+    /// `after` (or starting with the newest `tail` stored): those stored,
+    /// then each as it is committed. Never ends by itself; stops when the
+    /// stream is dropped or the server shuts down.
     pub fn follow_all(
         self: &Arc<Self>,
         filter: EventFilter,
         after: i64,
+        tail: Option<u32>,
     ) -> impl Stream<Item = ScopedEvent> + Send + 'static {
         let (tx, rx) = mpsc::channel(BUFFER);
         let svc = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = svc.run_follow_all(&filter, after, &tx).await {
+            if let Err(e) = svc.run_follow_all(&filter, after, tail, &tx).await {
                 tracing::warn!(error = %e, "a follow of all events ended early");
             }
         });
@@ -157,12 +159,21 @@ impl Service {
         &self,
         filter: &EventFilter,
         mut after: i64,
+        tail: Option<u32>,
         tx: &mpsc::Sender<ScopedEvent>,
     ) -> ServiceResult<()> {
         let mut changes = self.store.changes().follow_all();
+        if let Some(n) = tail {
+            for e in self.store.all_events(filter, 0, n, true).await? {
+                after = e.event.id;
+                if tx.send(e).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
         'catch_up: loop {
             loop {
-                let page = self.store.all_events(filter, after, PAGE).await?;
+                let page = self.store.all_events(filter, after, PAGE, false).await?;
                 let full = page.len() == PAGE as usize;
                 for e in page {
                     after = e.event.id;

@@ -54,14 +54,16 @@ impl Service {
         Ok(self.store.events(execution_id, after, limit).await?)
     }
 
-    /// Events of every execution after `after` that pass `filter`.
+    /// Events of every execution after `after` that pass `filter`; with
+    /// `newest`, the last `limit` of them.
     pub async fn all_events(
         &self,
         filter: &EventFilter,
         after: i64,
         limit: u32,
+        newest: bool,
     ) -> ServiceResult<Vec<ScopedEvent>> {
-        Ok(self.store.all_events(filter, after, limit).await?)
+        Ok(self.store.all_events(filter, after, limit, newest).await?)
     }
 
     /// Analytics of the executions `filter` covers, in `bucket`s; the top

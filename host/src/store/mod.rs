@@ -307,12 +307,14 @@ pub trait Store: Send + Sync + 'static {
     -> StoreResult<Vec<StoredLog>>;
     async fn events(&self, execution_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
     /// Events of every execution after id `after` that pass `filter`,
-    /// oldest first.
+    /// oldest first; with `newest`, the last `limit` of them instead (still
+    /// oldest first).
     async fn all_events(
         &self,
         filter: &EventFilter,
         after: i64,
         limit: u32,
+        newest: bool,
     ) -> StoreResult<Vec<ScopedEvent>>;
     async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>>;
     async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>>;

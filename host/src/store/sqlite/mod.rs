@@ -504,6 +504,7 @@ impl Store for SqliteStore {
         f: &EventFilter,
         after: i64,
         limit: u32,
+        newest: bool,
     ) -> StoreResult<Vec<ScopedEvent>> {
         let mut c = self.reader().await?;
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -525,9 +526,15 @@ impl Store for SqliteStore {
             }
             q.push(")");
         }
-        q.push(" ORDER BY ev.id LIMIT ").push_bind(limit as i64);
+        q.push(if newest {
+            " ORDER BY ev.id DESC LIMIT "
+        } else {
+            " ORDER BY ev.id LIMIT "
+        })
+        .push_bind(limit as i64);
         let rows = q.build().fetch_all(&mut *c).await?;
-        rows.iter()
+        let mut events = rows
+            .iter()
             .map(|r| {
                 Ok(ScopedEvent {
                     event: event_from_row(r)?,
@@ -535,7 +542,11 @@ impl Store for SqliteStore {
                     namespace: r.string("scope_namespace")?,
                 })
             })
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        if newest {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>> {
