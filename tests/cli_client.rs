@@ -297,3 +297,73 @@ async fn watch_prints_each_pushed_change_and_log_line_until_the_end() {
     let out = ward(&s, &["stats", "--since", "soon"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn top_draws_live_figures_in_a_terminal_and_quits_on_q() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(serde_json::json!({"name": "busy", "action": "chaos"}))
+        .await;
+    s.create_task(serde_json::json!({"name": "broken", "action": "chaos"}))
+        .await;
+    // `script` gives `ward top` a terminal (a pty) and passes our keys on.
+    let command = format!(
+        "{} --server {} top",
+        env!("CARGO_BIN_EXE_ward"),
+        s.base.trim_end_matches("/api/v1")
+    );
+    let mut top = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(s.start("busy", serde_json::json!({"mode": "ok"})).await);
+        if i % 3 == 0 {
+            ids.push(
+                s.start("broken", serde_json::json!({"mode": "fatal"}))
+                    .await,
+            );
+        }
+    }
+    for id in &ids {
+        s.wait_for(id, "terminal", std::time::Duration::from_secs(30))
+            .await;
+    }
+    // At least one redraw (every second) after the work, then quit.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    top.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let waited = tokio::task::spawn_blocking(move || top.wait_with_output());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), waited)
+        .await
+        .expect("top quits on q")
+        .unwrap()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{screen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(screen.contains("\x1b[?1049h"), "the alternate screen");
+    assert!(screen.contains("\x1b[?1049l"), "left on quitting");
+    // The last frame drawn.
+    let last = screen.rsplit("ward top — ").next().unwrap();
+    for want in [
+        "executions/s",
+        "running        0",
+        "success rate   75.0%",
+        "busiest tasks  busy (6), broken (2)",
+        "most failing   broken (2)",
+        "slots in use   0/512",
+    ] {
+        assert!(last.contains(want), "{want:?} in {last}");
+    }
+}

@@ -340,6 +340,29 @@ impl Client {
         self.follow(id, "events").await
     }
 
+    /// `GET /events?follow=true&tail=N[&task=T]`: every execution's events,
+    /// starting with the newest `tail` stored.
+    pub async fn follow_all_events(
+        &self,
+        task: Option<&str>,
+        tail: u32,
+    ) -> Result<EventStream, ClientError> {
+        let url = Self::with_query(
+            self.url(&["events"]),
+            &[
+                ("follow", Some("true".into())),
+                ("tail", Some(tail.to_string())),
+                ("task", task.map(str::to_string)),
+            ],
+        );
+        let request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = self.send(request).await?;
+        Ok(EventStream::new(response, self.server.clone()))
+    }
+
     async fn follow(&self, id: &str, feed: &str) -> Result<EventStream, ClientError> {
         let url = Self::with_query(
             self.url(&["executions", id, feed]),

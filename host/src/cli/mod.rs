@@ -17,6 +17,7 @@ mod sse;
 mod stats;
 mod task;
 mod time;
+mod top;
 mod worker;
 
 use std::process::ExitCode;
@@ -67,6 +68,8 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Execution analytics: what ran, how it ended, how long it took.
     Stats(stats::StatsArgs),
+    /// A live view of the server: rates, running, success, busiest tasks.
+    Top(top::TopArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Execution(args) => client::run(&cli.server, |c| execution::main(c, args)),
         Command::Worker(args) => client::run(&cli.server, |c| worker::main(c, args)),
         Command::Stats(args) => client::run(&cli.server, |c| stats::main(c, args)),
+        Command::Top(args) => client::run(&cli.server, |c| top::main(c, args)),
         Command::Serve(args) => serve::main(args),
     };
     ExitCode::from(code)
