@@ -86,6 +86,13 @@ if curl -fsS "$api/tasks/hello" >/dev/null 2>&1; then
   } >"$config"
   echo "   with task hello and execution $execution"
 fi
+# The feed of all events, followed, never ends by design: fuzz its pages.
+{
+  echo
+  echo '[[operations]]'
+  echo 'include-path = "/api/v1/events"'
+  echo 'parameters = { "query.follow" = "false" }'
+} >>"$config"
 
 status=0
 # From the data dir: schemathesis keeps its example database in the
