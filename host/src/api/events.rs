@@ -43,8 +43,8 @@ pub struct EventsQuery {
     /// Events per page (not with `follow`).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
     limit: Option<String>,
-    /// Start with the newest this many stored events (instead of those
-    /// after `after`): a page of them, or a follow from them on.
+    /// Start with the newest this many stored events: a page of them, or a
+    /// follow from them on. Ignored with `after` or `Last-Event-ID`.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     tail: Option<String>,
 }
@@ -99,7 +99,8 @@ pub async fn list(
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let after = match last_event_id(&headers)? {
+    let resume = last_event_id(&headers)?;
+    let after = match resume {
         Some(id) => id,
         None => int_param("after", q.after.as_deref(), 0..=i64::MAX, 0)?,
     };
@@ -109,6 +110,9 @@ pub async fn list(
         None => None,
         Some(t) => Some(int_param("tail", Some(t), 1..=10_000u32, 1)?),
     };
+    // A client resuming (Last-Event-ID) or asking from a point (`after`)
+    // gets everything after it, whatever `tail` its URL repeats.
+    let tail = tail.filter(|_| resume.is_none() && q.after.is_none());
     if let Some(n) = &q.namespace {
         check_name("namespace", n).map_err(ApiError::BadRequest)?;
     }

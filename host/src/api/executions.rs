@@ -74,7 +74,7 @@ pub struct WaitQuery {
     responses(
         (status = 201, description = "The new execution; with `wait`, once it has ended (outputs, result, error)", body = Execution),
         (status = 200, description = "The execution this Idempotency-Key already started (with `wait`, once it has ended)", body = Execution),
-        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server began to stop); as it is then, its URL in `Location`", body = Execution,
+        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server stopped, after its shutdown grace); as it is then, its URL in `Location`", body = Execution,
             headers(("Location" = String, description = "The execution's URL"))),
         (status = 400, description = "Malformed JSON, a bad Idempotency-Key, namespace or wait, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
@@ -325,7 +325,7 @@ async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, Ap
     params(("id" = String, Path, description = "The execution's id"), WaitQuery),
     responses(
         (status = 200, description = "The execution, with `task_runs` (with `wait`: once it has ended)", body = Execution),
-        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server began to stop); as it is then", body = Execution,
+        (status = 202, description = "With `wait`: the execution had not ended when the wait ran out (or the server stopped, after its shutdown grace); as it is then", body = Execution,
             headers(("Location" = String, description = "The execution's URL"))),
         (status = 400, description = "A bad wait, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such execution", body = Problem, content_type = PROBLEM_JSON),

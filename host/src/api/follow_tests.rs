@@ -492,6 +492,22 @@ async fn the_feed_of_all_events_filters_and_pages() {
     let followed: Vec<i64> = items(&followed).into_iter().map(|(i, _)| i).collect();
     let newest3: Vec<i64> = all[all.len() - 3..].iter().map(|(i, _)| *i).collect();
     assert_eq!(followed, newest3);
+    // A reconnect repeating the URL resumes after its Last-Event-ID instead.
+    let from = all[all.len() - 6].0.to_string();
+    let resumed = read_events(
+        h.send(
+            "GET",
+            "/api/v1/events?follow=true&tail=3",
+            &[("Last-Event-ID", &from)],
+            Value::Null,
+        )
+        .await,
+        Some(5),
+    )
+    .await;
+    let resumed: Vec<i64> = items(&resumed).into_iter().map(|(i, _)| i).collect();
+    let after: Vec<i64> = all[all.len() - 5..].iter().map(|(i, _)| *i).collect();
+    assert_eq!(resumed, after);
 
     // Pages of one follow each other without overlap.
     let (_, _, page) = h.call("GET", "/api/v1/events?limit=2", Value::Null).await;

@@ -34,7 +34,10 @@ fn bucket_for(span: Duration) -> &'static str {
 }
 
 pub async fn main(client: Client, args: StatsArgs) -> anyhow::Result<u8> {
-    let since = SystemTime::now() - args.since;
+    let since = SystemTime::now()
+        .checked_sub(args.since)
+        .filter(|t| *t >= std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::UNIX_EPOCH);
     let since = humantime::format_rfc3339_micros(since).to_string();
     let bucket = bucket_for(args.since);
     let a = client
@@ -94,7 +97,8 @@ fn render(a: &Analytics) -> String {
         })
         .collect();
     rows.push(row("total".into(), &a.totals));
-    let mut s = format!("executions created since {} (UTC):\n", &a.since[..19]);
+    let since = a.since.get(..19).unwrap_or(&a.since).replace('T', " ");
+    let mut s = format!("executions created since {since} (UTC):\n");
     s.push_str(&table(
         &[
             "BUCKET", "STARTED", "SUCCESS", "WARNING", "FAILED", "KILLED", "SUCCESS%", "P50",

@@ -36,6 +36,8 @@ const RATE_MS: i64 = 10_000;
 const TAIL: u32 = 2_000;
 /// Tasks listed as busiest and as most failing.
 const TOP: usize = 5;
+/// Longest a redraw waits for the server.
+const READ_LIMIT: Duration = Duration::from_millis(800);
 
 /// An execution seen and not yet ended.
 struct Open {
@@ -234,13 +236,15 @@ struct Screen;
 impl Screen {
     fn enter() -> anyhow::Result<Screen> {
         crossterm::terminal::enable_raw_mode()?;
+        // From here on, dropping restores whatever was changed.
+        let screen = Screen;
         let mut out = std::io::stdout();
         crossterm::execute!(
             out,
             crossterm::terminal::EnterAlternateScreen,
             crossterm::cursor::Hide
         )?;
-        Ok(Screen)
+        Ok(screen)
     }
 }
 
@@ -297,6 +301,7 @@ pub async fn main(client: Client, args: TopArgs) -> anyhow::Result<u8> {
     let screen = if tty { Some(Screen::enter()?) } else { None };
     let mut keys = tty.then(Keys::new);
     let mut view = View::default();
+    let mut asked: std::collections::HashSet<String> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -313,12 +318,27 @@ pub async fn main(client: Client, args: TopArgs) -> anyhow::Result<u8> {
                 }
             },
             _ = tick.tick() => {
-                let workers = client.workers().await.ok().map(|w| w.value.workers);
+                // Never longer than a tick: a hung server must not keep
+                // `q` from quitting.
+                let workers = tokio::time::timeout(READ_LIMIT, client.workers())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|w| w.value.workers);
                 let frame = view.frame(now_ms(), workers.as_deref());
-                if frame.busiest.iter().chain(&frame.failing).any(|(t, _)| !names.contains_key(t))
-                    && let Ok(tasks) = client.tasks().await
+                let unknown: Vec<String> = frame
+                    .busiest
+                    .iter()
+                    .chain(&frame.failing)
+                    .map(|(t, _)| t.clone())
+                    .filter(|t| !names.contains_key(t) && !asked.contains(t))
+                    .collect();
+                if !unknown.is_empty()
+                    && let Ok(Ok(tasks)) = tokio::time::timeout(READ_LIMIT, client.tasks()).await
                 {
                     names.extend(tasks.value.tasks.into_iter().map(|t| (t.id, t.spec.name)));
+                    // Deleted tasks keep their ids on screen; ask once.
+                    asked.extend(unknown);
                 }
                 let clock = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
                 let lines = render(&frame, &names, &clock);

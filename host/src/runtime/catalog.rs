@@ -103,8 +103,11 @@ impl Service {
         };
         self.store.create_task(&task).await?;
         lock(&self.tasks).clear();
-        self.lock_dispatch()
-            .set_task_limit(&task.id, task.spec.concurrency);
+        self.lock_dispatch().set_task_limit(
+            &task.id,
+            task.spec.concurrency,
+            &self.config.queue_limits,
+        );
         Ok(task)
     }
 
@@ -112,8 +115,11 @@ impl Service {
         self.check_task(&spec).await?;
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
-        self.lock_dispatch()
-            .set_task_limit(&task.id, task.spec.concurrency);
+        self.lock_dispatch().set_task_limit(
+            &task.id,
+            task.spec.concurrency,
+            &self.config.queue_limits,
+        );
         Ok(task)
     }
 

@@ -67,10 +67,16 @@ pub(super) struct Dispatch {
 }
 
 impl Dispatch {
-    /// Sets a task's limit on runs at once; a higher one lets parked runs go.
-    pub(super) fn set_task_limit(&mut self, task_id: &str, limit: Option<u32>) {
+    /// Sets a task's limit on runs at once; a higher one lets parked runs
+    /// go (those their queue still holds move under it).
+    pub(super) fn set_task_limit(
+        &mut self,
+        task_id: &str,
+        limit: Option<u32>,
+        queue_limits: &HashMap<String, usize>,
+    ) {
         self.task_limits.insert(task_id.to_string(), limit);
-        self.unpark_task(task_id);
+        self.unpark_task(task_id, queue_limits);
     }
 
     /// Every queued run (ready, parked or delayed), for counting.
@@ -120,18 +126,53 @@ impl Dispatch {
         if let Some(n) = self.running_by_queue.get_mut(&run.queue) {
             *n = n.saturating_sub(1);
         }
-        self.unpark_task(&run.task_id);
-        let free = queue_limits.get(&run.queue).map_or(usize::MAX, |l| {
-            l.saturating_sub(count(&self.running_by_queue, &run.queue))
-        });
-        unpark(&mut self.parked_by_queue, &run.queue, free, &mut self.ready);
+        self.unpark_task(&run.task_id, queue_limits);
+        self.unpark_queue(&run.queue, queue_limits);
     }
 
-    fn unpark_task(&mut self, task_id: &str) {
+    /// Moves the best runs parked under `task_id` back to the ready queue,
+    /// as many as its limit has room for. One still held by its queue's
+    /// limit moves under that queue instead, without taking the room.
+    fn unpark_task(&mut self, task_id: &str, queue_limits: &HashMap<String, usize>) {
         let limit = self.task_limits.get(task_id).copied().flatten();
         let running = count(&self.running_by_task, task_id);
-        let free = limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(running));
-        unpark(&mut self.parked_by_task, task_id, free, &mut self.ready);
+        let mut free = limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(running));
+        while free > 0 {
+            let Some(item) = take_parked(&mut self.parked_by_task, task_id) else {
+                break;
+            };
+            let queue_full = queue_limits
+                .get(&item.run.queue)
+                .is_some_and(|l| count(&self.running_by_queue, &item.run.queue) >= *l);
+            if queue_full {
+                park(&mut self.parked_by_queue, &item.run.queue.clone(), item);
+            } else {
+                self.ready.push(item);
+                free -= 1;
+            }
+        }
+    }
+
+    /// The same for a queue: runs still held by their task's limit move
+    /// under that task.
+    fn unpark_queue(&mut self, queue: &str, queue_limits: &HashMap<String, usize>) {
+        let mut free = queue_limits.get(queue).map_or(usize::MAX, |l| {
+            l.saturating_sub(count(&self.running_by_queue, queue))
+        });
+        while free > 0 {
+            let Some(item) = take_parked(&mut self.parked_by_queue, queue) else {
+                break;
+            };
+            let task_limit = self.task_limits.get(&item.run.task_id).copied().flatten();
+            let task_full = task_limit
+                .is_some_and(|l| count(&self.running_by_task, &item.run.task_id) >= l as usize);
+            if task_full {
+                park(&mut self.parked_by_task, &item.run.task_id.clone(), item);
+            } else {
+                self.ready.push(item);
+                free -= 1;
+            }
+        }
     }
 }
 
@@ -148,25 +189,14 @@ fn park(parked: &mut HashMap<String, BinaryHeap<Ready>>, key: &str, item: Ready)
     }
 }
 
-/// Moves up to `free` of the best runs parked under `key` back to `ready`.
-fn unpark(
-    parked: &mut HashMap<String, BinaryHeap<Ready>>,
-    key: &str,
-    free: usize,
-    ready: &mut BinaryHeap<Ready>,
-) {
-    let Some(heap) = parked.get_mut(key) else {
-        return;
-    };
-    for _ in 0..free {
-        match heap.pop() {
-            Some(item) => ready.push(item),
-            None => break,
-        }
-    }
+/// The best run parked under `key`, if any (the key goes when emptied).
+fn take_parked(parked: &mut HashMap<String, BinaryHeap<Ready>>, key: &str) -> Option<Ready> {
+    let heap = parked.get_mut(key)?;
+    let item = heap.pop();
     if heap.is_empty() {
         parked.remove(key);
     }
+    item
 }
 
 impl Service {
@@ -286,10 +316,52 @@ mod tests {
     }
 
     #[test]
+    fn a_run_held_by_both_limits_does_not_hold_up_the_others() {
+        // Queue q and task t: one at a time each.
+        let queues = HashMap::from([("q".to_string(), 1)]);
+        let mut d = Dispatch::default();
+        d.set_task_limit("t", Some(1), &queues);
+        d.ready.push(ready("x", "q", 0));
+        assert_eq!(start_all(&mut d, &queues), ["x-0"]);
+        d.ready.push(ready("t", "q", 1)); // held by q (t is free yet)
+        d.ready.push(ready("u", "q", 2)); // held by q
+        assert_eq!(start_all(&mut d, &queues), Vec::<String>::new());
+        d.ready.push(ready("t", "other", 3)); // now t is busy too
+        assert_eq!(start_all(&mut d, &queues), ["t-3"]);
+        let x = RunRef {
+            task_run_id: "x-0".into(),
+            execution_id: String::new(),
+            task_id: "x".into(),
+            queue: "q".into(),
+            priority: 0,
+        };
+        d.released(&x, &queues);
+        assert_eq!(
+            start_all(&mut d, &queues),
+            ["u-2"],
+            "q's free slot goes to the run only q held"
+        );
+        let t = RunRef {
+            task_run_id: "t-3".into(),
+            execution_id: String::new(),
+            task_id: "t".into(),
+            queue: "other".into(),
+            priority: 0,
+        };
+        d.released(&t, &queues);
+        assert_eq!(
+            start_all(&mut d, &queues),
+            Vec::<String>::new(),
+            "q is busy with u"
+        );
+        assert_eq!(d.queued_runs().count(), 1);
+    }
+
+    #[test]
     fn runs_over_a_limit_are_parked_until_a_run_of_theirs_ends() {
         let mut d = Dispatch::default();
         let queues = HashMap::from([("slow".to_string(), 1)]);
-        d.set_task_limit("a", Some(1));
+        d.set_task_limit("a", Some(1), &queues);
         for seq in 0..5 {
             d.ready.push(ready("a", "default", seq));
         }
@@ -312,9 +384,9 @@ mod tests {
         assert_eq!(start_all(&mut d, &queues), ["c-6"]);
 
         // A raised limit lets parked runs go at once.
-        d.set_task_limit("a", Some(3));
+        d.set_task_limit("a", Some(3), &queues);
         assert_eq!(start_all(&mut d, &queues), ["a-2", "a-3"]);
-        d.set_task_limit("a", None);
+        d.set_task_limit("a", None, &queues);
         assert_eq!(start_all(&mut d, &queues), ["a-4"]);
         assert_eq!(d.queued_runs().count(), 0);
     }

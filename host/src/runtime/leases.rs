@@ -22,8 +22,11 @@ impl Service {
         // Before anything runs: the gauge then moves with each change.
         crate::telemetry::executions_at_start(&self.store.count_by_state().await?);
         for task in self.store.tasks().await? {
-            self.lock_dispatch()
-                .set_task_limit(&task.id, task.spec.concurrency);
+            self.lock_dispatch().set_task_limit(
+                &task.id,
+                task.spec.concurrency,
+                &self.config.queue_limits,
+            );
         }
         for r in self.store.runnable(1_000_000).await? {
             self.enqueue(r);

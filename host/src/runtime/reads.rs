@@ -75,7 +75,11 @@ impl Service {
     ) -> ServiceResult<Analytics> {
         let ms = |t: &str| parse_rfc3339_ms(t).map(|ms| ms as i64).unwrap_or_default();
         let rows = self.store.analytics_rows(filter).await?;
-        let mut a = analytics::summarize(&rows, ms(&filter.since), ms(&filter.until), bucket);
+        let (since, until) = (ms(&filter.since), ms(&filter.until));
+        // Sorting a window's durations is work for a blocking thread.
+        let mut a =
+            tokio::task::spawn_blocking(move || analytics::summarize(&rows, since, until, bucket))
+                .await?;
         let names: std::collections::HashMap<String, String> = self
             .store
             .tasks()

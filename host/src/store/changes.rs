@@ -81,7 +81,8 @@ impl Changes {
             capacity,
             followed: Mutex::new(HashMap::new()),
             followed_count: AtomicUsize::new(0),
-            all: broadcast::channel(capacity).0,
+            // A message here is a whole commit's events: keep fewer.
+            all: broadcast::channel(capacity.div_ceil(4)).0,
         }
     }
 

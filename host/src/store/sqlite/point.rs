@@ -53,7 +53,9 @@ impl PointReader {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        // A WAL reader waits only in rare cases (recovery after a crash);
+        // briefly, since it waits on an async runtime's thread.
+        conn.busy_timeout(Duration::from_secs(1))?;
         conn.execute_batch("PRAGMA mmap_size = 1073741824;")?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(conn)
