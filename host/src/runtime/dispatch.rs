@@ -57,6 +57,9 @@ pub(super) struct Dispatch {
     delayed: BinaryHeap<Reverse<(i64, u64, String)>>,
     pub(super) delayed_items: HashMap<String, Ready>,
     queued: HashSet<String>,
+    /// Queued runs per queue: what `GET /workers` and `/metrics` report,
+    /// kept as counts so that reading them never walks the backlog.
+    queued_by_queue: HashMap<String, usize>,
     running_by_task: HashMap<String, usize>,
     running_by_queue: HashMap<String, usize>,
     task_limits: HashMap<String, Option<u32>>,
@@ -79,8 +82,18 @@ impl Dispatch {
         self.unpark_task(task_id, queue_limits);
     }
 
-    /// Every queued run (ready, parked or delayed), for counting.
-    pub(super) fn queued_runs(&self) -> impl Iterator<Item = &RunRef> {
+    /// Queued runs (ready, parked or delayed) per queue, queues with none
+    /// left out.
+    pub(super) fn queued_by_queue(&self) -> impl Iterator<Item = (&String, usize)> {
+        self.queued_by_queue
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(q, n)| (q, *n))
+    }
+
+    /// Every queued run (ready, parked or delayed).
+    #[cfg(test)]
+    fn queued_runs(&self) -> impl Iterator<Item = &RunRef> {
         self.ready
             .iter()
             .chain(self.parked_by_task.values().flatten())
@@ -105,6 +118,9 @@ impl Dispatch {
                 continue;
             }
             self.queued.remove(&item.run.task_run_id);
+            if let Some(n) = self.queued_by_queue.get_mut(&item.run.queue) {
+                *n = n.saturating_sub(1);
+            }
             *self
                 .running_by_task
                 .entry(item.run.task_id.clone())
@@ -222,6 +238,7 @@ impl Service {
         if !d.queued.insert(r.task_run_id.clone()) {
             return;
         }
+        *d.queued_by_queue.entry(item.run.queue.clone()).or_insert(0) += 1;
         match r.not_before {
             Some(at) if at > self.clock.now_ms() => {
                 d.delayed.push(Reverse((at, seq, r.task_run_id.clone())));
@@ -389,6 +406,28 @@ mod tests {
         d.set_task_limit("a", None, &queues);
         assert_eq!(start_all(&mut d, &queues), ["a-4"]);
         assert_eq!(d.queued_runs().count(), 0);
+    }
+
+    #[test]
+    fn queued_counts_follow_the_runs() {
+        let mut d = Dispatch::default();
+        let queues = HashMap::new();
+        for (seq, queue) in [(0, "a"), (1, "a"), (2, "b")] {
+            let item = ready("t", queue, seq);
+            d.queued.insert(item.run.task_run_id.clone());
+            *d.queued_by_queue.entry(queue.into()).or_insert(0) += 1;
+            d.ready.push(item);
+        }
+        let counts = |d: &Dispatch| {
+            let mut c: Vec<(String, usize)> =
+                d.queued_by_queue().map(|(q, n)| (q.clone(), n)).collect();
+            c.sort();
+            c
+        };
+        assert_eq!(counts(&d), [("a".into(), 2), ("b".into(), 1)]);
+        d.next_startable(&queues);
+        d.next_startable(&queues);
+        assert_eq!(counts(&d), [("b".into(), 1)]);
     }
 
     #[test]

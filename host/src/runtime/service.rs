@@ -256,8 +256,8 @@ impl Service {
     pub fn worker_info(&self) -> WorkerInfo {
         let d = self.lock_dispatch();
         let mut queues = BTreeMap::new();
-        for r in d.queued_runs() {
-            *queues.entry(r.queue.clone()).or_insert(0) += 1;
+        for (queue, n) in d.queued_by_queue() {
+            queues.insert(queue.clone(), n);
         }
         WorkerInfo {
             id: self.config.worker_id.clone(),
