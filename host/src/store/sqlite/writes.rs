@@ -174,11 +174,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, changes: Arc<Changes>)
         }
         let began = std::time::Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "store: cannot begin a transaction");
-            for job in pending.drain(..) {
-                let (_, ack) = job(&conn);
-                ack(Err(e.to_string()));
-            }
+            // Not run: outside a transaction each write would commit on its
+            // own while its caller is told it failed. Dropped unrun, each
+            // caller gets `Unavailable` (retriable) and nothing is written.
+            tracing::error!(error = %e, writes = pending.len(), "store: cannot begin a transaction; the waiting writes fail unwritten");
+            pending.clear();
             discard_pending();
             continue;
         }
