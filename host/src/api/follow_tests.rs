@@ -544,3 +544,25 @@ async fn the_feed_of_all_events_filters_and_pages() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_zero_wait_answers_with_the_created_execution_every_time() {
+    let h = harness().await;
+    for _ in 0..50 {
+        let resp = h
+            .send(
+                "POST",
+                "/api/v1/tasks/chaos/executions?wait=0",
+                &[],
+                json!({"input": {"mode": "sleep", "ms": 600000}}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let e: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            matches!(e["state"].as_str(), Some("CREATED" | "RUNNING")),
+            "{e}"
+        );
+    }
+}

@@ -24,7 +24,7 @@ use crate::model::now;
 use crate::model::task::{Task, TaskRef};
 use crate::sandbox::component::LoadedAction;
 use crate::sandbox::{MediaStore, Sandbox};
-use crate::store::{Control, NewExecution, PlanOutcome, Runnable, Store};
+use crate::store::{Control, NewExecution, PlanOutcome, Runnable, Store, StoreError};
 
 pub use super::error::{ServiceError, ServiceResult};
 
@@ -161,20 +161,58 @@ impl Service {
         idempotency_key: Option<String>,
         limit: Duration,
     ) -> ServiceResult<(Execution, bool)> {
+        let keyed = idempotency_key.is_some();
         let new = self
             .new_execution(task, input, labels, trigger, idempotency_key)
             .await?;
         // Subscribed before the execution exists: nothing to read back.
         let changes = self.store.changes().follow(&new.id);
-        let (exec, created) = self.create(new).await?;
-        let exec = if created {
-            self.wait_on(changes, exec, false, limit).await?
-        } else {
-            drop(changes);
-            let id = exec.id.clone();
-            self.wait_for_end(&id, false, limit).await?.unwrap_or(exec)
-        };
-        Ok((exec, created))
+        if keyed {
+            let (exec, created) = self.create(new).await?;
+            let exec = if created {
+                self.wait_on(changes, exec, false, limit).await?
+            } else {
+                drop(changes);
+                let id = exec.id.clone();
+                self.wait_for_end(&id, false, limit).await?.unwrap_or(exec)
+            };
+            return Ok((exec, created));
+        }
+        // Nobody hears of it before its end commits (or the wait runs out,
+        // which reads it back committed): its attempt need not wait for
+        // the creation's commit, only queue behind it.
+        let (priority, queue, task_id, run_id) = (
+            new.task.spec.priority,
+            new.task.spec.queue.clone(),
+            new.task.id.clone(),
+            new.task_run_id.clone(),
+        );
+        let exec = self.store.create_execution_early(new).await?;
+        self.enqueue(Runnable {
+            task_run_id: run_id,
+            execution_id: exec.id.clone(),
+            task_id,
+            priority,
+            queue,
+            not_before: None,
+        });
+        let id = exec.id.clone();
+        match self.wait_on(changes, exec, false, limit).await {
+            Ok(exec) => Ok((exec, true)),
+            // Read back before its creation committed (a wait shorter than
+            // a commit): once the commit is through it is there, or the
+            // store failed.
+            Err(ServiceError::NotFound(_)) => {
+                self.store.barrier().await?;
+                match self.store.execution(&id, false).await? {
+                    Some(exec) => Ok((exec, true)),
+                    None => Err(ServiceError::Store(StoreError::Unavailable(
+                        "the new execution was not committed".into(),
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn new_execution(

@@ -267,6 +267,14 @@ pub trait Store: Send + Sync + 'static {
     /// idempotency key already used for the task, returns that execution
     /// and `false`.
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)>;
+    /// Creates an execution without an idempotency key and returns as soon
+    /// as it is written in the writer's transaction, before the commit: for
+    /// a caller acknowledged only once a later write of the same execution
+    /// has committed (a trigger that waits for the end). Work queued for it
+    /// is ordered after it; a failed commit fails that work too.
+    async fn create_execution_early(&self, new: NewExecution) -> StoreResult<Execution>;
+    /// Resolves once every write queued before it has committed.
+    async fn barrier(&self) -> StoreResult<()>;
     async fn execution(&self, id: &str, with_runs: bool) -> StoreResult<Option<Execution>>;
     async fn executions(&self, filter: &ExecutionFilter) -> StoreResult<Vec<Execution>>;
     /// One analytics row per execution `filter` covers.

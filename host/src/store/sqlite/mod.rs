@@ -303,6 +303,30 @@ impl Store for SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn create_execution_early(&self, new: NewExecution) -> StoreResult<Execution> {
+        if new.idempotency_key.is_some() {
+            return Err(StoreError::Conflict(
+                "an execution with an idempotency key is created with its commit".into(),
+            ));
+        }
+        let clock = self.clock.clone();
+        match self
+            .writer
+            .run_before_commit(move |c| writes::create_execution(c, &*clock, new))
+            .await?
+        {
+            Created::New(e) => Ok(*e),
+            Created::Existing(id) => Err(StoreError::Corrupt(format!(
+                "execution {id} matched an idempotency key that was not given"
+            ))),
+        }
+    }
+
+    async fn barrier(&self) -> StoreResult<()> {
+        // Queued behind every earlier write; acknowledged after its commit.
+        self.writer.run(|_| Ok(())).await
+    }
+
     async fn create_execution(&self, new: NewExecution) -> StoreResult<(Execution, bool)> {
         let clock = self.clock.clone();
         match self
