@@ -293,13 +293,27 @@ async fn until_end(r: reqwest::Response) {
     panic!("the follow closed without an end: {seen}");
 }
 
+/// Times `once` (a trigger until the caller knows the end) `n` times in
+/// sequence; sorted milliseconds.
+async fn sequential<F, Fut>(n: usize, once: F) -> Vec<f64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        once().await;
+        lat.push(ms(t));
+    }
+    sorted(lat)
+}
+
 /// Sequential trigger → caller knows SUCCESS, `n` times, by following the
 /// execution's events (a trigger, then a follow from the start).
 async fn follow_latency(base: &str, n: usize) -> Vec<f64> {
     let client = client();
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
+    sequential(n, || async {
         let r = client
             .post(format!("{base}/api/v1/tasks/noop/executions"))
             .body("")
@@ -315,17 +329,14 @@ async fn follow_latency(base: &str, n: usize) -> Vec<f64> {
             .await
             .unwrap();
         until_end(r).await;
-        lat.push(ms(t));
-    }
-    sorted(lat)
+    })
+    .await
 }
 
 /// Sequential trigger with `?wait` → the ended execution, `n` times.
 async fn wait_latency(base: &str, n: usize) -> Vec<f64> {
     let client = client();
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
+    sequential(n, || async {
         let r = client
             .post(format!("{base}/api/v1/tasks/noop/executions?wait=30s"))
             .body("")
@@ -335,9 +346,8 @@ async fn wait_latency(base: &str, n: usize) -> Vec<f64> {
         assert_eq!(r.status(), 201);
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["state"], "SUCCESS", "{e}");
-        lat.push(ms(t));
-    }
-    sorted(lat)
+    })
+    .await
 }
 
 /// `callers` callers, each triggering with `?wait` and triggering again

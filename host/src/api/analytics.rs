@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::extract::{Query, choice_param};
+use super::extract::{Query, choice_param, comma_words};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::task_id_of;
 use crate::model::analytics::{Analytics, Bucket, MAX_BUCKETS};
@@ -97,11 +97,8 @@ pub async fn get(
         check_name("namespace", n).map_err(ApiError::BadRequest)?;
     }
     let mut states = Vec::new();
-    for word in q.state.iter().flat_map(|s| s.split(',')) {
-        let word = word.trim();
-        if !word.is_empty() {
-            states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
-        }
+    for word in comma_words(q.state.as_deref()) {
+        states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
     }
     let task_id = match &q.task {
         Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),

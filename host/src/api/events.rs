@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::extract::{Query, bool_param, int_param, last_event_id};
+use super::extract::{Query, bool_param, comma_words, int_param, last_event_id};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::task_id_of;
 use crate::model::execution::ScopedEvent;
@@ -116,13 +116,9 @@ pub async fn list(
     if let Some(n) = &q.namespace {
         check_name("namespace", n).map_err(ApiError::BadRequest)?;
     }
-    let mut states = Vec::new();
-    for word in q.state.iter().flat_map(|s| s.split(',')) {
-        let word = word.trim();
-        if !word.is_empty() {
-            states.push(state_name(word)?);
-        }
-    }
+    let states = comma_words(q.state.as_deref())
+        .map(state_name)
+        .collect::<Result<Vec<_>, _>>()?;
     let task_id = match &q.task {
         Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),
         None => None,

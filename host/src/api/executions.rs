@@ -16,7 +16,9 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::extract::{Path, Query, bool_param, choice_param, int_param, last_event_id, wait_param};
+use super::extract::{
+    Path, Query, bool_param, choice_param, comma_words, int_param, last_event_id, wait_param,
+};
 use super::plugins::Component;
 use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
 use super::tasks::{NamespaceQuery, TASK_ID, task_id_of};
@@ -232,10 +234,8 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let mut states = Vec::new();
-    if let Some(s) = &q.status {
-        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
-        }
+    for word in comma_words(q.status.as_deref()) {
+        states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
     }
     let since = instant("since", q.since.as_deref())?;
     let until = instant("until", q.until.as_deref())?;

@@ -124,6 +124,16 @@ pub fn wait_param(value: Option<&str>) -> Result<Option<std::time::Duration>, Ap
     })
 }
 
+/// The words of a comma-separated query value (trimmed, empty ones
+/// skipped); none when absent.
+pub fn comma_words(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+}
+
 /// One of `allowed`, or the first of them when absent.
 pub fn choice_param<'a>(
     name: &str,
@@ -143,6 +153,13 @@ pub fn choice_param<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_lists_skip_blanks() {
+        let words: Vec<&str> = comma_words(Some(" failed,,Killed , ")).collect();
+        assert_eq!(words, ["failed", "Killed"]);
+        assert_eq!(comma_words(None).count(), 0);
+    }
 
     #[test]
     fn a_wait_is_a_duration_or_whole_seconds() {

@@ -355,12 +355,7 @@ impl Client {
                 ("task", task.map(str::to_string)),
             ],
         );
-        let request = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        let response = self.send(request).await?;
-        Ok(EventStream::new(response, self.server.clone()))
+        self.event_stream(url).await
     }
 
     async fn follow(&self, id: &str, feed: &str) -> Result<EventStream, ClientError> {
@@ -368,6 +363,11 @@ impl Client {
             self.url(&["executions", id, feed]),
             &[("follow", Some("true".into()))],
         );
+        self.event_stream(url).await
+    }
+
+    /// `GET url` read as server-sent events.
+    async fn event_stream(&self, url: Url) -> Result<EventStream, ClientError> {
         let request = self
             .http
             .get(url)

@@ -70,6 +70,18 @@ pub struct Service {
     pub(super) clock: Arc<dyn Clock>,
 }
 
+/// The task run a new execution starts with, as the dispatcher queues it.
+fn first_run(new: &NewExecution) -> Runnable {
+    Runnable {
+        task_run_id: new.task_run_id.clone(),
+        execution_id: new.id.clone(),
+        task_id: new.task.id.clone(),
+        priority: new.task.spec.priority,
+        queue: new.task.spec.queue.clone(),
+        not_before: None,
+    }
+}
+
 impl Service {
     /// Recovers what a previous process left, loads runnable work and
     /// starts the dispatcher and the lease renewer.
@@ -181,21 +193,9 @@ impl Service {
         // Nobody hears of it before its end commits (or the wait runs out,
         // which reads it back committed): its attempt need not wait for
         // the creation's commit, only queue behind it.
-        let (priority, queue, task_id, run_id) = (
-            new.task.spec.priority,
-            new.task.spec.queue.clone(),
-            new.task.id.clone(),
-            new.task_run_id.clone(),
-        );
+        let run = first_run(&new);
         let exec = self.store.create_execution_early(new).await?;
-        self.enqueue(Runnable {
-            task_run_id: run_id,
-            execution_id: exec.id.clone(),
-            task_id,
-            priority,
-            queue,
-            not_before: None,
-        });
+        self.enqueue(run);
         let id = exec.id.clone();
         match self.wait_on(changes, exec, false, limit).await {
             Ok(exec) => Ok((exec, true)),
@@ -241,22 +241,10 @@ impl Service {
 
     /// Stores a new execution and queues its task run.
     async fn create(&self, new: NewExecution) -> ServiceResult<(Execution, bool)> {
-        let (priority, queue, task_id, run_id) = (
-            new.task.spec.priority,
-            new.task.spec.queue.clone(),
-            new.task.id.clone(),
-            new.task_run_id.clone(),
-        );
+        let run = first_run(&new);
         let (exec, created) = self.store.create_execution(new).await?;
         if created {
-            self.enqueue(Runnable {
-                task_run_id: run_id,
-                execution_id: exec.id.clone(),
-                task_id,
-                priority,
-                queue,
-                not_before: None,
-            });
+            self.enqueue(run);
         }
         Ok((exec, created))
     }
