@@ -904,3 +904,216 @@ fn json_logs_are_one_object_per_line() {
         assert!(v["message"].is_string(), "{line}");
     }
 }
+
+/// OTLP/HTTP requests received on loopback, decoded.
+#[derive(Clone, Default)]
+struct Collector {
+    requests: std::sync::Arc<
+        std::sync::Mutex<
+            Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+        >,
+    >,
+}
+
+impl Collector {
+    /// Listens on an ephemeral loopback port; returns its base URL.
+    async fn start(&self) -> String {
+        use axum::routing::post;
+        let requests = self.requests.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: axum::body::Bytes| async move {
+                use prost::Message;
+                let decoded =
+                    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body);
+                match decoded {
+                    Ok(r) => {
+                        requests.lock().unwrap().push(r);
+                        axum::http::StatusCode::OK
+                    }
+                    Err(_) => axum::http::StatusCode::BAD_REQUEST,
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// Every span received, with the resource's service name.
+    fn spans(&self) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+        let mut out = Vec::new();
+        for r in self.requests.lock().unwrap().iter() {
+            for rs in &r.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        out.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            V::StringValue(s) => s.clone(),
+            V::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_follow_an_execution_through_task_runs_attempts_and_host_calls() {
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let s = Server::launch_env(
+        &dir.path().join("data"),
+        &["--otlp-endpoint", &endpoint],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("RUST_LOG", "ward=debug"),
+        ],
+        log,
+    );
+    s.create_task(json!({
+        "name": "flaky", "action": "chaos", "input": {"mode": "flaky"},
+        "retry": {"max_attempts": 3, "initial_backoff": "50ms", "jitter": 0.0}
+    }))
+    .await;
+    let id = s.start("flaky", json!({"mode": "flaky"})).await;
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    let runs = e["task_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(attempts(&e).len(), 2, "fails once after a checkpoint");
+
+    // The trace id is the execution's id.
+    let trace_id = uuid::Uuid::parse_str(&id).unwrap().as_bytes().to_vec();
+    let deadline = Instant::now() + WAIT;
+    let spans = loop {
+        let spans: Vec<_> = collector
+            .spans()
+            .into_iter()
+            .filter(|(_, s)| s.trace_id == trace_id)
+            .collect();
+        if spans.iter().any(|(_, s)| s.name == "execution")
+            && spans.iter().filter(|(_, s)| s.name == "attempt").count() == 2
+        {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "spans so far: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(spans.iter().all(|(service, _)| service.contains("ward")));
+    let named = |name: &str| -> Vec<&opentelemetry_proto::tonic::trace::v1::Span> {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name)
+            .collect()
+    };
+    let execution = named("execution");
+    assert_eq!(execution.len(), 1, "{spans:#?}");
+    let execution = execution[0];
+    assert!(
+        execution.parent_span_id.is_empty(),
+        "the execution is the root"
+    );
+    assert_eq!(
+        attribute(execution, "ward.execution.id").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        attribute(execution, "ward.state").as_deref(),
+        Some("SUCCESS")
+    );
+    assert!(execution.end_time_unix_nano >= execution.start_time_unix_nano);
+
+    let task_run = named("task_run");
+    assert_eq!(task_run.len(), 1, "{spans:#?}");
+    let task_run = task_run[0];
+    assert_eq!(task_run.parent_span_id, execution.span_id);
+    assert_eq!(attribute(task_run, "ward.attempts").as_deref(), Some("2"));
+    assert_eq!(
+        attribute(task_run, "ward.task_run.id").as_deref(),
+        runs[0]["id"].as_str()
+    );
+
+    let mut attempt_spans = named("attempt");
+    attempt_spans.sort_by_key(|s| attribute(s, "ward.attempt"));
+    for (n, a) in attempt_spans.iter().enumerate() {
+        assert_eq!(a.parent_span_id, task_run.span_id, "attempt {}", n + 1);
+        assert_eq!(attribute(a, "ward.attempt"), Some((n + 1).to_string()));
+        assert!(a.start_time_unix_nano >= task_run.start_time_unix_nano);
+    }
+    assert_eq!(
+        attribute(attempt_spans[0], "ward.error.kind").as_deref(),
+        Some("action_retryable")
+    );
+    assert_eq!(
+        attempt_spans[0].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_eq!(
+        attribute(attempt_spans[1], "ward.outcome").as_deref(),
+        Some("success")
+    );
+
+    // Host calls are children of the attempt that made them.
+    let children = |attempt: &opentelemetry_proto::tonic::trace::v1::Span| -> Vec<String> {
+        let mut names: Vec<String> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.parent_span_id == attempt.span_id)
+            .map(|s| s.name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        children(attempt_spans[0]),
+        ["host.checkpoint", "host.last-checkpoint"]
+    );
+    assert_eq!(children(attempt_spans[1]), ["host.last-checkpoint"]);
+
+    // Log lines written during an attempt carry its trace id.
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        s.wait_exit(Duration::from_secs(30)),
+        "the server exits, traces flushed"
+    );
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let ended: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("attempt ended"))
+        .collect();
+    assert_eq!(ended.len(), 2, "{logs}");
+    assert!(
+        ended.iter().all(|l| l.contains(&format!("trace_id={hex}"))),
+        "{ended:#?}"
+    );
+}

@@ -3,7 +3,7 @@
 //!
 //! Modules follow the way data flows: `api` and `cli` call `runtime`, which
 //! calls `sandbox` and `store`; `model` is the vocabulary they share, and
-//! `telemetry` the metrics any of them records. Nothing points back.
+//! `telemetry` the metrics and `traces` the spans any of them records. Nothing points back.
 
 pub mod api;
 pub mod cli;
@@ -12,3 +12,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod traces;

@@ -30,6 +30,17 @@ impl Server {
 
     /// `extra` may name `--plugins`; otherwise the built plugins are registered.
     pub fn launch_with(data: &Path, extra: &[&str]) -> Server {
+        Server::launch_env(data, extra, &[], Stdio::inherit())
+    }
+
+    /// Like [`launch_with`](Self::launch_with), with variables set and the
+    /// server's stderr sent to `stderr`.
+    pub fn launch_env(
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: impl Into<Stdio>,
+    ) -> Server {
         let plugins = super::plugin("hello").parent().unwrap().to_path_buf();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -39,8 +50,9 @@ impl Server {
         }
         let mut child = cmd
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("ward serve starts");
         let stdout = child.stdout.take().unwrap();

@@ -75,9 +75,21 @@ pub enum Command {
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json_logs =
-        matches!(&cli.command, Command::Serve(a) if a.log_format == serve::LogFormat::Json);
-    init_tracing(json_logs);
+    let (json_logs, otlp) = match &cli.command {
+        Command::Serve(a) => (
+            a.log_format == serve::LogFormat::Json,
+            a.otlp_endpoint.clone(),
+        ),
+        _ => (false, None),
+    };
+    // Dropped when the command is done: flushes the traces still buffered.
+    let _traces = match init_tracing(json_logs, otlp.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Plugin(args) => client::run(&cli.server, |c| plugin::main(c, args)),
@@ -92,18 +104,44 @@ pub fn main() -> ExitCode {
 }
 
 /// Host diagnostics go to stderr, as text or one JSON object per line; the
-/// level comes from `RUST_LOG` (default warn).
-fn init_tracing(json: bool) {
+/// level comes from `RUST_LOG` (default warn). Lines written during an
+/// attempt carry its `trace_id` (the attempt span's field). With an OTLP
+/// endpoint, attempt and host-call spans are exported as well.
+fn init_tracing(json: bool, otlp: Option<&str>) -> Result<Option<crate::traces::Exporter>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        logs.json().flatten_event(true).try_init()
-    } else {
-        logs.try_init()
+    // The attempt span itself is never printed; it is enabled so that its
+    // fields (the trace id) show on the lines written inside it.
+    let filter = match format!("{}=info", crate::traces::ATTEMPT_TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     };
+    // Colours only for a person at a terminal, not in a file or a pipe.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let logs = if json {
+        logs.json().flatten_event(true).boxed()
+    } else {
+        logs.boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    match otlp {
+        None => {
+            let _ = registry.try_init();
+            Ok(None)
+        }
+        Some(endpoint) => {
+            let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+            let (layer, exporter) = crate::traces::start(endpoint, &instance)?;
+            let _ = registry.with(layer).try_init();
+            Ok(Some(exporter))
+        }
+    }
 }
 
 /// Where compiled components are cached between processes:

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// per line: timestamp, level, target, message and fields).
     #[arg(long, env = "WARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export OpenTelemetry traces to this OTLP/HTTP collector (protobuf),
+    /// e.g. `http://127.0.0.1:4318` (`/v1/traces` is added to a URL without
+    /// a path): a trace per execution, whose id is the execution's id, with
+    /// spans for its task runs, attempts and host calls [default: off].
+    #[arg(long, env = "WARD_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Check the configuration, print it as TOML and exit (0 if valid).
     #[arg(long)]
     pub check_config: bool,

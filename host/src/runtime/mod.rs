@@ -14,4 +14,5 @@ mod leases;
 pub mod local;
 mod reads;
 pub mod service;
+mod spans;
 mod worker;

@@ -124,6 +124,9 @@ impl Service {
             closing: CancellationToken::new(),
             clock,
         });
+        if crate::traces::enabled() {
+            tokio::spawn(svc.clone().trace_ended_executions());
+        }
         svc.recover().await?;
         tokio::spawn(svc.clone().dispatcher());
         tokio::spawn(svc.clone().lease_renewer());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::catalog::lock;
 use super::dispatch::RunRef;
@@ -13,7 +14,7 @@ use super::service::Service;
 use crate::model::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
 use crate::model::retry::random_jitter;
 use crate::sandbox::{AttemptSpec, CheckpointSink, Invocation, LogObserver};
-use crate::store::{FinishAttempt, NewLog, Store, StoreError};
+use crate::store::{FinishAttempt, NewLog, StartedAttempt, Store, StoreError};
 
 impl Service {
     /// One attempt of a task run, start to finish, then what follows it.
@@ -51,6 +52,20 @@ impl Service {
                 return;
             }
         };
+        let span = crate::traces::attempt_span(
+            &run.execution_id,
+            &run.task_id,
+            &run.task_run_id,
+            &started.step,
+            started.number,
+        );
+        self.run_attempt(run, started, worker)
+            .instrument(span)
+            .await;
+    }
+
+    /// The started attempt's run on the sandbox, its record and what follows.
+    async fn run_attempt(self: Arc<Self>, run: RunRef, started: StartedAttempt, worker: String) {
         let cancel = CancellationToken::new();
         lock(&self.running).insert(run.task_run_id.clone(), cancel.clone());
 
@@ -97,6 +112,7 @@ impl Service {
         };
         lock(&self.running).remove(&run.task_run_id);
         crate::telemetry::attempt_ended(&report);
+        record_outcome(&report);
 
         let finish = FinishAttempt {
             attempt_id: started.attempt_id.clone(),
@@ -118,6 +134,26 @@ impl Service {
         // Only now: shutdown waits for this to record the attempt.
         self.release(&run);
     }
+}
+
+/// The attempt's end on its span (and as a debug line, with its trace id).
+fn record_outcome(report: &AttemptReport) {
+    let span = tracing::Span::current();
+    span.record("ward.outcome", report.status.as_str());
+    if let Some(e) = &report.error {
+        span.record("ward.error.kind", e.kind.as_str());
+        if report.status == AttemptStatus::Failed {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", e.message.as_str());
+        }
+    }
+    tracing::debug!(
+        outcome = report.status.as_str(),
+        error_kind = report.error.as_ref().map(|e| e.kind.as_str()),
+        wall_ms = report.usage.wall_ms,
+        fuel = report.usage.fuel_consumed,
+        "attempt ended"
+    );
 }
 
 /// Checkpoints committed to the store before the guest hears they are saved.

@@ -3,6 +3,11 @@
 //!
 //! Every refusal is returned to the guest as `Err(reason)`, written to the
 //! attempt's log as a host warning, and traced; nothing here traps.
+//!
+//! Each call is a debug span on the target `ward::span::host`: a child of
+//! the attempt's span in the execution's trace when traces are exported
+//! (`crate::traces`), disabled and free otherwise. Spans record sizes, never
+//! the guest's strings.
 
 use super::bindings::{Host, Level, MediaRef, ward::action::types};
 use super::capabilities::logs::Logs;
@@ -34,16 +39,24 @@ fn refused(logs: &Logs, call: &str, reason: &str) {
 impl types::Host for AttemptState {}
 
 impl Host for AttemptState {
+    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.log", skip_all, fields(bytes = message.len()))]
     fn log(&mut self, level: Level, message: String) {
         self.logs.push(level.into(), LogSource::Host, message);
     }
 
+    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.set-output", skip_all, fields(bytes = value.len()))]
     fn set_output(&mut self, name: String, value: String) -> Result<(), String> {
         self.outputs
             .set(&name, &value)
             .inspect_err(|e| refused(&self.logs, "set-output", e))
     }
 
+    #[tracing::instrument(
+        target = "ward::span::host",
+        level = "debug",
+        name = "host.counter",
+        skip_all
+    )]
     fn counter(&mut self, name: String, delta: i64, tags: Vec<(String, String)>) {
         // Once per attempt is enough: a loop over a bad series would
         // otherwise fill the log.
@@ -54,6 +67,12 @@ impl Host for AttemptState {
         }
     }
 
+    #[tracing::instrument(
+        target = "ward::span::host",
+        level = "debug",
+        name = "host.duration",
+        skip_all
+    )]
     fn duration(&mut self, name: String, nanos: u64, tags: Vec<(String, String)>) {
         // Once per attempt is enough: a loop over a bad series would
         // otherwise fill the log.
@@ -64,6 +83,7 @@ impl Host for AttemptState {
         }
     }
 
+    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.put-media", skip_all, fields(bytes = data.len()))]
     fn put_media(
         &mut self,
         name: String,
@@ -79,6 +99,7 @@ impl Host for AttemptState {
             .inspect_err(|e| refused(&self.logs, "put-media", e))
     }
 
+    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.checkpoint", skip_all, fields(bytes = state.len()))]
     async fn checkpoint(&mut self, state: String) -> Result<(), String> {
         let (value, sink) = self
             .checkpoints
@@ -93,14 +114,32 @@ impl Host for AttemptState {
         Ok(())
     }
 
+    #[tracing::instrument(
+        target = "ward::span::host",
+        level = "debug",
+        name = "host.last-checkpoint",
+        skip_all
+    )]
     fn last_checkpoint(&mut self) -> Option<String> {
         self.checkpoints.last()
     }
 
+    #[tracing::instrument(
+        target = "ward::span::host",
+        level = "debug",
+        name = "host.get-variable",
+        skip_all
+    )]
     fn get_variable(&mut self, name: String) -> Option<String> {
         self.variables.get(&name).cloned()
     }
 
+    #[tracing::instrument(
+        target = "ward::span::host",
+        level = "debug",
+        name = "host.warn",
+        skip_all
+    )]
     fn warn(&mut self, message: String) {
         self.warnings.push(&message);
     }
