@@ -107,10 +107,10 @@ impl Harness {
             .svc
             .start_execution(
                 &TaskRef::name("default", task),
-                Some(input),
-                Default::default(),
-                Trigger::Http,
-                None,
+                crate::runtime::service::StartRequest {
+                    input: Some(input),
+                    ..Default::default()
+                },
             )
             .await
             .unwrap();

@@ -26,6 +26,7 @@ use super::{AppState, cursor};
 use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
 use crate::runtime::follow::{Feed, FeedItem};
+use crate::runtime::service::StartRequest;
 use crate::sandbox::report::MediaInfo;
 use crate::store::{AttemptMetric, Control, ExecutionFilter};
 use utoipa::{IntoParams, ToSchema};
@@ -41,6 +42,10 @@ pub struct StartBody {
     /// `http` (default), `cli` or `webhook`.
     #[schema(value_type = Option<StartTrigger>)]
     trigger: Option<String>,
+    /// Values for the task's declared variables (others are refused).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    variables: serde_json::Map<String, Value>,
 }
 
 /// The triggers a caller may name.
@@ -123,15 +128,16 @@ pub async fn start(
             Some(k.to_string())
         }
     };
+    let request = StartRequest {
+        input: start.input,
+        labels: start.labels,
+        trigger,
+        idempotency_key: key,
+        variables: start.variables,
+    };
     let (exec, created) = match wait {
-        None => {
-            svc.start_execution(&task, start.input, start.labels, trigger, key)
-                .await?
-        }
-        Some(limit) => {
-            svc.start_execution_and_wait(&task, start.input, start.labels, trigger, key, limit)
-                .await?
-        }
+        None => svc.start_execution(&task, request).await?,
+        Some(limit) => svc.start_execution_and_wait(&task, request, limit).await?,
     };
     let status = if created {
         StatusCode::CREATED

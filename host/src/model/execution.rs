@@ -14,6 +14,7 @@ use super::state::{ExecutionState, TaskRunState};
     Debug,
     Clone,
     Copy,
+    Default,
     PartialEq,
     Eq,
     Hash,
@@ -27,6 +28,7 @@ use super::state::{ExecutionState, TaskRunState};
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum Trigger {
+    #[default]
     Http,
     Cli,
     Cron,
@@ -67,6 +69,11 @@ pub struct Execution {
     pub error: Option<AttemptError>,
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// The execution's variables: the task's defaults, the trigger's
+    /// overrides, and what flow steps saved.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: serde_json::Map<String, Value>,
     /// Present on `GET /executions/{id}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_runs: Option<Vec<TaskRun>>,
@@ -82,6 +89,12 @@ pub struct TaskRun {
     /// When the next attempt may start (while `RETRYING`).
     pub not_before: Option<String>,
     pub checkpoint: Option<Value>,
+    /// A flow step's input as rendered for its attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Why the task run failed when no attempt did (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AttemptError>,
 }
 
 /// One attempt of a task run.

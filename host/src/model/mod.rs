@@ -8,6 +8,7 @@
 pub mod analytics;
 pub mod clock;
 pub mod execution;
+pub mod flow;
 pub mod limits;
 pub mod plan;
 pub mod report;

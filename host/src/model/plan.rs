@@ -14,12 +14,16 @@
 //! of allowed edges; this module composes them into whole, consistent
 //! steps. Pure: time and randomness come in with the event.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use serde_json::{Map, Value, json};
+
+use super::flow;
 use super::report::{AttemptError, AttemptStatus, ErrorKind};
 use super::retry::{backoff_ms, is_retryable};
 use super::state::{self, ExecutionState, Forbidden, TaskRunState};
-use super::task::RetryPolicy;
+use super::task::{RetryPolicy, TaskSpec};
 
 /// What the planner needs to know of an execution, read in the same
 /// transaction that will apply the plan.
@@ -30,12 +34,32 @@ pub struct Snapshot {
     /// The retry policy of the execution's task version.
     pub retry: RetryPolicy,
     pub runs: Vec<RunSnapshot>,
+    /// Set when the task is a flow of steps.
+    pub flow: Option<FlowSnapshot>,
+}
+
+/// What planning a flow needs beyond its task runs' states.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowSnapshot {
+    /// The execution's task version.
+    pub spec: Arc<TaskSpec>,
+    /// The execution's input (`inputs` in templates).
+    pub input: Value,
+    /// The execution's variables now (`vars`).
+    pub vars: Map<String, Value>,
+    /// What each task run's successful attempt produced, by task run id:
+    /// `{"outputs": {…}, "result": …}` (`steps.NAME.…`).
+    pub produced: BTreeMap<String, Value>,
+    /// The id the next step's task run takes, if this plan creates one.
+    pub next_run_id: String,
 }
 
 /// One task run as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSnapshot {
     pub id: String,
+    /// The step it runs (`main` for a one-action task).
+    pub step: String,
     pub state: TaskRunState,
     /// Attempts started so far: the last attempt's number.
     pub attempts: u32,
@@ -184,6 +208,14 @@ pub enum Timer {
     Interrupt { run: String },
 }
 
+/// A flow's next step's task run, created by the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub id: String,
+    pub step: String,
+    pub max_attempts: u32,
+}
+
 /// Everything one event changes, decided before anything is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -194,6 +226,19 @@ pub struct Plan {
     pub timers: Vec<Timer>,
     /// The execution's state once the plan is applied.
     pub state: ExecutionState,
+    /// A flow's task run created by this plan (its next step).
+    pub new_run: Option<NewRun>,
+    /// The input of the attempt this plan starts, rendered (flow steps).
+    pub input: Option<Value>,
+    /// The execution's variables after the plan, when a step's `save`
+    /// changed them.
+    pub vars: Option<Map<String, Value>>,
+    /// The execution's outputs rendered from the task's `outputs`, when
+    /// the flow ends.
+    pub outputs: Option<BTreeMap<String, Value>>,
+    /// Why a task run failed without its attempt failing (a template), by
+    /// task run: also the execution's error when it ends by it.
+    pub run_error: Option<(String, AttemptError)>,
 }
 
 /// Why an event changes nothing.
@@ -307,6 +352,11 @@ struct Builder<'a> {
     attempt: Option<AttemptChange>,
     events: Vec<PlannedEvent>,
     timers: Vec<Timer>,
+    new_run: Option<NewRun>,
+    input: Option<Value>,
+    vars: Option<Map<String, Value>>,
+    outputs: Option<BTreeMap<String, Value>>,
+    run_error: Option<(String, AttemptError)>,
 }
 
 impl<'a> Builder<'a> {
@@ -319,6 +369,11 @@ impl<'a> Builder<'a> {
             attempt: None,
             events: Vec::new(),
             timers: Vec::new(),
+            new_run: None,
+            input: None,
+            vars: None,
+            outputs: None,
+            run_error: None,
         }
     }
 
@@ -334,6 +389,11 @@ impl<'a> Builder<'a> {
             events: self.events,
             timers: self.timers,
             state: self.state,
+            new_run: self.new_run,
+            input: self.input,
+            vars: self.vars,
+            outputs: self.outputs,
+            run_error: self.run_error,
         }
     }
 
@@ -435,6 +495,10 @@ impl<'a> Builder<'a> {
                 not_before: at,
             });
         }
+        if self.snap.flow.is_some() && !self.prepare_step(r)? {
+            return Ok(());
+        }
+        let s = &self.runs[r];
         let number = s.attempts + 1;
         let fence = s.fence + 1;
         self.runs[r].attempts = number;
@@ -500,6 +564,18 @@ impl<'a> Builder<'a> {
                 },
             }
         };
+        let (to, error) = match (&self.snap.flow, to) {
+            (Some(_), TaskRunState::Success | TaskRunState::Warning) => match self.save(r) {
+                Ok(()) => (to, error),
+                // The attempt succeeded; its step did not.
+                Err(e) => {
+                    self.run_error = Some((self.runs[r].id.clone(), e));
+                    (TaskRunState::Failed, error)
+                }
+            },
+            _ => (to, error),
+        };
+        let s = &self.runs[r];
         let status_text = status.as_str();
         let error_detail = error
             .as_ref()
@@ -582,6 +658,9 @@ impl<'a> Builder<'a> {
         if self.runs.is_empty() || !self.runs.iter().all(|r| r.state.is_terminal()) {
             return Ok(());
         }
+        if self.snap.flow.is_some() {
+            return self.advance(detail);
+        }
         let has = |s: TaskRunState| self.runs.iter().any(|r| r.state == s);
         let to = if has(TaskRunState::Failed) {
             ExecutionState::Failed
@@ -641,8 +720,17 @@ impl<'a> Builder<'a> {
         if !matches!(self.state, ExecutionState::Failed | ExecutionState::Killed) {
             return Err(Refusal::forbidden(self.state, ExecutionState::Restarted));
         }
-        let rerun = |s: TaskRunState| matches!(s, TaskRunState::Failed | TaskRunState::Killed);
-        if !self.runs.iter().any(|r| rerun(r.state)) {
+        // A flow's failure it was allowed to go past is kept.
+        let rerun: Vec<bool> = self
+            .runs
+            .iter()
+            .map(|r| match r.state {
+                TaskRunState::Killed => true,
+                TaskRunState::Failed => !self.allowed_to_fail(r),
+                _ => false,
+            })
+            .collect();
+        if !rerun.contains(&true) {
             // Killed after every task run had finished: nothing to run again.
             return Err(Refusal::forbidden(
                 self.state,
@@ -651,15 +739,217 @@ impl<'a> Builder<'a> {
         }
         self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
         for r in 0..self.runs.len() {
-            if matches!(
-                self.runs[r].state,
-                TaskRunState::Failed | TaskRunState::Killed
-            ) {
+            if rerun[r] {
                 self.move_run(r, TaskRunState::Created, Lease::Release, None)?;
             }
         }
         self.queue_runnable();
         Ok(())
+    }
+
+    /// Whether run `r` is a flow step whose failure does not stop the flow.
+    fn allowed_to_fail(&self, r: &RunSnapshot) -> bool {
+        self.snap
+            .flow
+            .as_ref()
+            .and_then(|f| f.spec.step(&r.step))
+            .is_some_and(|s| s.allow_failure)
+    }
+
+    /// What a flow's templates see: `inputs`, `vars` and, for every task
+    /// run that has ended, `steps.NAME` with its `outputs`, `result` and
+    /// `state`.
+    fn context(&self) -> Value {
+        let Some(flow) = &self.snap.flow else {
+            return Value::Null;
+        };
+        let mut steps = Map::new();
+        for r in self.runs.iter().filter(|r| r.state.is_terminal()) {
+            let produced = flow.produced.get(&r.id);
+            let field = |k: &str| produced.and_then(|p| p.get(k)).cloned();
+            steps.insert(
+                r.step.clone(),
+                json!({
+                    "outputs": field("outputs").unwrap_or_else(|| json!({})),
+                    "result": field("result").unwrap_or(Value::Null),
+                    "state": r.state.as_str(),
+                }),
+            );
+        }
+        json!({
+            "inputs": flow.input,
+            "vars": self.vars.as_ref().unwrap_or(&flow.vars),
+            "steps": steps,
+        })
+    }
+
+    /// Before a flow step's attempt: its `if` (first attempt only) and its
+    /// input, rendered now that everything before it has ended. Returns
+    /// whether the attempt may start; if not, the run was skipped or
+    /// failed and the flow moved on.
+    fn prepare_step(&mut self, r: usize) -> Result<bool, Refusal> {
+        let flow = self.snap.flow.as_ref().expect("a flow");
+        let name = self.runs[r].step.clone();
+        let Some(step) = flow.spec.step(&name) else {
+            let e = flow::TemplateError {
+                place: format!("step {name}"),
+                template: String::new(),
+                message: "the task version has no such step".into(),
+            };
+            self.fail_step(r, e)?;
+            return Ok(false);
+        };
+        let ctx = self.context();
+        if self.runs[r].attempts == 0
+            && let Some(condition) = &step.condition
+        {
+            match flow::condition(&format!("step {name}, if"), condition, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.move_run(r, TaskRunState::Skipped, Lease::Release, None)?;
+                    self.move_execution(ExecutionState::Running, json!({}))?;
+                    self.settle(json!({ "skipped": name }))?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.fail_step(r, e)?;
+                    return Ok(false);
+                }
+            }
+        }
+        match flow::render(&format!("step {name}, input"), &step.input, &ctx) {
+            Ok(input) => {
+                self.input = Some(input);
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail_step(r, e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A flow step fails before an attempt: a template could not be rendered.
+    fn fail_step(&mut self, r: usize, e: flow::TemplateError) -> Result<(), Refusal> {
+        let error = AttemptError {
+            kind: ErrorKind::TemplateError,
+            message: e.to_string(),
+        };
+        self.move_run(r, TaskRunState::Failed, Lease::Release, None)?;
+        self.run_error = Some((self.runs[r].id.clone(), error.clone()));
+        self.move_execution(ExecutionState::Running, json!({}))?;
+        self.settle(json!({ "error": error }))
+    }
+
+    /// A flow step succeeded: its `save` sets variables from its outputs.
+    fn save(&mut self, r: usize) -> Result<(), AttemptError> {
+        let flow = self.snap.flow.as_ref().expect("a flow");
+        let name = &self.runs[r].step;
+        let Some(step) = flow.spec.step(name).filter(|s| !s.save.is_empty()) else {
+            return Ok(());
+        };
+        let mut ctx = self.context();
+        let produced = flow.produced.get(&self.runs[r].id);
+        ctx["outputs"] = produced
+            .and_then(|p| p.get("outputs"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        ctx["result"] = produced
+            .and_then(|p| p.get("result"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut vars = self.vars.clone().unwrap_or_else(|| flow.vars.clone());
+        for (var, template) in &step.save {
+            let place = format!("step {name}, save.{var}");
+            let value =
+                flow::render(&place, &Value::String(template.clone()), &ctx).map_err(|e| {
+                    AttemptError {
+                        kind: ErrorKind::TemplateError,
+                        message: e.to_string(),
+                    }
+                })?;
+            vars.insert(var.clone(), value);
+        }
+        self.vars = Some(vars);
+        Ok(())
+    }
+
+    /// Every task run of a flow has ended: the next step's task run starts,
+    /// or the flow ends (a failure not allowed stops it).
+    fn advance(&mut self, detail: Value) -> Result<(), Refusal> {
+        let flow = self.snap.flow.as_ref().expect("a flow");
+        let last = self.runs.last().expect("a flow has a task run").clone();
+        match last.state {
+            TaskRunState::Failed if !self.allowed_to_fail(&last) => {
+                return self.move_execution(ExecutionState::Failed, detail);
+            }
+            TaskRunState::Killed => return self.move_execution(ExecutionState::Killed, detail),
+            _ => {}
+        }
+        let at = flow.spec.steps.iter().position(|s| s.name == last.step);
+        if let Some(next) = at.and_then(|i| flow.spec.steps.get(i + 1))
+            && self.new_run.is_none()
+        {
+            let id = flow.next_run_id.clone();
+            let max_attempts = next.retry.unwrap_or(self.snap.retry).max_attempts;
+            self.runs.push(RunSnapshot {
+                id: id.clone(),
+                step: next.name.clone(),
+                state: TaskRunState::Created,
+                attempts: 0,
+                max_attempts,
+                fence: 0,
+                owner: None,
+                not_before: None,
+            });
+            self.events.push(PlannedEvent {
+                kind: EventKind::TaskRunState,
+                from: None,
+                to: Some(TaskRunState::Created.as_str()),
+                detail: json!({ "task_run_id": id, "step": next.name }),
+            });
+            self.timers.push(Timer::Runnable {
+                run: id.clone(),
+                not_before: None,
+            });
+            self.new_run = Some(NewRun {
+                id,
+                step: next.name.clone(),
+                max_attempts,
+            });
+            return Ok(());
+        }
+        if let Some(outputs) = &flow.spec.outputs {
+            let ctx = self.context();
+            let mut rendered = BTreeMap::new();
+            for (name, template) in outputs {
+                match flow::render(&format!("outputs.{name}"), template, &ctx) {
+                    Ok(v) => {
+                        rendered.insert(name.clone(), v);
+                    }
+                    Err(e) => {
+                        let error = AttemptError {
+                            kind: ErrorKind::TemplateError,
+                            message: e.to_string(),
+                        };
+                        self.run_error = Some((last.id.clone(), error.clone()));
+                        return self
+                            .move_execution(ExecutionState::Failed, json!({ "error": error }));
+                    }
+                }
+            }
+            self.outputs = Some(rendered);
+        }
+        let warned = self.runs.iter().any(|r| {
+            r.state == TaskRunState::Warning
+                || (r.state == TaskRunState::Failed && self.allowed_to_fail(r))
+        });
+        let to = if warned {
+            ExecutionState::Warning
+        } else {
+            ExecutionState::Success
+        };
+        self.move_execution(to, detail)
     }
 
     /// Timers for every task run waiting for an attempt.
@@ -717,8 +1007,10 @@ mod tests {
                 max_backoff: Duration::from_secs(60),
                 jitter: 0.0,
             },
+            flow: None,
             runs: vec![RunSnapshot {
                 id: "r".into(),
+                step: "main".into(),
                 state: run,
                 attempts: u32::from(run != R::Created),
                 max_attempts: 5,

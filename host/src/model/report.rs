@@ -88,6 +88,9 @@ pub enum ErrorKind {
     LoadFailed,
     /// The host running the attempt died before it finished.
     HostCrash,
+    /// A flow step's template (`input`, `if`, `save`) or the task's
+    /// `outputs` could not be rendered.
+    TemplateError,
 }
 
 impl ErrorKind {

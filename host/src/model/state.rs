@@ -89,6 +89,8 @@ pub enum TaskRunState {
     Warning,
     Failed,
     Killed,
+    /// A flow step whose `if` was false: it never ran.
+    Skipped,
 }
 
 // The wire names (`CREATED`, …) come from strum, spelled like serde's
@@ -177,6 +179,7 @@ impl TaskRunState {
                 | TaskRunState::Warning
                 | TaskRunState::Failed
                 | TaskRunState::Killed
+                | TaskRunState::Skipped
         )
     }
 
@@ -186,7 +189,9 @@ impl TaskRunState {
         use TaskRunState::*;
         matches!(
             (self, to),
-            (Created, Running | Killed)
+            // A flow step is skipped, or fails before any attempt when its
+            // input cannot be rendered.
+            (Created, Running | Killed | Skipped | Failed)
                 | (Running, Success | Warning | Failed | Killed | Retrying)
                 | (Retrying, Running | Killed | Failed)
                 | (Failed | Killed, Created)
@@ -310,7 +315,7 @@ mod tests {
             assert_eq!(s.as_str().parse(), Ok(s));
         }
         assert_eq!(ExecutionState::ALL.len(), 9);
-        assert_eq!(TaskRunState::ALL.len(), 7);
+        assert_eq!(TaskRunState::ALL.len(), 8);
         assert_eq!(Killing.as_str(), "KILLING");
         assert_eq!(TaskRunState::Retrying.as_str(), "RETRYING");
         assert_eq!(

@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::model::flow::StepSpec;
 use crate::model::limits::{Limits, check_name, exact_size, humantime_serde_compat};
 
 /// What a caller submits to create or replace a task.
@@ -23,8 +24,23 @@ pub struct TaskSpec {
     #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     pub namespace: String,
     /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    /// Absent (empty) when the task has `steps`.
     #[schema(example = "hello")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    /// A flow: steps run one after another, each a task run of its own
+    /// (instead of `action`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
+    /// Execution variables and their defaults (a trigger may override
+    /// them, a step's `save` sets them; `{{ vars.NAME }}` in templates).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub variables: serde_json::Map<String, Value>,
+    /// The execution's outputs, as templates (a flow's last step's outputs
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, Value>>,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
     pub input: Value,
@@ -210,8 +226,27 @@ impl TaskSpec {
         if let Err(e) = check_name("queue", &self.queue) {
             p.push(e);
         }
-        if self.action.trim().is_empty() {
-            p.push("action must name a plugin (its name, or sha256:<digest>)".into());
+        match (self.action.trim().is_empty(), self.steps.is_empty()) {
+            (true, true) => {
+                p.push("action must name a plugin (its name, or sha256:<digest>), or steps must list the flow's steps".into())
+            }
+            (false, false) => p.push("a task has either action or steps, not both".into()),
+            _ => {}
+        }
+        if self.steps.is_empty() && self.outputs.is_some() {
+            p.push("outputs need steps to come from".into());
+        }
+        p.extend(crate::model::flow::problems(
+            &self.steps,
+            &self.variables,
+            self.outputs.as_ref(),
+        ));
+        for step in &self.steps {
+            if let Some(limits) = &step.limits
+                && let Err(e) = limits_within(limits, bounds)
+            {
+                p.push(format!("step {}: {e}", step.name));
+            }
         }
         let r = &self.retry;
         if r.max_attempts == 0 || r.max_attempts > bounds.max_attempts {
@@ -249,36 +284,80 @@ impl TaskSpec {
         p
     }
 
+    /// Whether the task is a flow of steps (else one action, step `main`).
+    pub fn is_flow(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
+    /// The step named `name` of a flow.
+    pub fn step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The name of a new execution's first task run.
+    pub fn first_step(&self) -> &str {
+        self.steps.first().map_or("main", |s| s.name.as_str())
+    }
+
+    /// The action that `step` runs.
+    pub fn action_of(&self, step: &str) -> &str {
+        self.step(step).map_or(&self.action, |s| &s.action)
+    }
+
+    /// The retry policy of `step`: its own, else the task's.
+    pub fn retry_of(&self, step: &str) -> RetryPolicy {
+        self.step(step).and_then(|s| s.retry).unwrap_or(self.retry)
+    }
+
+    /// The grants of `step`: its own, else the task's.
+    pub fn grants_of(&self, step: &str) -> &Grants {
+        self.step(step)
+            .and_then(|s| s.grants.as_ref())
+            .unwrap_or(&self.grants)
+    }
+
+    /// The attempt limits of `step` (its own, else the task's), within the
+    /// host's bounds.
+    pub fn limits_of(&self, step: &str, bounds: &TaskBounds) -> Result<Limits, String> {
+        let own = self.step(step).and_then(|s| s.limits.as_ref());
+        limits_within(own.unwrap_or(&self.limits), bounds)
+    }
+
     /// The attempt limits this task asks for, within the host's bounds.
     pub fn limits(&self, bounds: &TaskBounds) -> Result<Limits, String> {
-        let mut limits = Limits::default();
-        if let Some(fuel) = self.limits.fuel {
-            if fuel == 0 {
-                return Err("limits.fuel must be positive".into());
-            }
-            limits.fuel = fuel;
-        }
-        if let Some(d) = self.limits.timeout {
-            if d.is_zero() || d > bounds.max_timeout {
-                return Err(format!(
-                    "limits.timeout must be between 1ms and {}",
-                    humantime::format_duration(bounds.max_timeout)
-                ));
-            }
-            limits.timeout = d;
-        }
-        if let Some(m) = self.limits.memory {
-            let bytes = m.as_u64();
-            if bytes < (1 << 20) || bytes > bounds.max_memory_bytes {
-                return Err(format!(
-                    "limits.memory must be between 1 MiB and {}",
-                    crate::model::limits::bytes_display(bounds.max_memory_bytes)
-                ));
-            }
-            limits.memory_bytes = bytes;
-        }
-        Ok(limits)
+        limits_within(&self.limits, bounds)
     }
+}
+
+/// `asked`, with the defaults for what it leaves out, within `bounds`.
+fn limits_within(asked: &TaskLimits, bounds: &TaskBounds) -> Result<Limits, String> {
+    let mut limits = Limits::default();
+    if let Some(fuel) = asked.fuel {
+        if fuel == 0 {
+            return Err("limits.fuel must be positive".into());
+        }
+        limits.fuel = fuel;
+    }
+    if let Some(d) = asked.timeout {
+        if d.is_zero() || d > bounds.max_timeout {
+            return Err(format!(
+                "limits.timeout must be between 1ms and {}",
+                humantime::format_duration(bounds.max_timeout)
+            ));
+        }
+        limits.timeout = d;
+    }
+    if let Some(m) = asked.memory {
+        let bytes = m.as_u64();
+        if bytes < (1 << 20) || bytes > bounds.max_memory_bytes {
+            return Err(format!(
+                "limits.memory must be between 1 MiB and {}",
+                crate::model::limits::bytes_display(bounds.max_memory_bytes)
+            ));
+        }
+        limits.memory_bytes = bytes;
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]

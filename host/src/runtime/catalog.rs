@@ -75,11 +75,17 @@ impl Service {
 
     async fn check_task(&self, spec: &TaskSpec) -> ServiceResult<()> {
         let mut problems = spec.problems(&self.config.bounds);
-        if !spec.action.trim().is_empty() && self.store.plugin(&spec.action).await?.is_none() {
-            problems.push(format!(
-                "action {:?} is not a registered plugin (push it first: POST /api/v1/plugins)",
-                spec.action
-            ));
+        let actions = std::iter::once(("action".to_string(), &spec.action)).chain(
+            spec.steps
+                .iter()
+                .map(|s| (format!("step {}: action", s.name), &s.action)),
+        );
+        for (place, action) in actions {
+            if !action.trim().is_empty() && self.store.plugin(action).await?.is_none() {
+                problems.push(format!(
+                    "{place} {action:?} is not a registered plugin (push it first: POST /api/v1/plugins)"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -70,6 +70,18 @@ pub struct Service {
     pub(super) clock: Arc<dyn Clock>,
 }
 
+/// What a trigger asks for; every field may be left at its default.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The input; the task's own `input` when absent.
+    pub input: Option<Value>,
+    pub labels: BTreeMap<String, String>,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    /// Overrides of the task's declared variables.
+    pub variables: serde_json::Map<String, Value>,
+}
+
 /// The task run a new execution starts with, as the dispatcher queues it.
 fn first_run(new: &NewExecution) -> Runnable {
     Runnable {
@@ -154,14 +166,9 @@ impl Service {
     pub async fn start_execution(
         &self,
         task: &TaskRef,
-        input: Option<Value>,
-        labels: BTreeMap<String, String>,
-        trigger: Trigger,
-        idempotency_key: Option<String>,
+        request: StartRequest,
     ) -> ServiceResult<(Execution, bool)> {
-        let new = self
-            .new_execution(task, input, labels, trigger, idempotency_key)
-            .await?;
+        let new = self.new_execution(task, request).await?;
         self.create(new).await
     }
 
@@ -170,16 +177,11 @@ impl Service {
     pub async fn start_execution_and_wait(
         &self,
         task: &TaskRef,
-        input: Option<Value>,
-        labels: BTreeMap<String, String>,
-        trigger: Trigger,
-        idempotency_key: Option<String>,
+        request: StartRequest,
         limit: Duration,
     ) -> ServiceResult<(Execution, bool)> {
-        let keyed = idempotency_key.is_some();
-        let new = self
-            .new_execution(task, input, labels, trigger, idempotency_key)
-            .await?;
+        let keyed = request.idempotency_key.is_some();
+        let new = self.new_execution(task, request).await?;
         // Subscribed before the execution exists: nothing to read back.
         let changes = self.store.changes().follow(&new.id);
         if keyed {
@@ -221,16 +223,34 @@ impl Service {
     async fn new_execution(
         &self,
         task: &TaskRef,
-        input: Option<Value>,
-        labels: BTreeMap<String, String>,
-        trigger: Trigger,
-        idempotency_key: Option<String>,
+        request: StartRequest,
     ) -> ServiceResult<NewExecution> {
+        let StartRequest {
+            input,
+            labels,
+            trigger,
+            idempotency_key,
+            variables,
+        } = request;
         let task = self
             .task(task)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no {task}")))?;
+        let mut vars = task.spec.variables.clone();
+        let unknown: Vec<String> = variables
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .map(|k| format!("variable {k:?} is not declared by the task"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ServiceError::Invalid {
+                message: "unknown variables".into(),
+                problems: unknown,
+            });
+        }
+        vars.extend(variables);
         Ok(NewExecution {
+            variables: vars,
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),
             input: input.unwrap_or_else(|| task.spec.input.clone()),

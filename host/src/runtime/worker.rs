@@ -14,7 +14,7 @@ use super::service::Service;
 use crate::model::report::{AttemptReport, AttemptStatus, ErrorKind, LogLine};
 use crate::model::retry::random_jitter;
 use crate::sandbox::{AttemptSpec, CheckpointSink, Invocation, LogObserver};
-use crate::store::{FinishAttempt, NewLog, StartedAttempt, Store, StoreError};
+use crate::store::{Claimed, FinishAttempt, NewLog, StartedAttempt, Store, StoreError};
 
 impl Service {
     /// One attempt of a task run, start to finish, then what follows it.
@@ -26,7 +26,13 @@ impl Service {
             .start_attempt(&run.task_run_id, &worker, lease_until)
             .await
         {
-            Ok(s) => s,
+            Ok(Claimed::Started(s)) => s,
+            Ok(Claimed::Settled(outcome)) => {
+                // A flow step skipped or failed before an attempt.
+                self.act_on(&outcome);
+                self.release(&run);
+                return;
+            }
             Err(StoreError::Forbidden(f)) => {
                 // Paused, cancelled or already handled: resume/restart re-queue it.
                 tracing::debug!(task_run = %run.task_run_id, reason = %f, "not starting");
@@ -69,7 +75,8 @@ impl Service {
         let cancel = CancellationToken::new();
         lock(&self.running).insert(run.task_run_id.clone(), cancel.clone());
 
-        let report = match self.action_for(&started.spec.action).await {
+        let step = started.step.as_str();
+        let report = match self.action_for(started.spec.action_of(step)).await {
             Err(e) => AttemptReport::failed_before_start(
                 started.number,
                 ErrorKind::LoadFailed,
@@ -86,15 +93,16 @@ impl Service {
                     },
                     self.media.clone(),
                 );
-                match started.spec.limits(&self.config.bounds) {
+                match started.spec.limits_of(step, &self.config.bounds) {
                     Ok(l) => spec.limits = l,
                     Err(e) => {
                         tracing::warn!(error = %e, "task limits out of bounds; using defaults")
                     }
                 }
                 spec.quotas = self.config.quotas;
-                spec.variables = started.spec.grants.variables.clone();
-                spec.scratch = started.spec.grants.scratch;
+                let grants = started.spec.grants_of(step);
+                spec.variables = grants.variables.clone();
+                spec.scratch = grants.scratch;
                 spec.last_checkpoint = started.checkpoint.clone();
                 spec.cancel = cancel.clone();
                 spec.checkpoint_sink = Some(Arc::new(StoreCheckpoints {

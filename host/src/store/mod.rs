@@ -104,6 +104,9 @@ pub struct NewExecution {
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
     pub parent_id: Option<String>,
+    /// The execution's variables: the task's defaults with the trigger's
+    /// overrides.
+    pub variables: serde_json::Map<String, Value>,
 }
 
 /// A task run that may be given an attempt.
@@ -130,6 +133,26 @@ pub struct StartedAttempt {
     pub task_version: i64,
     pub spec: std::sync::Arc<TaskSpec>,
     pub step: String,
+}
+
+/// What a claim of a task run did.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// Its next attempt started.
+    Started(StartedAttempt),
+    /// No attempt: the flow step was skipped (its `if` was false) or
+    /// failed before an attempt (a template), and the flow moved on.
+    Settled(PlanOutcome),
+}
+
+impl Claimed {
+    /// The started attempt (tests of one-action tasks, which always start one).
+    pub fn started(self) -> Option<StartedAttempt> {
+        match self {
+            Claimed::Started(s) => Some(s),
+            Claimed::Settled(_) => None,
+        }
+    }
 }
 
 /// An attempt's end, as its worker reports it. What follows (a retry, the
@@ -296,7 +319,7 @@ pub trait Store: Send + Sync + 'static {
         task_run_id: &str,
         worker: &str,
         lease_until: i64,
-    ) -> StoreResult<StartedAttempt>;
+    ) -> StoreResult<Claimed>;
     /// Stores the report and moves task run and execution on as planned;
     /// refused if the fencing token no longer matches.
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<PlanOutcome>;

@@ -14,9 +14,9 @@ use super::super::*;
 use super::writes::{push_event, task_version_spec};
 use crate::model::clock::{Clock, parse_rfc3339_ms};
 use crate::model::plan::{
-    self, AttemptChange, Event, Lease, Plan, Refusal, RunSnapshot, Snapshot, Timer,
+    self, AttemptChange, Event, FlowSnapshot, Lease, Plan, Refusal, RunSnapshot, Snapshot, Timer,
 };
-use crate::model::report::AttemptReport;
+use crate::model::report::{AttemptReport, AttemptStatus};
 
 impl From<Refusal> for StoreError {
     fn from(r: Refusal) -> Self {
@@ -62,7 +62,7 @@ pub(super) enum Key<'a> {
 pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> {
     const COLUMNS: &str = "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, \
          tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, tr.not_before, \
-         tr.step, tr.checkpoint, tr.priority, tr.queue \
+         tr.step, tr.checkpoint, tr.priority, tr.queue, e.variables, tr.output \
          FROM executions e JOIN task_runs tr ON tr.execution_id = e.id";
     let (mut st, id) = match key {
         Key::Execution(id) => (
@@ -77,9 +77,10 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         ),
     };
     let mut rows = st.query([id])?;
-    let mut head: Option<(String, String, Option<String>, String, i64, String)> = None;
+    let mut head: Option<(String, String, Option<String>, String, i64, String, String)> = None;
     let mut snaps = Vec::new();
     let mut runs = Vec::new();
+    let mut produced = std::collections::BTreeMap::new();
     while let Some(r) = rows.next()? {
         if head.is_none() {
             head = Some((
@@ -89,11 +90,17 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(17)?,
             ));
         }
         let state: String = r.get(7)?;
+        let id: String = r.get(6)?;
+        if let Some(output) = r.get::<_, Option<String>>(18)? {
+            produced.insert(id.clone(), serde_json::from_str(&output)?);
+        }
         snaps.push(RunSnapshot {
-            id: r.get(6)?,
+            id,
+            step: r.get(13)?,
             state: state.parse().map_err(StoreError::Corrupt)?,
             attempts: r.get::<_, i64>(8)? as u32,
             max_attempts: r.get::<_, i64>(9)? as u32,
@@ -108,16 +115,29 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
             queue: r.get(16)?,
         });
     }
-    let Some((execution_id, state, started_at, task_id, task_version, input)) = head else {
+    let Some((execution_id, state, started_at, task_id, task_version, input, variables)) = head
+    else {
         return Ok(None);
     };
     let spec = task_version_spec(c, &task_id, task_version)?;
+    let flow = if spec.is_flow() {
+        Some(FlowSnapshot {
+            spec: spec.clone(),
+            input: serde_json::from_str(&input)?,
+            vars: serde_json::from_str(&variables)?,
+            produced,
+            next_run_id: uuid::Uuid::now_v7().to_string(),
+        })
+    } else {
+        None
+    };
     Ok(Some(Loaded {
         snap: Snapshot {
             execution_id,
             state: state.parse().map_err(StoreError::Corrupt)?,
             retry: spec.retry,
             runs: snaps,
+            flow,
         },
         started_at,
         task_id,
@@ -208,7 +228,7 @@ pub(super) fn plan_and_apply(
                 number
             ])?;
             if let Some(r) = guest {
-                write_report(c, id, run, *number, r, &ts)?;
+                write_report(c, id, run, *number, r, &ts, &loaded.spec)?;
             } else {
                 // The planner's error is the execution's once it has ended.
                 let error = error_text.filter(|_| plan.state.is_terminal());
@@ -246,11 +266,49 @@ pub(super) fn plan_and_apply(
                 ])?,
             Lease::Release => c
                 .prepare_cached(
-                    "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ?, \
-                     owner = NULL, lease_until = NULL WHERE id = ?",
+                    "UPDATE task_runs SET state = ?1, attempts = ?2, max_attempts = ?3, not_before = ?4, \
+                     owner = NULL, lease_until = NULL, \
+                     error = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE error END WHERE id = ?5",
                 )?
                 .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
         };
+    }
+
+    if let Some(new) = &plan.new_run {
+        c.prepare_cached(
+            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
+             VALUES (?, ?, ?, ?, 'CREATED', ?, ?, ?)",
+        )?
+        .execute(params![
+            new.id,
+            id,
+            loaded.task_id,
+            new.step,
+            new.max_attempts,
+            loaded.spec.queue,
+            loaded.spec.priority
+        ])?;
+    }
+    if let (Some(input), Some(AttemptChange::Start { run, .. })) = (&plan.input, &plan.attempt) {
+        c.prepare_cached("UPDATE task_runs SET input = ? WHERE id = ?")?
+            .execute(params![input.to_string(), run])?;
+    }
+    if let Some((run, error)) = &plan.run_error {
+        let error = serde_json::to_string(error)?;
+        c.prepare_cached("UPDATE task_runs SET error = ? WHERE id = ?")?
+            .execute(params![error, run])?;
+        if plan.state.is_terminal() {
+            c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
+                .execute(params![error, id])?;
+        }
+    }
+    if let Some(vars) = &plan.vars {
+        c.prepare_cached("UPDATE executions SET variables = ? WHERE id = ?")?
+            .execute(params![serde_json::to_string(vars)?, id])?;
+    }
+    if let Some(outputs) = &plan.outputs {
+        c.prepare_cached("UPDATE executions SET outputs = ? WHERE id = ?")?
+            .execute(params![serde_json::to_string(outputs)?, id])?;
     }
 
     if let Some(t) = plan.execution {
@@ -305,6 +363,7 @@ fn write_report(
     number: u32,
     r: &AttemptReport,
     ts: &str,
+    spec: &crate::model::task::TaskSpec,
 ) -> StoreResult<()> {
     if !r.media.is_empty() {
         let attempt_id: String = c
@@ -322,6 +381,33 @@ fn write_report(
         c.prepare_cached("UPDATE task_runs SET checkpoint = ? WHERE id = ?")?
             .execute(params![cp.to_string(), run])?;
     }
+    let succeeded = matches!(r.status, AttemptStatus::Success | AttemptStatus::Warning);
+    if spec.is_flow() {
+        if succeeded {
+            c.prepare_cached("UPDATE task_runs SET output = ? WHERE id = ?")?
+                .execute(params![produced(r).to_string(), run])?;
+        }
+        // A flow's outputs are its last successful step's, or the task's
+        // own `outputs` rendered at its end; a failed attempt leaves them.
+        let outputs = (succeeded && spec.outputs.is_none())
+            .then(|| serde_json::to_string(&r.outputs))
+            .transpose()?;
+        c.prepare_cached(
+            "UPDATE executions SET outputs = COALESCE(?, outputs), \
+             result = CASE WHEN ? THEN ? ELSE result END, error = ?, attempts = attempts + 1, \
+             fuel = fuel + ?, memory_peak = MAX(memory_peak, ?) WHERE id = ?",
+        )?
+        .execute(params![
+            outputs,
+            succeeded,
+            r.result.as_ref().map(|v| v.to_string()),
+            r.error.as_ref().map(serde_json::to_string).transpose()?,
+            r.usage.fuel_consumed as i64,
+            r.usage.memory_peak_bytes as i64,
+            execution_id
+        ])?;
+        return Ok(());
+    }
     // With what the attempt used: analytics read these per execution.
     c.prepare_cached(
         "UPDATE executions SET outputs = ?, result = ?, error = ?, attempts = attempts + 1, \
@@ -338,6 +424,11 @@ fn write_report(
     Ok(())
 }
 
+/// What a successful attempt produced, as later flow steps read it.
+pub(super) fn produced(r: &AttemptReport) -> serde_json::Value {
+    json!({ "outputs": r.outputs, "result": r.result })
+}
+
 /// The plan's timers as the runtime needs them.
 pub(super) fn outcome(loaded: &Loaded, plan: &Plan) -> PlanOutcome {
     let mut out = PlanOutcome {
@@ -348,16 +439,23 @@ pub(super) fn outcome(loaded: &Loaded, plan: &Plan) -> PlanOutcome {
     for t in &plan.timers {
         match t {
             Timer::Runnable { run, not_before } => {
-                if let Some(i) = loaded.snap.runs.iter().position(|r| &r.id == run) {
-                    out.runnable.push(Runnable {
-                        task_run_id: run.clone(),
-                        execution_id: loaded.snap.execution_id.clone(),
-                        task_id: loaded.task_id.clone(),
-                        priority: loaded.runs[i].priority,
-                        queue: loaded.runs[i].queue.clone(),
-                        not_before: *not_before,
-                    });
-                }
+                let at = loaded.snap.runs.iter().position(|r| &r.id == run);
+                let (priority, queue) = match at {
+                    Some(i) => (loaded.runs[i].priority, loaded.runs[i].queue.clone()),
+                    // The flow's next step, created by this plan.
+                    None if plan.new_run.as_ref().is_some_and(|n| &n.id == run) => {
+                        (loaded.spec.priority, loaded.spec.queue.clone())
+                    }
+                    None => continue,
+                };
+                out.runnable.push(Runnable {
+                    task_run_id: run.clone(),
+                    execution_id: loaded.snap.execution_id.clone(),
+                    task_id: loaded.task_id.clone(),
+                    priority,
+                    queue,
+                    not_before: *not_before,
+                });
             }
             Timer::Interrupt { run } => out.interrupt.push(run.clone()),
         }
@@ -391,7 +489,7 @@ pub(super) fn start_attempt(
     run_id: &str,
     worker: &str,
     lease_until: i64,
-) -> StoreResult<StartedAttempt> {
+) -> StoreResult<Claimed> {
     let loaded = load(c, Key::TaskRun(run_id))?
         .ok_or_else(|| StoreError::NotFound(format!("no task run {run_id}")))?;
     let event = Event::Claim {
@@ -410,7 +508,8 @@ pub(super) fn start_attempt(
         },
     )?;
     let Some(AttemptChange::Start { number, fence, .. }) = applied.plan.attempt else {
-        return Err(StoreError::Corrupt("a claim planned no attempt".into()));
+        // A flow step skipped, or failed before an attempt: what follows.
+        return Ok(Claimed::Settled(outcome(&loaded, &applied.plan)));
     };
     let i = loaded
         .snap
@@ -418,17 +517,21 @@ pub(super) fn start_attempt(
         .iter()
         .position(|r| r.id == run_id)
         .expect("the planner found this run");
-    Ok(StartedAttempt {
+    let input = match applied.plan.input {
+        Some(rendered) => rendered,
+        None => serde_json::from_str(&loaded.input)?,
+    };
+    Ok(Claimed::Started(StartedAttempt {
         attempt_id: applied.attempt_id.expect("a started attempt has an id"),
         number,
         fence,
         max_attempts: loaded.snap.runs[i].max_attempts,
         checkpoint: loaded.runs[i].checkpoint.clone(),
-        input: serde_json::from_str(&loaded.input)?,
+        input,
         task_version: loaded.task_version,
         spec: loaded.spec.clone(),
         step: loaded.runs[i].step.clone(),
-    })
+    }))
 }
 
 /// An attempt's end, reported by the worker that ran it.
@@ -437,8 +540,18 @@ pub(super) fn finish_attempt(
     clock: &dyn Clock,
     f: &FinishAttempt,
 ) -> StoreResult<PlanOutcome> {
-    let loaded = load(c, Key::Execution(&f.execution_id))?
+    let mut loaded = load(c, Key::Execution(&f.execution_id))?
         .ok_or_else(|| StoreError::NotFound(format!("no execution {}", f.execution_id)))?;
+    // A flow plans what follows with what this attempt produced.
+    if let Some(flow) = &mut loaded.snap.flow
+        && matches!(
+            f.report.status,
+            AttemptStatus::Success | AttemptStatus::Warning
+        )
+    {
+        flow.produced
+            .insert(f.task_run_id.clone(), produced(&f.report));
+    }
     let event = if f.shutdown {
         Event::Shutdown {
             run: f.task_run_id.clone(),

@@ -150,7 +150,7 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
-     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key";
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
@@ -173,6 +173,7 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
         error: row.json("error")?,
         labels: row.json("labels")?.unwrap_or_default(),
         idempotency_key: row.text("idempotency_key")?,
+        variables: row.json("variables")?.unwrap_or_default(),
         task_runs: None,
     })
 }
@@ -413,7 +414,7 @@ impl Store for SqliteStore {
         task_run_id: &str,
         worker: &str,
         lease_until: i64,
-    ) -> StoreResult<StartedAttempt> {
+    ) -> StoreResult<Claimed> {
         let (run, worker, clock) = (
             task_run_id.to_string(),
             worker.to_string(),
@@ -664,6 +665,7 @@ mod tests {
             labels: Default::default(),
             idempotency_key: key.map(str::to_string),
             parent_id: None,
+            variables: Default::default(),
         })
         .await
         .unwrap()
@@ -685,6 +687,8 @@ mod tests {
         let first = s
             .start_attempt(&run.task_run_id, "host-a", 0)
             .await
+            .unwrap()
+            .started()
             .unwrap();
         assert_eq!(first.fence, 1);
         let finish = |worker: &str, fence: i64| FinishAttempt {
@@ -824,6 +828,8 @@ mod tests {
         let second = s
             .start_attempt(&run.task_run_id, "new-host", 0)
             .await
+            .unwrap()
+            .started()
             .unwrap();
         assert_eq!(second.number, 2);
         assert_eq!(second.checkpoint.as_deref(), Some(r#"{"done":2}"#));

@@ -198,6 +198,7 @@ impl World {
                         labels: Default::default(),
                         idempotency_key: None,
                         parent_id: None,
+                        variables: Default::default(),
                     })
                     .await
                     .unwrap();
@@ -213,7 +214,10 @@ impl World {
                 let run = self.run_of(&exec).await;
                 let worker = format!("worker-{w}");
                 match self.store.start_attempt(&run, &worker, 0).await {
-                    Ok(started) => {
+                    Ok(claimed) => {
+                        let started = claimed
+                            .started()
+                            .expect("a one-action task starts an attempt");
                         assert!(
                             !self.running.contains_key(&exec),
                             "a second attempt started while one runs"

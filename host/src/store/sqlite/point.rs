@@ -108,7 +108,7 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
     }
     let mut runs = Vec::new();
     let mut st = c.prepare_cached(
-        "SELECT id, step, state, not_before, checkpoint FROM task_runs WHERE execution_id = ? ORDER BY id",
+        "SELECT id, step, state, not_before, checkpoint, input, error FROM task_runs WHERE execution_id = ? ORDER BY id",
     )?;
     let mut rows = st.query([execution_id])?;
     while let Some(r) = rows.next()? {
@@ -124,6 +124,8 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
             state: run_state(&r.string("state")?)?,
             not_before: r.int("not_before")?.map(ms_to_rfc3339),
             checkpoint: r.json("checkpoint")?,
+            input: r.json("input")?,
+            error: r.json("error")?,
         });
     }
     Ok(runs)

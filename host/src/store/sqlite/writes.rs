@@ -499,8 +499,8 @@ pub(super) fn create_execution(
     let spec = &new.task.spec;
     let (state, run_state, created) = plan::trigger(new.trigger.as_str());
     c.prepare_cached(
-        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         new.id,
@@ -514,12 +514,14 @@ pub(super) fn create_execution(
         created_at,
         serde_json::to_string(&new.labels)?,
         new.idempotency_key,
+        serde_json::to_string(&new.variables)?,
     ])?;
+    let step = spec.first_step();
     c.prepare_cached(
         "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
-         VALUES (?, ?, ?, 'main', ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![new.task_run_id, new.id, new.task.id, run_state.as_str(), spec.retry.max_attempts as i64, spec.queue, spec.priority as i64])?;
+    .execute(params![new.task_run_id, new.id, new.task.id, step, run_state.as_str(), spec.retry_of(step).max_attempts as i64, spec.queue, spec.priority as i64])?;
     push_event(
         &new.id,
         (&new.task.id, &new.task.spec.namespace),
@@ -547,6 +549,7 @@ pub(super) fn create_execution(
         error: None,
         labels: new.labels,
         idempotency_key: new.idempotency_key,
+        variables: new.variables,
         task_runs: None,
     })))
 }

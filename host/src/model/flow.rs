@@ -1,0 +1,488 @@
+//! Flows: a task made of steps, run one after another, each step a task
+//! run with attempts of its own. This holds the step definitions, their
+//! checks at create/update, and the templates (Jinja, by minijinja) that
+//! pass inputs, outputs and variables between steps.
+//!
+//! Templates are rendered by the planner when a step's task run is
+//! claimed, so they see everything finished before it; `save` is rendered
+//! when the step succeeds, the task's `outputs` when the flow ends. Pure:
+//! no I/O, and every render is bounded (fuel, size), so no definition can
+//! hang or exhaust the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::limits::check_name;
+use super::task::{Grants, RetryPolicy, TaskLimits};
+
+/// One step of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique in the task: 1–128 chars of `[A-Za-z0-9_.:-]`, and a valid
+    /// template name (`[A-Za-z_][A-Za-z0-9_]*`) to be referred to as
+    /// `steps.NAME`.
+    #[schema(example = "fetch")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    pub action: String,
+    /// The input, a template: every string in it is rendered; a string
+    /// that is exactly one `{{ expression }}` becomes the expression's
+    /// JSON value. Default `{}`.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// An expression: when false, the step's task run is `SKIPPED`.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The step's own retry policy (the task's when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// The step's own limits (the task's when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TaskLimits>,
+    /// The step's own grants (the task's when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Grants>,
+    /// A failure of this step does not stop the flow; the flow then ends
+    /// `WARNING`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failure: bool,
+    /// Execution variables to set when the step succeeds: name → template
+    /// (`outputs` and `result` are this step's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub save: BTreeMap<String, String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Why a template could not be rendered: the expression and the engine's
+/// words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: cannot render {template:?}: {message}")]
+pub struct TemplateError {
+    /// Where it is, e.g. `step fetch, input.url`.
+    pub place: String,
+    pub template: String,
+    pub message: String,
+}
+
+/// Largest rendered value (as JSON): what a step's input may be.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+/// Work one render may do (minijinja fuel: about one unit per instruction).
+const FUEL: u64 = 100_000;
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(50);
+        env
+    })
+}
+
+/// The expression inside `s` when `s` is exactly one `{{ expression }}`.
+fn sole_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
+        .then_some(inner.trim())
+}
+
+fn engine_error(place: &str, template: &str, e: minijinja::Error) -> TemplateError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    TemplateError {
+        place: place.to_string(),
+        template: template.chars().take(200).collect(),
+        message,
+    }
+}
+
+/// Evaluates `expr` (written as `template`); a name that is not there is
+/// an error, not a silent null.
+fn eval(
+    place: &str,
+    template: &str,
+    expr: &str,
+    ctx: &minijinja::Value,
+) -> Result<minijinja::Value, TemplateError> {
+    let value = env()
+        .compile_expression(expr)
+        .and_then(|e| e.eval(ctx.clone()))
+        .map_err(|e| engine_error(place, template, e))?;
+    if value.is_undefined() {
+        return Err(TemplateError {
+            place: place.to_string(),
+            template: template.chars().take(200).collect(),
+            message: format!("{expr} is undefined"),
+        });
+    }
+    Ok(value)
+}
+
+/// Renders one string: its JSON value when it is a sole expression, else
+/// its text.
+fn render_str(place: &str, s: &str, ctx: &minijinja::Value) -> Result<Value, TemplateError> {
+    if !s.contains("{{") && !s.contains("{%") {
+        return Ok(Value::String(s.to_string()));
+    }
+    if let Some(expr) = sole_expression(s) {
+        let value = eval(place, s, expr, ctx)?;
+        return serde_json::to_value(&value).map_err(|e| TemplateError {
+            place: place.to_string(),
+            template: s.to_string(),
+            message: format!("the value is not JSON: {e}"),
+        });
+    }
+    env()
+        .render_str(s, ctx.clone())
+        .map(Value::String)
+        .map_err(|e| engine_error(place, s, e))
+}
+
+/// Renders every string in `template` (object keys stay as written).
+pub fn render(place: &str, template: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+    let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
+    let rendered = render_value(place, template, &ctx)?;
+    let size = serde_json::to_vec(&rendered).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_RENDERED_BYTES {
+        return Err(TemplateError {
+            place: place.to_string(),
+            template: String::new(),
+            message: format!("the rendered value is {size} bytes, over {MAX_RENDERED_BYTES}"),
+        });
+    }
+    Ok(rendered)
+}
+
+fn render_value(place: &str, t: &Value, ctx: &minijinja::Value) -> Result<Value, TemplateError> {
+    Ok(match t {
+        Value::String(s) => render_str(place, s, ctx)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| render_value(&format!("{place}[{i}]"), v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render_value(&format!("{place}.{k}"), v, ctx)?)))
+                .collect::<Result<Map<_, _>, TemplateError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Evaluates an `if`: Jinja truthiness (false, none, 0, "" and empty
+/// collections are false). `{{ }}` around it is allowed.
+pub fn condition(place: &str, expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
+    let bare = sole_expression(expr).unwrap_or(expr);
+    let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
+    eval(place, expr, bare, &ctx).map(|v| v.is_true())
+}
+
+/// The names a template reads, dotted as deep as written
+/// (`steps.fetch.outputs.url`), or the syntax error.
+fn reads(template: &str) -> Result<BTreeSet<String>, String> {
+    if let Some(expr) = sole_expression(template) {
+        return env()
+            .compile_expression(expr)
+            .map(|e| e.undeclared_variables(true).into_iter().collect())
+            .map_err(|e| e.to_string());
+    }
+    if !template.contains("{{") && !template.contains("{%") {
+        return Ok(BTreeSet::new());
+    }
+    env()
+        .template_from_str(template)
+        .map(|t| t.undeclared_variables(true).into_iter().collect())
+        .map_err(|e| e.to_string())
+}
+
+fn strings<'a>(v: &'a Value, place: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        Value::String(s) => out.push((place, s)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                strings(item, format!("{place}[{i}]"), out);
+            }
+        }
+        Value::Object(fields) => {
+            for (k, item) in fields {
+                strings(item, format!("{place}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks one template: its syntax, and that each name it reads is one of
+/// `roots`, and each `steps.X` one of `steps`.
+fn check_template(
+    place: &str,
+    template: &str,
+    roots: &[&str],
+    steps: &[&str],
+    problems: &mut Vec<String>,
+) {
+    let names = match reads(template) {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("{place}: {e}"));
+            return;
+        }
+    };
+    for name in names {
+        let mut parts = name.split('.');
+        let root = parts.next().unwrap_or_default();
+        if !roots.contains(&root) {
+            problems.push(format!(
+                "{place}: unknown name {root:?} (known: {})",
+                roots.join(", ")
+            ));
+        } else if root == "steps"
+            && let Some(step) = parts.next()
+            && !steps.contains(&step)
+        {
+            problems.push(format!(
+                "{place}: steps.{step} is not a step before this one{}",
+                if steps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (those are: {})", steps.join(", "))
+                }
+            ));
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Every problem with a flow's steps, variables and outputs.
+pub fn problems(
+    steps: &[StepSpec],
+    variables: &Map<String, Value>,
+    outputs: Option<&BTreeMap<String, Value>>,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    for name in variables.keys() {
+        if !is_identifier(name) {
+            p.push(format!(
+                "variable {name:?} must be a name of letters, digits and _ (not starting with a digit)"
+            ));
+        }
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for step in steps {
+        let at = format!("step {}", step.name);
+        if let Err(e) = check_name("step name", &step.name) {
+            p.push(e);
+        } else if !is_identifier(&step.name) {
+            p.push(format!(
+                "step name {:?} must be letters, digits and _ (not starting with a digit) to be used as steps.{}",
+                step.name, step.name
+            ));
+        }
+        if seen.contains(&step.name.as_str()) {
+            p.push(format!("step name {:?} is used twice", step.name));
+        }
+        if step.action.trim().is_empty() {
+            p.push(format!("{at}: action must name a plugin"));
+        }
+        let roots = ["inputs", "vars", "steps"];
+        let mut templates = Vec::new();
+        strings(&step.input, format!("{at}, input"), &mut templates);
+        for (place, t) in templates {
+            check_template(&place, t, &roots, &seen, &mut p);
+        }
+        if let Some(c) = &step.condition {
+            check_template(&format!("{at}, if"), c, &roots, &seen, &mut p);
+        }
+        if let Some(r) = &step.retry
+            && (r.max_attempts == 0 || r.max_attempts > 100)
+        {
+            p.push(format!(
+                "{at}: retry.max_attempts must be 1-100, got {}",
+                r.max_attempts
+            ));
+        }
+        let mut with_self = seen.clone();
+        with_self.push(&step.name);
+        for (var, t) in &step.save {
+            if !variables.contains_key(var) {
+                p.push(format!(
+                    "{at}, save: variable {var:?} is not declared in the task's variables"
+                ));
+            }
+            check_template(
+                &format!("{at}, save.{var}"),
+                t,
+                &["inputs", "vars", "steps", "outputs", "result"],
+                &with_self,
+                &mut p,
+            );
+        }
+        seen.push(&step.name);
+    }
+    if let Some(outputs) = outputs {
+        for (name, t) in outputs {
+            let mut templates = Vec::new();
+            strings(t, format!("outputs.{name}"), &mut templates);
+            for (place, t) in templates {
+                check_template(&place, t, &["inputs", "vars", "steps"], &seen, &mut p);
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Value {
+        json!({
+            "inputs": {"url": "https://x.test/a", "n": 3},
+            "vars": {"count": 2},
+            "steps": {"list": {"outputs": {"items": [1, 2, 3]}, "result": {"ok": true}}}
+        })
+    }
+
+    #[test]
+    fn a_sole_expression_keeps_its_json_type() {
+        let t = json!({
+            "items": "{{ steps.list.outputs.items }}",
+            "n": "{{ steps.list.outputs.items | length }}",
+            "ok": "{{steps.list.result.ok}}",
+            "text": "{{ inputs.url }}?n={{ inputs.n }}",
+            "plain": "no template",
+            "nested": [{"v": "{{ vars.count + 1 }}"}],
+            "number": 7
+        });
+        let r = render("step x, input", &t, &ctx()).unwrap();
+        assert_eq!(
+            r,
+            json!({
+                "items": [1, 2, 3], "n": 3, "ok": true,
+                "text": "https://x.test/a?n=3", "plain": "no template",
+                "nested": [{"v": 3}], "number": 7
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_naming_the_place_and_template() {
+        let e = render(
+            "step fetch, input",
+            &json!({"u": "{{ steps.nope.outputs }}"}),
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.place, "step fetch, input.u");
+        assert_eq!(e.template, "{{ steps.nope.outputs }}");
+        assert!(e.to_string().contains("step fetch, input.u"), "{e}");
+        assert!(render("p", &json!("{{ inputs.missing }}"), &ctx()).is_err());
+        assert!(render("p", &json!("{{ 1 +  }}"), &ctx()).is_err());
+    }
+
+    #[test]
+    fn conditions_use_jinja_truthiness() {
+        assert!(condition("if", "vars.count > 1", &ctx()).unwrap());
+        assert!(condition("if", "{{ steps.list.outputs.items }}", &ctx()).unwrap());
+        assert!(!condition("if", "inputs.n == 4", &ctx()).unwrap());
+        assert!(!condition("if", "[]", &ctx()).unwrap());
+        assert!(condition("if", "inputs.nope", &ctx()).is_err());
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel() {
+        let t = json!(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+        );
+        let e = render("p", &t, &ctx()).unwrap_err();
+        assert!(e.message.contains("fuel"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_result_is_refused() {
+        let t = json!("{{ 'x' * 2000000 }}");
+        assert!(render("p", &t, &ctx()).is_err());
+    }
+
+    fn step(name: &str, input: Value) -> StepSpec {
+        serde_json::from_value(json!({"name": name, "action": "noop", "input": input})).unwrap()
+    }
+
+    #[test]
+    fn definitions_list_every_problem() {
+        let mut later = step("b", json!({"x": "{{ steps.c.outputs }}"}));
+        later
+            .save
+            .insert("undeclared".into(), "{{ outputs.n }}".into());
+        later.condition = Some("{{ nope }}".into());
+        let steps = vec![
+            step("a", json!({"u": "{{ inputs.url }}", "bad": "{{ 1 + }}"})),
+            later,
+            step("c", json!({})),
+            step("a", json!({})),
+            step("not-ident", json!({})),
+        ];
+        let p = problems(&steps, &Map::new(), None);
+        let all = p.join("\n");
+        for expected in [
+            "step a, input.bad",
+            "steps.c is not a step before this one",
+            "variable \"undeclared\" is not declared",
+            "step b, if: unknown name \"nope\"",
+            "step name \"a\" is used twice",
+            "step name \"not-ident\" must be letters",
+        ] {
+            assert!(all.contains(expected), "{expected} in:\n{all}");
+        }
+        assert_eq!(p.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn a_valid_flow_has_no_problems() {
+        let mut b = step(
+            "b",
+            json!({"items": "{{ steps.a.outputs.items }}", "n": "{{ vars.n }}"}),
+        );
+        b.save
+            .insert("n".into(), "{{ outputs.count + vars.n }}".into());
+        b.condition = Some("steps.a.outputs.items | length > 0".into());
+        let steps = vec![step("a", json!({"u": "{{ inputs.url }}"})), b];
+        let vars = json!({"n": 0}).as_object().unwrap().clone();
+        let outputs = BTreeMap::from([("total".to_string(), json!("{{ vars.n }}"))]);
+        assert_eq!(
+            problems(&steps, &vars, Some(&outputs)),
+            Vec::<String>::new()
+        );
+    }
+}
