@@ -1015,9 +1015,8 @@ async fn traces_follow_an_execution_through_task_runs_attempts_and_host_calls() 
             .into_iter()
             .filter(|(_, s)| s.trace_id == trace_id)
             .collect();
-        if spans.iter().any(|(_, s)| s.name == "execution")
-            && spans.iter().filter(|(_, s)| s.name == "attempt").count() == 2
-        {
+        let count = |name: &str| spans.iter().filter(|(_, s)| s.name == name).count();
+        if count("execution") == 1 && count("task_run") == 1 && count("attempt") == 2 {
             break spans;
         }
         assert!(Instant::now() < deadline, "spans so far: {spans:#?}");

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use tracing_subscriber::filter::Targets;
 
 use crate::model::execution::{Execution, TaskRun};
+use crate::model::report::{AttemptReport, AttemptStatus};
 use crate::model::state::{ExecutionState, TaskRunState};
 
 /// The `tracing` target of the attempt spans (shown on log lines too).
@@ -55,7 +56,11 @@ pub struct Exporter {
 
 impl Drop for Exporter {
     fn drop(&mut self) {
-        if let Err(e) = self.provider.shutdown() {
+        // Long enough for one export to finish or time out.
+        if let Err(e) = self
+            .provider
+            .shutdown_with_timeout(EXPORT_TIMEOUT + Duration::from_secs(2))
+        {
             eprintln!("warning: flushing traces failed: {e}");
         }
     }
@@ -120,7 +125,10 @@ where
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
         .build();
+    // Every trace is kept: a ratio sampler would read the trace id's low
+    // bits, fixed in part in a UUID v7, and children carry `SAMPLED` anyway.
     let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_id_generator(RecordIds)
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -180,8 +188,10 @@ fn record_context(execution_id: &str, kind: &str, id: &str) -> Context {
 }
 
 /// The span of one attempt, a child of its task run's span in the
-/// execution's trace. Disabled (and free) when neither traces nor debug
-/// logs want it; entered by the worker for the attempt's whole run.
+/// execution's trace, entered by the worker for the attempt's whole run.
+/// Its one `tracing` field is the trace id, so that every log line written
+/// inside it carries that (and nothing a guest wrote); the attributes
+/// exported with it are set only when traces are on.
 pub fn attempt_span(
     execution_id: &str,
     task_id: &str,
@@ -193,21 +203,37 @@ pub fn attempt_span(
         target: ATTEMPT_TARGET,
         "attempt",
         trace_id = %trace_id_hex(execution_id),
-        "ward.execution.id" = execution_id,
-        "ward.task.id" = task_id,
-        "ward.task_run.id" = task_run_id,
-        "ward.step" = step,
-        "ward.attempt" = number,
-        "ward.outcome" = tracing::field::Empty,
-        "ward.error.kind" = tracing::field::Empty,
-        "otel.status_code" = tracing::field::Empty,
-        "otel.status_message" = tracing::field::Empty,
     );
     if enabled() && !span.is_disabled() {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let _ = span.set_parent(record_context(execution_id, "task_run", task_run_id));
+        span.set_attribute("ward.execution.id", execution_id.to_string());
+        span.set_attribute("ward.task.id", task_id.to_string());
+        span.set_attribute("ward.task_run.id", task_run_id.to_string());
+        span.set_attribute("ward.step", step.to_string());
+        span.set_attribute("ward.attempt", i64::from(number));
     }
     span
+}
+
+/// Longest error message kept on a span (a guest's message may be long).
+const MAX_STATUS_MESSAGE: usize = 256;
+
+/// The attempt's end on its span (the current one), when traces are on.
+pub fn attempt_ended(report: &AttemptReport) {
+    if !enabled() {
+        return;
+    }
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::Span::current();
+    span.set_attribute("ward.outcome", report.status.as_str());
+    if let Some(e) = &report.error {
+        span.set_attribute("ward.error.kind", e.kind.as_str());
+        if report.status == AttemptStatus::Failed {
+            let message: String = e.message.chars().take(MAX_STATUS_MESSAGE).collect();
+            span.set_status(Status::error(message));
+        }
+    }
 }
 
 /// Emits the spans of an ended execution and of its task runs, from its

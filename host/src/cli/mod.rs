@@ -112,18 +112,29 @@ fn init_tracing(json: bool, otlp: Option<&str>) -> Result<Option<crate::traces::
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // The attempt span itself is never printed; it is enabled so that its
-    // fields (the trace id) show on the lines written inside it.
-    let filter = match format!("{}=info", crate::traces::ATTEMPT_TARGET).parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
-    // Colours only for a person at a terminal, not in a file or a pipe.
+    // field (the trace id) shows on the lines written inside it. Host-call
+    // spans are for traces only. Unless RUST_LOG says otherwise.
+    if !asked.contains("ward::span") {
+        for directive in [
+            format!("{}=info", crate::traces::ATTEMPT_TARGET),
+            format!("{}=off", crate::traces::HOST_CALL_TARGET),
+        ] {
+            if let Ok(d) = directive.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
+    // Colours only for a person at a terminal, not in a file or a pipe,
+    // and never under NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(colour);
     let logs = if json {
         logs.json().flatten_event(true).boxed()
     } else {

@@ -137,7 +137,9 @@ impl Service {
             clock,
         });
         if crate::traces::enabled() {
-            tokio::spawn(svc.clone().trace_ended_executions());
+            // From before recovery: executions it ends get their spans.
+            let after = svc.newest_event_id().await?;
+            tokio::spawn(svc.clone().trace_ended_executions(after));
         }
         svc.recover().await?;
         tokio::spawn(svc.clone().dispatcher());

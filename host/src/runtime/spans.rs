@@ -6,30 +6,31 @@
 //! Runs only with `--otlp-endpoint`; without it the writer keeps nothing
 //! for this. Reading the feed through `follow_all` catches up from the store
 //! after a lag, so no ended execution is missed while this host runs.
-//! Executions that ended while no process was exporting get no spans.
+//! Executions that ended while no process was exporting get no spans, nor
+//! do those whose end commits as the service shuts down (the follow stops
+//! then). A restarted execution's spans are sent again when it ends again,
+//! with the same ids.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::service::Service;
+use super::service::{Service, ServiceResult};
 use crate::model::state::ExecutionState;
 use crate::store::EventFilter;
 
 impl Service {
-    /// Starts following ended executions, from the newest event now stored.
-    pub(super) async fn trace_ended_executions(self: Arc<Self>) {
-        let after = match self
+    /// The id of the newest event stored (0 when there is none).
+    pub(super) async fn newest_event_id(&self) -> ServiceResult<i64> {
+        let newest = self
             .store
             .all_events(&EventFilter::default(), 0, 1, true)
-            .await
-        {
-            Ok(newest) => newest.first().map_or(0, |e| e.event.id),
-            Err(e) => {
-                tracing::warn!(error = %e, "traces: cannot read the newest event; no execution spans");
-                return;
-            }
-        };
+            .await?;
+        Ok(newest.first().map_or(0, |e| e.event.id))
+    }
+
+    /// Follows ended executions, from the event after `after`.
+    pub(super) async fn trace_ended_executions(self: Arc<Self>, after: i64) {
         let ended = EventFilter {
             states: ExecutionState::ALL
                 .iter()

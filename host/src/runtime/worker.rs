@@ -144,17 +144,9 @@ impl Service {
     }
 }
 
-/// The attempt's end on its span (and as a debug line, with its trace id).
+/// The attempt's end on its span, and as a debug line (with its trace id).
 fn record_outcome(report: &AttemptReport) {
-    let span = tracing::Span::current();
-    span.record("ward.outcome", report.status.as_str());
-    if let Some(e) = &report.error {
-        span.record("ward.error.kind", e.kind.as_str());
-        if report.status == AttemptStatus::Failed {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", e.message.as_str());
-        }
-    }
+    crate::traces::attempt_ended(report);
     tracing::debug!(
         outcome = report.status.as_str(),
         error_kind = report.error.as_ref().map(|e| e.kind.as_str()),

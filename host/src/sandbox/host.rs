@@ -6,8 +6,9 @@
 //!
 //! Each call is a debug span on the target `ward::span::host`: a child of
 //! the attempt's span in the execution's trace when traces are exported
-//! (`crate::traces`), disabled and free otherwise. Spans record sizes, never
-//! the guest's strings.
+//! (`crate::traces`), disabled and free otherwise; the first
+//! `MAX_HOST_SPANS` calls of an attempt only. Spans record sizes, never the
+//! guest's strings.
 
 use super::bindings::{Host, Level, MediaRef, ward::action::types};
 use super::capabilities::logs::Logs;
@@ -36,16 +37,28 @@ fn refused(logs: &Logs, call: &str, reason: &str) {
     );
 }
 
+/// The span of one host call, while the attempt's budget lasts.
+macro_rules! host_span {
+    ($state:expr, $name:literal $(, $field:ident = $value:expr)*) => {
+        if $state.host_spans > 0 {
+            $state.host_spans -= 1;
+            tracing::debug_span!(target: "ward::span::host", $name $(, $field = $value)*)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
 impl types::Host for AttemptState {}
 
 impl Host for AttemptState {
-    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.log", skip_all, fields(bytes = message.len()))]
     fn log(&mut self, level: Level, message: String) {
+        let _span = host_span!(self, "host.log", bytes = message.len()).entered();
         self.logs.push(level.into(), LogSource::Host, message);
     }
 
-    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.set-output", skip_all, fields(bytes = value.len()))]
     fn set_output(&mut self, name: String, value: String) -> Result<(), String> {
+        let _span = host_span!(self, "host.set-output", bytes = value.len()).entered();
         self.outputs
             .set(&name, &value)
             .inspect_err(|e| refused(&self.logs, "set-output", e))
@@ -58,6 +71,7 @@ impl Host for AttemptState {
         skip_all
     )]
     fn counter(&mut self, name: String, delta: i64, tags: Vec<(String, String)>) {
+        let _span = host_span!(self, "host.counter").entered();
         // Once per attempt is enough: a loop over a bad series would
         // otherwise fill the log.
         if let Err(e) = self.metrics.counter(&name, delta, tags)
@@ -74,6 +88,7 @@ impl Host for AttemptState {
         skip_all
     )]
     fn duration(&mut self, name: String, nanos: u64, tags: Vec<(String, String)>) {
+        let _span = host_span!(self, "host.duration").entered();
         // Once per attempt is enough: a loop over a bad series would
         // otherwise fill the log.
         if let Err(e) = self.metrics.duration(&name, nanos, tags)
@@ -83,13 +98,13 @@ impl Host for AttemptState {
         }
     }
 
-    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.put-media", skip_all, fields(bytes = data.len()))]
     fn put_media(
         &mut self,
         name: String,
         content_type: String,
         data: Vec<u8>,
     ) -> Result<MediaRef, String> {
+        let _span = host_span!(self, "host.put-media", bytes = data.len()).entered();
         self.media
             .put(&name, &content_type, &data)
             .map(|info| MediaRef {
@@ -99,28 +114,28 @@ impl Host for AttemptState {
             .inspect_err(|e| refused(&self.logs, "put-media", e))
     }
 
-    #[tracing::instrument(target = "ward::span::host", level = "debug", name = "host.checkpoint", skip_all, fields(bytes = state.len()))]
     async fn checkpoint(&mut self, state: String) -> Result<(), String> {
-        let (value, sink) = self
-            .checkpoints
-            .prepare(&state)
-            .inspect_err(|e| refused(&self.logs, "checkpoint", e))?;
-        if let Some(sink) = sink {
-            sink.save(state.clone())
-                .await
+        use tracing::Instrument;
+        let span = host_span!(self, "host.checkpoint", bytes = state.len());
+        async move {
+            let (value, sink) = self
+                .checkpoints
+                .prepare(&state)
                 .inspect_err(|e| refused(&self.logs, "checkpoint", e))?;
+            if let Some(sink) = sink {
+                sink.save(state.clone())
+                    .await
+                    .inspect_err(|e| refused(&self.logs, "checkpoint", e))?;
+            }
+            self.checkpoints.commit(state, value);
+            Ok(())
         }
-        self.checkpoints.commit(state, value);
-        Ok(())
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(
-        target = "ward::span::host",
-        level = "debug",
-        name = "host.last-checkpoint",
-        skip_all
-    )]
     fn last_checkpoint(&mut self) -> Option<String> {
+        let _span = host_span!(self, "host.last-checkpoint").entered();
         self.checkpoints.last()
     }
 
@@ -131,6 +146,7 @@ impl Host for AttemptState {
         skip_all
     )]
     fn get_variable(&mut self, name: String) -> Option<String> {
+        let _span = host_span!(self, "host.get-variable").entered();
         self.variables.get(&name).cloned()
     }
 
@@ -141,6 +157,7 @@ impl Host for AttemptState {
         skip_all
     )]
     fn warn(&mut self, message: String) {
+        let _span = host_span!(self, "host.warn").entered();
         self.warnings.push(&message);
     }
 }

@@ -143,6 +143,7 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
         variables: spec.variables.clone(),
         warnings: Warnings::new(spec.quotas.warnings),
         interrupt: None,
+        host_spans: super::state::MAX_HOST_SPANS,
     };
     let mut store = Store::new(&sandbox.engine, state);
     store.limiter(|s| &mut s.limiter);

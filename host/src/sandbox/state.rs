@@ -35,7 +35,14 @@ pub struct AttemptState {
     pub variables: BTreeMap<String, String>,
     pub warnings: Warnings,
     pub interrupt: Option<Interrupt>,
+    /// Host-call spans this attempt may still make (see `sandbox::host`).
+    pub host_spans: u32,
 }
+
+/// Host calls of one attempt traced as spans; later calls are not, so that
+/// a guest calling in a loop cannot flood the trace exporter's queue and
+/// push out other executions' spans.
+pub const MAX_HOST_SPANS: u32 = 128;
 
 impl WasiView for AttemptState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
