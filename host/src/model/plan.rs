@@ -966,6 +966,10 @@ impl<'a> Builder<'a> {
 }
 
 #[cfg(test)]
+#[path = "plan_flow_tests.rs"]
+mod flow_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

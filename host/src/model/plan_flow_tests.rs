@@ -1,0 +1,419 @@
+//! The planner's flow cases: steps one after another, `if`, `save`,
+//! `allow_failure`, templates that fail, the task's `outputs`, restart.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use ExecutionState as E;
+use TaskRunState as R;
+
+/// An execution of a flow, planned event by event as a store would apply
+/// the plans (runs, new runs, variables, outputs, what attempts produced).
+struct Sim {
+    snap: Snapshot,
+    outputs: Option<BTreeMap<String, Value>>,
+    errors: Vec<(String, AttemptError)>,
+    next: u32,
+}
+
+impl Sim {
+    fn new(task: Value) -> Sim {
+        let mut task = task;
+        task["name"] = json!("flow");
+        let spec: TaskSpec = serde_json::from_value(task).unwrap();
+        let problems = spec.problems(&Default::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        let first = spec.first_step().to_string();
+        let max_attempts = spec.retry_of(&first).max_attempts;
+        Sim {
+            snap: Snapshot {
+                execution_id: "e".into(),
+                state: E::Created,
+                retry: spec.retry,
+                runs: vec![RunSnapshot {
+                    id: "r1".into(),
+                    step: first,
+                    state: R::Created,
+                    attempts: 0,
+                    max_attempts,
+                    fence: 0,
+                    owner: None,
+                    not_before: None,
+                }],
+                flow: Some(FlowSnapshot {
+                    input: json!({"who": "Ada", "n": 2}),
+                    vars: spec.variables.clone(),
+                    spec: Arc::new(spec),
+                    produced: BTreeMap::new(),
+                    next_run_id: "r2".into(),
+                }),
+            },
+            outputs: None,
+            errors: Vec::new(),
+            next: 2,
+        }
+    }
+
+    fn flow(&self) -> &FlowSnapshot {
+        self.snap.flow.as_ref().unwrap()
+    }
+
+    fn run(&self, step: &str) -> &RunSnapshot {
+        self.snap.runs.iter().find(|r| r.step == step).unwrap()
+    }
+
+    fn apply(&mut self, plan: &Plan) {
+        self.snap.state = plan.state;
+        for c in &plan.runs {
+            let r = self.snap.runs.iter_mut().find(|r| r.id == c.run).unwrap();
+            r.state = c.to;
+            r.not_before = c.not_before;
+            r.attempts = c.attempts;
+            r.max_attempts = c.max_attempts;
+            match &c.lease {
+                Lease::Take { worker, fence } => {
+                    r.owner = Some(worker.clone());
+                    r.fence = *fence;
+                }
+                Lease::Release => r.owner = None,
+            }
+        }
+        if let Some(new) = &plan.new_run {
+            self.snap.runs.push(RunSnapshot {
+                id: new.id.clone(),
+                step: new.step.clone(),
+                state: R::Created,
+                attempts: 0,
+                max_attempts: new.max_attempts,
+                fence: 0,
+                owner: None,
+                not_before: None,
+            });
+            self.next += 1;
+            let id = format!("r{}", self.next);
+            self.snap.flow.as_mut().unwrap().next_run_id = id;
+        }
+        if let Some(vars) = &plan.vars {
+            self.snap.flow.as_mut().unwrap().vars = vars.clone();
+        }
+        if let Some(o) = &plan.outputs {
+            self.outputs = Some(o.clone());
+        }
+        if let Some(e) = &plan.run_error {
+            self.errors.push(e.clone());
+        }
+    }
+
+    /// Claims the step's task run; returns the plan (applied).
+    fn claim(&mut self, step: &str) -> Plan {
+        let run = self.run(step).id.clone();
+        let p = plan(
+            &self.snap,
+            &Event::Claim {
+                run,
+                worker: "w".into(),
+                now_ms: 0,
+            },
+        )
+        .unwrap();
+        self.apply(&p);
+        p
+    }
+
+    /// Ends the step's running attempt with `status`, having produced
+    /// `outputs` (when it succeeded); returns the plan (applied).
+    fn finish(&mut self, step: &str, status: AttemptStatus, outputs: Value) -> Plan {
+        let run = self.run(step).clone();
+        let mut snap = self.snap.clone();
+        if matches!(status, AttemptStatus::Success | AttemptStatus::Warning) {
+            snap.flow
+                .as_mut()
+                .unwrap()
+                .produced
+                .insert(run.id.clone(), json!({"outputs": outputs, "result": null}));
+        }
+        let error = (status == AttemptStatus::Failed).then_some(ErrorKind::ActionFatal);
+        let p = plan(
+            &snap,
+            &Event::AttemptFinished {
+                run: run.id.clone(),
+                worker: "w".into(),
+                fence: run.fence,
+                status,
+                error,
+                now_ms: 0,
+                jitter: 0.0,
+            },
+        )
+        .unwrap();
+        self.snap.flow = snap.flow;
+        self.apply(&p);
+        p
+    }
+
+    fn states(&self) -> Vec<(String, R)> {
+        self.snap
+            .runs
+            .iter()
+            .map(|r| (r.step.clone(), r.state))
+            .collect()
+    }
+}
+
+fn started_input(p: &Plan) -> Value {
+    assert!(
+        matches!(p.attempt, Some(AttemptChange::Start { .. })),
+        "{p:?}"
+    );
+    p.input.clone().expect("a rendered input")
+}
+
+#[test]
+fn steps_run_one_after_another_with_outputs_passed_on() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "list", "action": "noop", "input": {"who": "{{ inputs.who }}"}},
+        {"name": "count", "action": "noop",
+         "input": {"items": "{{ steps.list.outputs.items }}", "n": "{{ steps.list.outputs.items | length }}"}}
+    ]}));
+    let p = sim.claim("list");
+    assert_eq!(started_input(&p), json!({"who": "Ada"}));
+    assert_eq!(p.state, E::Running);
+    let p = sim.finish("list", AttemptStatus::Success, json!({"items": [1, 2, 3]}));
+    // The next step's task run is created and queued; the flow goes on.
+    let new = p.new_run.clone().expect("the next step");
+    assert_eq!(new.step, "count");
+    assert_eq!(
+        p.timers,
+        vec![Timer::Runnable {
+            run: new.id.clone(),
+            not_before: None
+        }]
+    );
+    assert_eq!(p.state, E::Running);
+    assert!(
+        p.events.iter().any(|e| e.kind == EventKind::TaskRunState
+            && e.from.is_none()
+            && e.to == Some("CREATED"))
+    );
+    let p = sim.claim("count");
+    assert_eq!(started_input(&p), json!({"items": [1, 2, 3], "n": 3}));
+    let p = sim.finish("count", AttemptStatus::Success, json!({"total": 6}));
+    assert_eq!(p.state, E::Success);
+    assert!(p.new_run.is_none());
+}
+
+#[test]
+fn a_false_if_skips_the_step_without_an_attempt() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop"},
+        {"name": "b", "action": "noop", "if": "inputs.n > 5"},
+        {"name": "c", "action": "noop", "if": "{{ steps.b.state == 'SKIPPED' }}"}
+    ]}));
+    sim.claim("a");
+    sim.finish("a", AttemptStatus::Success, json!({}));
+    let p = sim.claim("b");
+    assert!(p.attempt.is_none(), "skipped: {p:?}");
+    assert_eq!(p.new_run.as_ref().map(|n| n.step.as_str()), Some("c"));
+    let p = sim.claim("c");
+    started_input(&p);
+    sim.finish("c", AttemptStatus::Success, json!({}));
+    assert_eq!(sim.snap.state, E::Success);
+    assert_eq!(
+        sim.states(),
+        vec![
+            ("a".into(), R::Success),
+            ("b".into(), R::Skipped),
+            ("c".into(), R::Success)
+        ]
+    );
+}
+
+#[test]
+fn a_failed_step_stops_the_flow_unless_its_failure_is_allowed() {
+    let steps = json!([
+        {"name": "a", "action": "noop"},
+        {"name": "b", "action": "noop"}
+    ]);
+    let mut sim = Sim::new(json!({"steps": steps}));
+    sim.claim("a");
+    let p = sim.finish("a", AttemptStatus::Failed, json!({}));
+    assert_eq!(p.state, E::Failed);
+    assert!(p.new_run.is_none(), "later steps never start");
+
+    let mut allowed = steps.clone();
+    allowed[0]["allow_failure"] = json!(true);
+    let mut sim = Sim::new(json!({"steps": allowed}));
+    sim.claim("a");
+    let p = sim.finish("a", AttemptStatus::Failed, json!({}));
+    assert_eq!(p.state, E::Running);
+    assert_eq!(p.new_run.map(|n| n.step), Some("b".into()));
+    sim.claim("b");
+    let p = sim.finish("b", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Warning);
+}
+
+#[test]
+fn a_template_that_fails_fails_its_step_naming_the_step_and_expression() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop"},
+        {"name": "b", "action": "noop", "input": {"x": "{{ steps.a.outputs.missing }}"}}
+    ]}));
+    sim.claim("a");
+    sim.finish("a", AttemptStatus::Success, json!({"present": 1}));
+    let p = sim.claim("b");
+    assert!(p.attempt.is_none());
+    assert_eq!(p.state, E::Failed);
+    assert_eq!(sim.run("b").state, R::Failed);
+    let (run, error) = sim.errors.last().unwrap();
+    assert_eq!(run, &sim.run("b").id);
+    assert_eq!(error.kind, ErrorKind::TemplateError);
+    assert!(
+        error.message.contains("step b, input.x"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("steps.a.outputs.missing"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn save_sets_variables_that_later_steps_and_outputs_read() {
+    let mut sim = Sim::new(json!({
+        "variables": {"total": 0, "label": "none"},
+        "steps": [
+            {"name": "a", "action": "noop", "save": {"total": "{{ outputs.count + vars.total }}", "label": "a-{{ outputs.count }}"}},
+            {"name": "b", "action": "noop", "input": {"t": "{{ vars.total }}"}, "save": {"total": "{{ vars.total * 10 }}"}}
+        ],
+        "outputs": {"final": "{{ vars.total }}", "from_a": "{{ steps.a.outputs.count }}"}
+    }));
+    sim.claim("a");
+    let p = sim.finish("a", AttemptStatus::Success, json!({"count": 4}));
+    assert_eq!(
+        p.vars,
+        Some(
+            json!({"total": 4, "label": "a-4"})
+                .as_object()
+                .unwrap()
+                .clone()
+        )
+    );
+    let p = sim.claim("b");
+    assert_eq!(started_input(&p), json!({"t": 4}));
+    let p = sim.finish("b", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Success);
+    assert_eq!(sim.flow().vars["total"], json!(40));
+    assert_eq!(
+        sim.outputs,
+        Some(BTreeMap::from([
+            ("final".to_string(), json!(40)),
+            ("from_a".to_string(), json!(4)),
+        ]))
+    );
+}
+
+#[test]
+fn a_save_that_fails_fails_the_step_though_its_attempt_succeeded() {
+    let mut sim = Sim::new(json!({
+        "variables": {"v": 0},
+        "steps": [
+            {"name": "a", "action": "noop", "save": {"v": "{{ outputs.nope }}"}},
+            {"name": "b", "action": "noop"}
+        ]
+    }));
+    sim.claim("a");
+    let p = sim.finish("a", AttemptStatus::Success, json!({}));
+    assert!(matches!(
+        p.attempt,
+        Some(AttemptChange::Finish {
+            status: AttemptStatus::Success,
+            ..
+        })
+    ));
+    assert_eq!(sim.run("a").state, R::Failed);
+    assert_eq!(p.state, E::Failed);
+    assert_eq!(sim.errors.last().unwrap().1.kind, ErrorKind::TemplateError);
+}
+
+#[test]
+fn restart_reruns_the_step_that_stopped_the_flow_and_keeps_the_rest() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop", "allow_failure": true},
+        {"name": "b", "action": "noop", "save": {}},
+        {"name": "c", "action": "noop", "input": {"from_b": "{{ steps.b.outputs.v }}"}}
+    ]}));
+    sim.claim("a");
+    sim.finish("a", AttemptStatus::Failed, json!({}));
+    sim.claim("b");
+    sim.finish("b", AttemptStatus::Success, json!({"v": 7}));
+    sim.claim("c");
+    let p = sim.finish("c", AttemptStatus::Failed, json!({}));
+    assert_eq!(p.state, E::Failed);
+
+    let p = plan(&sim.snap, &Event::Restart).unwrap();
+    sim.apply(&p);
+    // Only c runs again: a's failure was allowed, b succeeded.
+    let reset: Vec<_> = p.runs.iter().map(|c| (c.run.clone(), c.to)).collect();
+    assert_eq!(reset, vec![(sim.run("c").id.clone(), R::Created)]);
+    let p = sim.claim("c");
+    assert_eq!(started_input(&p), json!({"from_b": 7}));
+    let p = sim.finish("c", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Warning, "a's allowed failure still shows");
+    assert_eq!(sim.run("c").attempts, 2);
+}
+
+#[test]
+fn a_paused_flow_creates_its_next_step_but_does_not_start_it() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop"},
+        {"name": "b", "action": "noop"}
+    ]}));
+    sim.claim("a");
+    let p = plan(&sim.snap, &Event::Pause).unwrap();
+    sim.apply(&p);
+    let p = sim.finish("a", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Paused);
+    assert!(p.new_run.is_some());
+    let b = sim.run("b").id.clone();
+    assert!(matches!(
+        plan(
+            &sim.snap,
+            &Event::Claim {
+                run: b,
+                worker: "w".into(),
+                now_ms: 0
+            }
+        ),
+        Err(Refusal::Forbidden(_))
+    ));
+    let p = plan(&sim.snap, &Event::Resume).unwrap();
+    assert_eq!(p.timers.len(), 1, "resume queues the next step");
+}
+
+#[test]
+fn every_planned_edge_of_a_flow_is_allowed_by_the_state_machine() {
+    // The builder checks each edge as it plans; a flow exercising skip,
+    // template failure and allowed failure plans without a refusal.
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop", "if": "false"},
+        {"name": "b", "action": "noop", "allow_failure": true, "input": {"x": "{{ inputs.nope }}"}},
+        {"name": "c", "action": "noop"}
+    ]}));
+    sim.claim("a");
+    sim.claim("b");
+    sim.claim("c");
+    let p = sim.finish("c", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Warning);
+    assert_eq!(
+        sim.states(),
+        vec![
+            ("a".into(), R::Skipped),
+            ("b".into(), R::Failed),
+            ("c".into(), R::Success)
+        ]
+    );
+}

@@ -1,0 +1,294 @@
+//! End-to-end tests of flows against a real `ward serve`: steps one after
+//! another with outputs and variables passed on, `if`, `allow_failure`,
+//! template errors, restart from the failed step, bad definitions, and a
+//! flow killed mid-way (kill -9) that finishes after a restart without
+//! running its finished steps again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::Server;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The task run of `step`.
+fn run<'a>(e: &'a Value, step: &str) -> &'a Value {
+    e["task_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == step)
+        .unwrap_or_else(|| panic!("no task run of step {step}: {e}"))
+}
+
+fn steps(e: &Value) -> Vec<(String, String)> {
+    e["task_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["step"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn attempts(e: &Value, step: &str) -> usize {
+    run(e, step)["attempts"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_flow_passes_outputs_and_variables_from_step_to_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "report",
+        "variables": {"words": 0, "suffix": "!"},
+        "steps": [
+            {"name": "greet", "action": "hello", "description": "say hello",
+             "input": {"name": "{{ inputs.who }}"}},
+            {"name": "count", "action": "word-count",
+             "input": {"text": "{{ steps.greet.outputs.message }} and some more"},
+             "save": {"words": "{{ outputs.words }}"}},
+            {"name": "shout", "action": "hello", "if": "vars.words > 100",
+             "input": {"name": "never"}},
+            {"name": "sum_up", "action": "hello",
+             "input": {"name": "{{ vars.words }} words{{ vars.suffix }}"}}
+        ],
+        "outputs": {"greeting": "{{ steps.greet.outputs.message }}", "words": "{{ vars.words }}",
+                    "skipped": "{{ steps.shout.state }}"}
+    }))
+    .await;
+    let (status, e) = s
+        .post(
+            "/tasks/report/executions?wait=30s",
+            json!({"input": {"who": "Ada"}, "variables": {"suffix": "?"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(
+        e["outputs"],
+        json!({"greeting": "Hello, Ada!", "skipped": "SKIPPED", "words": 5})
+    );
+    assert_eq!(e["variables"], json!({"words": 5, "suffix": "?"}));
+    let e = s.execution(e["id"].as_str().unwrap()).await;
+    assert_eq!(
+        steps(&e),
+        [
+            ("greet".into(), "SUCCESS".into()),
+            ("count".into(), "SUCCESS".into()),
+            ("shout".into(), "SKIPPED".into()),
+            ("sum_up".into(), "SUCCESS".into())
+        ]
+    );
+    assert_eq!(
+        run(&e, "count")["input"],
+        json!({"text": "Hello, Ada! and some more"})
+    );
+    assert_eq!(attempts(&e, "shout"), 0, "a skipped step never runs");
+    assert_eq!(run(&e, "sum_up")["input"], json!({"name": "5 words?"}));
+
+    // A variable the task does not declare is refused, and nothing is made.
+    let (status, problem) = s
+        .post(
+            "/tasks/report/executions",
+            json!({"input": {"who": "Ada"}, "variables": {"nope": 1}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["problems"][0].as_str().unwrap().contains("nope"));
+    let (_, all) = s.get("/executions?task=report").await;
+    assert_eq!(all["executions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn failures_stop_the_flow_unless_allowed_and_restart_resumes_at_the_failed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "fragile",
+        "steps": [
+            {"name": "optional", "action": "chaos", "input": {"mode": "fatal"}, "allow_failure": true},
+            {"name": "first", "action": "hello", "input": {"name": "one"}},
+            {"name": "picky", "action": "chaos", "input": {"mode": "{{ inputs.mode }}"}},
+            {"name": "after", "action": "hello", "input": {"name": "{{ steps.first.outputs.message }}"}}
+        ]
+    }))
+    .await;
+    let id = s.start("fragile", json!({"mode": "fatal"})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(
+        steps(&e),
+        [
+            ("optional".into(), "FAILED".into()),
+            ("first".into(), "SUCCESS".into()),
+            ("picky".into(), "FAILED".into()),
+        ],
+        "a failure not allowed stops the flow: `after` never starts"
+    );
+    assert_eq!(e["error"]["kind"], "action_fatal");
+
+    // Restart re-runs only `picky` (its input rendered again, the same),
+    // which fails the same way; the earlier steps still ran once.
+    let (status, r) = s
+        .post(&format!("/executions/{id}/restart"), json!(null))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(attempts(&e, "picky"), 2);
+    assert_eq!(attempts(&e, "first"), 1, "finished steps are not run again");
+    assert_eq!(attempts(&e, "optional"), 1, "an allowed failure is kept");
+
+    // A flow whose failing step was allowed to fail goes on and ends WARNING.
+    let id = s.start("fragile", json!({"mode": "ok"})).await;
+    let e = s.wait_for(&id, "terminal", WAIT).await;
+    assert_eq!(e["state"], "WARNING", "{e}");
+    let e = s.execution(&id).await;
+    assert_eq!(run(&e, "after")["input"], json!({"name": "Hello, one!"}));
+}
+
+#[tokio::test]
+async fn a_template_that_cannot_render_fails_its_step_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "typo",
+        "steps": [
+            {"name": "a", "action": "hello", "input": {"name": "x"}},
+            {"name": "b", "action": "hello", "input": {"name": "{{ steps.a.outputs.mesage }}"}},
+            {"name": "c", "action": "noop"}
+        ]
+    }))
+    .await;
+    let id = s.start("typo", json!({})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(e["error"]["kind"], "template_error", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("step b, input.name"), "{message}");
+    assert!(message.contains("steps.a.outputs.mesage"), "{message}");
+    let e = s.execution(&id).await;
+    assert_eq!(run(&e, "b")["state"], "FAILED");
+    assert_eq!(run(&e, "b")["error"]["kind"], "template_error");
+    assert_eq!(attempts(&e, "b"), 0, "it never ran");
+    assert_eq!(
+        e["task_runs"].as_array().unwrap().len(),
+        2,
+        "c never started"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_flow_definition_gets_every_problem_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({
+                "name": "broken",
+                "variables": {"n": 0},
+                "steps": [
+                    {"name": "a", "action": "no-such-plugin", "input": {"x": "{{ steps.b.outputs }}"}},
+                    {"name": "b", "action": "hello", "input": {"name": "{{ 1 + }}"},
+                     "save": {"m": "{{ outputs.x }}"}},
+                    {"name": "a", "action": "hello"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+    let problems: Vec<&str> = p["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all = problems.join("\n");
+    for expected in [
+        "steps.b is not a step before this one",
+        "step b, input.name",
+        "variable \"m\" is not declared",
+        "step name \"a\" is used twice",
+        "\"no-such-plugin\" is not a registered plugin",
+    ] {
+        assert!(all.contains(expected), "{expected:?} in\n{all}");
+    }
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({"name": "both", "action": "hello", "steps": [{"name": "a", "action": "hello"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({"name": "later", "steps": [{"name": "a", "action": "hello", "parallel": []}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "an unknown step field is refused: {p}");
+    let (_, tasks) = s.get("/tasks").await;
+    assert!(
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["name"] == "hello"),
+        "nothing was created: {tasks}"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_killed_mid_way_finishes_after_a_restart_without_rerunning_finished_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "long",
+        "retry": {"max_attempts": 3, "initial_backoff": "100ms"},
+        "steps": [
+            {"name": "before", "action": "hello", "input": {"name": "before"}},
+            {"name": "slow", "action": "chaos", "input": {"mode": "slow", "steps": 6, "step_ms": 250}},
+            {"name": "after", "action": "hello", "input": {"name": "{{ steps.before.outputs.message }}"}}
+        ]
+    }))
+    .await;
+    let id = s.start("long", json!({})).await;
+    // Kill while `slow` runs, after a checkpoint or two.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let e = s.execution(&id).await;
+        let slow = e["task_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["step"] == "slow" && r["state"] == "RUNNING");
+        if slow.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slow never ran: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.kill();
+
+    let s = Server::launch(dir.path());
+    let e = s.wait_for(&id, "terminal", WAIT).await;
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    let e = s.execution(&id).await;
+    assert_eq!(
+        attempts(&e, "before"),
+        1,
+        "a finished step is not run again"
+    );
+    let slow = &run(&e, "slow")["attempts"];
+    assert_eq!(slow.as_array().unwrap().len(), 2, "{e}");
+    assert_eq!(slow[0]["error"]["kind"], "host_crash");
+    assert_eq!(attempts(&e, "after"), 1);
+    assert_eq!(run(&e, "after")["input"], json!({"name": "Hello, before!"}));
+    assert_eq!(e["outputs"], json!({"message": "Hello, Hello, before!!"}));
+}
