@@ -1,8 +1,8 @@
 //! End-to-end tests of flows against a real `ward serve`: steps one after
 //! another with outputs and variables passed on, `if`, `allow_failure`,
-//! template errors, restart from the failed step, bad definitions, and a
-//! flow killed mid-way (kill -9) that finishes after a restart without
-//! running its finished steps again.
+//! template errors, restart from the failed step, bad definitions, a flow
+//! killed mid-way (kill -9) that finishes after a restart without running
+//! its finished steps again; input and output schemas; signed webhooks.
 
 mod common;
 
@@ -291,4 +291,203 @@ async fn a_flow_killed_mid_way_finishes_after_a_restart_without_rerunning_finish
     assert_eq!(attempts(&e, "after"), 1);
     assert_eq!(run(&e, "after")["input"], json!({"name": "Hello, before!"}));
     assert_eq!(e["outputs"], json!({"message": "Hello, Hello, before!!"}));
+}
+
+#[tokio::test]
+async fn schemas_refuse_bad_inputs_and_outputs_with_their_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "typed",
+        "action": "hello",
+        "input_schema": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1}},
+            "additionalProperties": false
+        }
+    }))
+    .await;
+    let (status, p) = s
+        .post(
+            "/tasks/typed/executions",
+            json!({"input": {"name": 7, "extra": true}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+    let problems = p["problems"].to_string();
+    assert!(problems.contains("/name"), "{problems}");
+    assert!(problems.contains("extra"), "{problems}");
+    let (_, all) = s.get("/executions?task=typed").await;
+    assert!(
+        all["executions"].as_array().unwrap().is_empty(),
+        "nothing created"
+    );
+    let id = s.start("typed", json!({"name": "Ada"})).await;
+    s.wait_for(&id, "SUCCESS", WAIT).await;
+
+    // A step's outputs are checked before they are published.
+    s.create_task(json!({
+        "name": "checked",
+        "steps": [
+            {"name": "greet", "action": "hello", "input": {"name": "Ada"},
+             "outputs_schema": {"type": "object", "required": ["message"],
+                                "properties": {"message": {"type": "integer"}}}},
+            {"name": "never", "action": "noop"}
+        ]
+    }))
+    .await;
+    let id = s.start("checked", json!({})).await;
+    let e = s.wait_for(&id, "FAILED", WAIT).await;
+    assert_eq!(e["error"]["kind"], "invalid_result", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("/message"), "{message}");
+    assert_eq!(e["outputs"], json!({}), "invalid outputs are not published");
+    assert_eq!(e["task_runs"].as_array().map(Vec::len), Some(1));
+
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({"name": "bad-schema", "action": "hello", "input_schema": {"type": "nonsense"},
+                   "outputs_schema": {"$ref": "http://127.0.0.1:9/remote.json"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(p["problems"].as_array().unwrap().len(), 2, "{p}");
+}
+
+const SECRET: &str = "partner-shared-secret";
+
+async fn hook(
+    s: &Server,
+    task: &str,
+    body: &str,
+    ts: i64,
+    signature: Option<String>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let ts = ts.to_string();
+    let mut r = s
+        .http
+        .post(s.url(&format!("/webhooks/{task}")))
+        .header("content-type", "application/json")
+        .header("X-Ward-Timestamp", &ts)
+        .body(body.to_string());
+    if let Some(sig) = signature {
+        r = r.header("X-Ward-Signature", sig);
+    }
+    if let Some(k) = key {
+        r = r.header("Idempotency-Key", k);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn webhooks_start_executions_from_signed_requests_only() {
+    use ward::model::webhook::sign;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let task = s
+        .create_task(json!({"name": "hooked", "action": "hello", "webhook": {"secret": SECRET}}))
+        .await;
+    assert!(!task.to_string().contains(SECRET), "write-only: {task}");
+    let (_, got) = s.get("/tasks/hooked").await;
+    assert!(!got.to_string().contains(SECRET), "{got}");
+    let (_, list) = s.get("/tasks").await;
+    assert!(!list.to_string().contains(SECRET));
+
+    let body = r#"{"name":"Partner"}"#;
+    let ts = now();
+    let good = sign(SECRET, &ts.to_string(), body.as_bytes());
+    let (status, e) = hook(&s, "hooked", body, ts, Some(good.clone()), None).await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["trigger"], "webhook");
+    assert_eq!(e["input"], json!({"name": "Partner"}));
+    let first = e["id"].as_str().unwrap().to_string();
+    s.wait_for(&first, "SUCCESS", WAIT).await;
+
+    // The same request again is a replay.
+    let (status, p) = hook(&s, "hooked", body, ts, Some(good), None).await;
+    assert_eq!(status, 401, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("replay"), "{p}");
+    // Wrong secret, body changed after signing, no signature, stale, future.
+    let wrong = sign("not-the-right-secret", &ts.to_string(), body.as_bytes());
+    assert_eq!(hook(&s, "hooked", body, ts, Some(wrong), None).await.0, 401);
+    let tampered = sign(SECRET, &ts.to_string(), body.as_bytes());
+    assert_eq!(
+        hook(
+            &s,
+            "hooked",
+            r#"{"name":"Mallory"}"#,
+            ts,
+            Some(tampered),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(hook(&s, "hooked", body, ts, None, None).await.0, 401);
+    for skew in [-400, 400] {
+        let t = ts + skew;
+        let sig = sign(SECRET, &t.to_string(), body.as_bytes());
+        let (status, p) = hook(&s, "hooked", body, t, Some(sig), None).await;
+        assert_eq!(status, 401, "{skew}: {p}");
+    }
+    let (_, all) = s.get("/executions?task=hooked").await;
+    assert_eq!(
+        all["executions"].as_array().unwrap().len(),
+        1,
+        "only the good one"
+    );
+
+    // Idempotency-Key: a second signed request with the same key gets the
+    // same execution.
+    let t2 = now();
+    let sig = sign(SECRET, &t2.to_string(), b"{}");
+    let (status, a) = hook(&s, "hooked", "{}", t2, Some(sig), Some("order-1")).await;
+    assert_eq!(status, 201, "{a}");
+    let sig = sign(SECRET, &(t2 + 1).to_string(), b"{}");
+    let (status, b) = hook(&s, "hooked", "{}", t2 + 1, Some(sig), Some("order-1")).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(a["id"], b["id"]);
+
+    // Replacing the task without the secret keeps it.
+    let (status, updated) = s
+        .http
+        .put(s.url("/tasks/hooked"))
+        .json(&json!({"name": "hooked", "action": "hello", "priority": 3, "webhook": {}}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(updated.json::<Value>().await.unwrap()["version"], 2);
+    let t3 = now() + 2; // not the first request's signature again
+    let sig = sign(SECRET, &t3.to_string(), body.as_bytes());
+    assert_eq!(hook(&s, "hooked", body, t3, Some(sig), None).await.0, 201);
+
+    // A task without a webhook has none to call; a bad body is a 400.
+    let sig = sign(SECRET, &t3.to_string(), b"{}");
+    assert_eq!(hook(&s, "hello", "{}", t3, Some(sig), None).await.0, 404);
+    let sig = sign(SECRET, &t3.to_string(), b"not json");
+    assert_eq!(
+        hook(&s, "hooked", "not json", t3, Some(sig), None).await.0,
+        400
+    );
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({"name": "weak", "action": "hello", "webhook": {"secret": "short"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
 }

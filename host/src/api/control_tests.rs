@@ -11,7 +11,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::model::execution::Trigger;
 use crate::model::state::{ExecutionState, TaskRunState};
 use crate::model::task::TaskRef;
 use crate::runtime::service::{Service, ServiceConfig};

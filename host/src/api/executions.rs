@@ -113,21 +113,7 @@ pub async fn start(
                 problems: vec![format!("trigger {t:?} must be http, cli or webhook")],
             })?,
     };
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "Idempotency-Key must be 1-255 visible ASCII characters".into(),
-                    )
-                })?;
-            Some(k.to_string())
-        }
-    };
+    let key = idempotency_key(&headers)?;
     let request = StartRequest {
         input: start.input,
         labels: start.labels,
@@ -148,6 +134,25 @@ pub async fn start(
         None => (status, Json(exec)).into_response(),
         Some(_) => waited(exec, status),
     })
+}
+
+/// The `Idempotency-Key` header, checked.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+                    )
+                })?;
+            Ok(Some(k.to_string()))
+        }
+    }
 }
 
 /// The answer to a request that waited: `status` with an execution that

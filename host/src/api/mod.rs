@@ -20,6 +20,7 @@ pub mod problem;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -97,6 +98,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
         .routes(routes!(executions::start))
+        .routes(routes!(webhooks::start))
         .routes(routes!(executions::list))
         .routes(routes!(executions::get))
         .routes(routes!(executions::logs))

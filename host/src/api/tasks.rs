@@ -80,7 +80,8 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let spec: TaskSpec = parse_json(&body?, "task")?;
-    Ok((StatusCode::CREATED, Json(svc.create_task(spec).await?)))
+    let task = svc.create_task(spec).await?;
+    Ok((StatusCode::CREATED, Json(task.redacted())))
 }
 
 /// List tasks.
@@ -88,7 +89,7 @@ pub async fn create(
     responses((status = 200, description = "Every task, by namespace and name", body = TaskList)))]
 pub async fn list(State(svc): State<AppState>) -> Result<Json<TaskList>, ApiError> {
     Ok(Json(TaskList {
-        tasks: svc.tasks().await?,
+        tasks: svc.tasks().await?.into_iter().map(Task::redacted).collect(),
     }))
 }
 
@@ -108,7 +109,7 @@ pub async fn get(
     let task = q.task(&id)?;
     svc.task(&task)
         .await?
-        .map(Json)
+        .map(|t| Json(t.redacted()))
         .ok_or_else(|| ApiError::NotFound(format!("no {task}")))
 }
 
@@ -135,7 +136,7 @@ pub async fn update(
     if svc.task(&task).await?.is_none() {
         return Err(ApiError::NotFound(format!("no {task}")));
     }
-    Ok(Json(svc.update_task(&task, spec).await?))
+    Ok(Json(svc.update_task(&task, spec).await?.redacted()))
 }
 
 /// Delete a task (exactly the one named).

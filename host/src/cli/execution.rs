@@ -264,6 +264,12 @@ fn detail(e: &Execution) -> String {
         let pairs: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         line("labels", &pairs.join(","));
     }
+    if !e.variables.is_empty() {
+        let _ = writeln!(s, "variables:");
+        for (k, v) in &e.variables {
+            let _ = writeln!(s, "  {k} = {}", compact(v));
+        }
+    }
     if !e.outputs.is_empty() {
         let _ = writeln!(s, "outputs:");
         for (k, v) in &e.outputs {
@@ -280,6 +286,9 @@ fn detail(e: &Execution) -> String {
             let _ = write!(head, " (next attempt at {})", short_time(at));
         }
         let _ = writeln!(s, "{head}");
+        if let Some(error) = &run.error {
+            let _ = writeln!(s, "    {}", error_text(error));
+        }
         for a in &run.attempts {
             let _ = writeln!(s, "    {}", attempt_line(a));
         }

@@ -111,7 +111,12 @@ fn task_table(tasks: &[Task]) -> String {
                 t.id.clone(),
                 t.spec.name.clone(),
                 t.version.to_string(),
-                t.spec.action.clone(),
+                if t.spec.is_flow() {
+                    let names: Vec<&str> = t.spec.steps.iter().map(|s| s.name.as_str()).collect();
+                    format!("flow: {}", names.join(" → "))
+                } else {
+                    t.spec.action.clone()
+                },
                 short_time(&t.updated_at),
             ]
         })

@@ -57,6 +57,11 @@ pub struct StepSpec {
     /// (`outputs` and `result` are this step's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub save: BTreeMap<String, String>,
+    /// A JSON Schema the step's outputs (an object, output name → value)
+    /// must match when an attempt succeeds, else it ends `invalid_result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outputs_schema: Option<Value>,
 }
 
 fn empty_object() -> Value {

@@ -13,8 +13,10 @@ pub mod limits;
 pub mod plan;
 pub mod report;
 pub mod retry;
+pub mod schema;
 pub mod state;
 pub mod task;
+pub mod webhook;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -738,8 +738,8 @@ impl<'a> Builder<'a> {
             ));
         }
         self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
-        for r in 0..self.runs.len() {
-            if rerun[r] {
+        for (r, again) in rerun.into_iter().enumerate() {
+            if again {
                 self.move_run(r, TaskRunState::Created, Lease::Release, None)?;
             }
         }

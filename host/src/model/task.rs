@@ -41,6 +41,20 @@ pub struct TaskSpec {
     /// when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<BTreeMap<String, Value>>,
+    /// A JSON Schema the input of every trigger must match (else 422 and
+    /// nothing is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+    /// A JSON Schema the outputs of a successful attempt of the action
+    /// must match (an object, output name → value), else the attempt ends
+    /// `invalid_result` and its outputs are not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outputs_schema: Option<Value>,
+    /// Starts executions from signed requests to `POST /webhooks/{task}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::model::webhook::WebhookSpec>,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
     pub input: Value,
@@ -190,6 +204,17 @@ pub struct Task {
     pub updated_at: String,
 }
 
+impl Task {
+    /// The task as the API shows it: write-only fields (the webhook's
+    /// secret) left out.
+    pub fn redacted(mut self) -> Task {
+        if let Some(w) = &mut self.spec.webhook {
+            w.secret = None;
+        }
+        self
+    }
+}
+
 /// Host-wide bounds a task's settings must stay within.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskBounds {
@@ -235,6 +260,26 @@ impl TaskSpec {
         }
         if self.steps.is_empty() && self.outputs.is_some() {
             p.push("outputs need steps to come from".into());
+        }
+        for (place, schema) in [
+            ("input_schema", &self.input_schema),
+            ("outputs_schema", &self.outputs_schema),
+        ] {
+            if let Some(schema) = schema {
+                p.extend(crate::model::schema::problem(place, schema));
+            }
+        }
+        if !self.steps.is_empty() && self.outputs_schema.is_some() {
+            p.push("outputs_schema belongs on each step of a flow".into());
+        }
+        for step in &self.steps {
+            if let Some(schema) = &step.outputs_schema {
+                let place = format!("step {}: outputs_schema", step.name);
+                p.extend(crate::model::schema::problem(&place, schema));
+            }
+        }
+        if let Some(webhook) = &self.webhook {
+            p.extend(crate::model::webhook::problems(webhook, false));
         }
         p.extend(crate::model::flow::problems(
             &self.steps,
@@ -302,6 +347,14 @@ impl TaskSpec {
     /// The action that `step` runs.
     pub fn action_of(&self, step: &str) -> &str {
         self.step(step).map_or(&self.action, |s| &s.action)
+    }
+
+    /// The JSON Schema of `step`'s outputs, if it has one.
+    pub fn outputs_schema_of(&self, step: &str) -> Option<&Value> {
+        match self.step(step) {
+            Some(s) => s.outputs_schema.as_ref(),
+            None => self.outputs_schema.as_ref(),
+        }
     }
 
     /// The retry policy of `step`: its own, else the task's.

@@ -117,7 +117,14 @@ impl Service {
         Ok(task)
     }
 
-    pub async fn update_task(&self, task: &TaskRef, spec: TaskSpec) -> ServiceResult<Task> {
+    pub async fn update_task(&self, task: &TaskRef, mut spec: TaskSpec) -> ServiceResult<Task> {
+        // A webhook given without its secret keeps the one stored.
+        if let Some(w) = &mut spec.webhook
+            && w.secret.is_none()
+            && let Some(current) = self.task(task).await?
+        {
+            w.secret = current.spec.webhook.and_then(|w| w.secret);
+        }
         self.check_task(&spec).await?;
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();

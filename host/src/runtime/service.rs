@@ -251,11 +251,21 @@ impl Service {
             });
         }
         vars.extend(variables);
+        let input = input.unwrap_or_else(|| task.spec.input.clone());
+        if let Some(schema) = &task.spec.input_schema {
+            let problems = crate::model::schema::violations(schema, &input);
+            if !problems.is_empty() {
+                return Err(ServiceError::Invalid {
+                    message: "the input does not match the task's input_schema".into(),
+                    problems,
+                });
+            }
+        }
         Ok(NewExecution {
             variables: vars,
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),
-            input: input.unwrap_or_else(|| task.spec.input.clone()),
+            input,
             trigger,
             labels,
             idempotency_key,
@@ -272,6 +282,27 @@ impl Service {
             self.enqueue(run);
         }
         Ok((exec, created))
+    }
+
+    /// Records a webhook request's signature for `task_id`; false when it
+    /// was seen before (a replay). Kept as long as its timestamp could
+    /// still pass, then forgotten.
+    pub async fn accept_webhook_signature(
+        &self,
+        task_id: &str,
+        signature: &str,
+    ) -> ServiceResult<bool> {
+        let now = self.clock.now_ms();
+        let keep_ms = 2 * crate::model::webhook::TOLERANCE_SECS * 1000;
+        Ok(self
+            .store
+            .claim_signature(task_id, signature, now, now + keep_ms)
+            .await?)
+    }
+
+    /// Seconds since the Unix epoch, by this service's clock.
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now_ms().div_euclid(1000)
     }
 
     /// Cancels, pauses, resumes or restarts an execution. Answers with the

@@ -119,6 +119,7 @@ impl Service {
             }
         };
         lock(&self.running).remove(&run.task_run_id);
+        let report = check_outputs(report, started.spec.outputs_schema_of(step));
         crate::telemetry::attempt_ended(&report);
         record_outcome(&report);
 
@@ -142,6 +143,40 @@ impl Service {
         // Only now: shutdown waits for this to record the attempt.
         self.release(&run);
     }
+}
+
+/// A successful attempt whose outputs fail the step's `outputs_schema`
+/// ends `invalid_result` naming the paths, its outputs and result dropped
+/// before anything is published.
+fn check_outputs(mut report: AttemptReport, schema: Option<&serde_json::Value>) -> AttemptReport {
+    let Some(schema) = schema else {
+        return report;
+    };
+    if !matches!(
+        report.status,
+        AttemptStatus::Success | AttemptStatus::Warning
+    ) {
+        return report;
+    }
+    let outputs =
+        serde_json::Value::Object(std::mem::take(&mut report.outputs).into_iter().collect());
+    let problems = crate::model::schema::violations(schema, &outputs);
+    if problems.is_empty() {
+        if let serde_json::Value::Object(map) = outputs {
+            report.outputs = map.into_iter().collect();
+        }
+        return report;
+    }
+    report.status = AttemptStatus::Failed;
+    report.result = None;
+    report.error = Some(crate::model::report::AttemptError {
+        kind: ErrorKind::InvalidResult,
+        message: format!(
+            "the outputs do not match outputs_schema: {}",
+            problems.join("; ")
+        ),
+    });
+    report
 }
 
 /// The attempt's end on its span, and as a debug line (with its trace id).

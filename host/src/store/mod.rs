@@ -314,6 +314,16 @@ pub trait Store: Send + Sync + 'static {
     /// records the attempt; fails if the execution is paused, ending or ended.
     /// May return before the change is committed (nobody is told of it);
     /// every later write of the attempt is ordered after it.
+    /// Records `signature` for `task_id` until `until_ms`; false when it is
+    /// already recorded (a replayed webhook request). Forgets signatures
+    /// whose time has passed.
+    async fn claim_signature(
+        &self,
+        task_id: &str,
+        signature: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
     async fn start_attempt(
         &self,
         task_run_id: &str,

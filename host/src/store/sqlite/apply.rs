@@ -56,6 +56,10 @@ pub(super) enum Key<'a> {
     TaskRun(&'a str),
 }
 
+/// The execution's columns of `load`'s rows: id, state, started_at,
+/// task_id, task_version, input, variables.
+type Head = (String, String, Option<String>, String, i64, String, String);
+
 /// Reads an execution and its task runs in one query, or `None` if there
 /// is none. One read per event: the writer thread is the service's
 /// bottleneck at saturation.
@@ -77,7 +81,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         ),
     };
     let mut rows = st.query([id])?;
-    let mut head: Option<(String, String, Option<String>, String, i64, String, String)> = None;
+    let mut head: Option<Head> = None;
     let mut snaps = Vec::new();
     let mut runs = Vec::new();
     let mut produced = std::collections::BTreeMap::new();

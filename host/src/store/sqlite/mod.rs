@@ -409,6 +409,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_signature(
+        &self,
+        task_id: &str,
+        signature: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        let (task, signature) = (task_id.to_string(), signature.to_string());
+        self.writer
+            .run(move |c| writes::claim_signature(c, &task, &signature, now_ms, until_ms))
+            .await
+    }
+
     async fn start_attempt(
         &self,
         task_run_id: &str,

@@ -554,6 +554,25 @@ pub(super) fn create_execution(
     })))
 }
 
+/// Records a webhook signature unless it is there already; forgets the
+/// expired ones first.
+pub(super) fn claim_signature(
+    c: &Connection,
+    task_id: &str,
+    signature: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> StoreResult<bool> {
+    c.prepare_cached("DELETE FROM webhook_signatures WHERE until_ms < ?")?
+        .execute([now_ms])?;
+    let added = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO webhook_signatures (task_id, signature, until_ms) VALUES (?, ?, ?)",
+        )?
+        .execute(params![task_id, signature, until_ms])?;
+    Ok(added == 1)
+}
+
 thread_local! {
     /// Task versions never change: their parsed specs, on the writer thread.
     static SPECS: std::cell::RefCell<std::collections::HashMap<(String, i64), Arc<TaskSpec>>> =
