@@ -102,7 +102,7 @@ async fn a_flow_passes_outputs_and_variables_from_step_to_step() {
         .await;
     assert_eq!(status, 422, "{problem}");
     assert!(problem["problems"][0].as_str().unwrap().contains("nope"));
-    let (_, all) = s.get("/executions?task=report").await;
+    let (_, all) = s.get("/executions?task_id=report").await;
     assert_eq!(all["executions"].as_array().unwrap().len(), 1);
 }
 
@@ -317,7 +317,7 @@ async fn schemas_refuse_bad_inputs_and_outputs_with_their_paths() {
     let problems = p["problems"].to_string();
     assert!(problems.contains("/name"), "{problems}");
     assert!(problems.contains("extra"), "{problems}");
-    let (_, all) = s.get("/executions?task=typed").await;
+    let (_, all) = s.get("/executions?task_id=typed").await;
     assert!(
         all["executions"].as_array().unwrap().is_empty(),
         "nothing created"
@@ -442,7 +442,7 @@ async fn webhooks_start_executions_from_signed_requests_only() {
         let (status, p) = hook(&s, "hooked", body, t, Some(sig), None).await;
         assert_eq!(status, 401, "{skew}: {p}");
     }
-    let (_, all) = s.get("/executions?task=hooked").await;
+    let (_, all) = s.get("/executions?task_id=hooked").await;
     assert_eq!(
         all["executions"].as_array().unwrap().len(),
         1,
@@ -490,4 +490,148 @@ async fn webhooks_start_executions_from_signed_requests_only() {
         )
         .await;
     assert_eq!(status, 422, "{p}");
+}
+
+/// The scheduled executions of `task`, oldest tick first.
+async fn scheduled(s: &Server, task: &str) -> Vec<Value> {
+    let (status, all) = s
+        .get(&format!("/executions?task_id={task}&limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{all}");
+    let mut e: Vec<Value> = all["executions"].as_array().unwrap().clone();
+    for x in &e {
+        assert_eq!(x["trigger"], "schedule", "{x}");
+    }
+    e.sort_by_key(|x| x["scheduled_at"].as_str().unwrap().to_string());
+    e
+}
+
+fn millis_of(ts: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn sigterm(s: Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(s.wait_exit(Duration::from_secs(30)), "the server exits");
+}
+
+#[tokio::test]
+async fn a_per_second_schedule_fires_each_tick_exactly_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let task = s
+        .create_task(
+            json!({"name": "tick", "action": "chaos", "input": {"mode": "ok"},
+            "schedule": {"cron": "* * * * * *", "catch_up": "all"}}),
+        )
+        .await;
+    assert!(task["schedule_state"]["next_fire_at"].is_string(), "{task}");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Killed at once: ticks fired may not be recorded as handled yet.
+    s.kill();
+    let s = Server::launch(dir.path());
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let e = scheduled(&s, "tick").await;
+    assert!(e.len() >= 4, "{} executions", e.len());
+    let ticks: Vec<i64> = e.iter().map(|x| millis_of(&x["scheduled_at"])).collect();
+    for pair in ticks.windows(2) {
+        // Every second once: catch_up all fills the downtime, no tick twice.
+        assert_eq!(pair[1] - pair[0], 1_000, "{ticks:?}");
+    }
+    assert!(ticks.iter().all(|t| t % 1_000 == 0), "{ticks:?}");
+
+    // Paused, nothing fires; resumed, it goes on from now.
+    let (status, t) = s.post("/tasks/tick/schedule/pause", json!(null)).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["schedule_state"]["paused"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = scheduled(&s, "tick").await.len();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(scheduled(&s, "tick").await.len(), before, "paused");
+    let (status, t) = s.post("/tasks/tick/schedule/resume", json!(null)).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["schedule_state"]["paused"], false);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = scheduled(&s, "tick").await;
+    assert!(after.len() > before, "resumed");
+    assert!(
+        after.len() <= before + 3,
+        "ticks passed while paused are not caught up: {} then {}",
+        before,
+        after.len()
+    );
+    let (status, _) = s.post("/tasks/hello/schedule/pause", json!(null)).await;
+    assert_eq!(status, 409, "hello has no schedule");
+}
+
+#[tokio::test]
+async fn missed_ticks_follow_each_catch_up_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // Made and paused well between two ticks: this server fires none.
+    while !(1_000..3_000).contains(&(now_ms() % 10_000)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for policy in ["none", "latest", "all"] {
+        let name = format!("every10-{policy}");
+        s.create_task(json!({"name": name, "action": "chaos",
+            "schedule": {"cron": "*/10 * * * * *", "catch_up": policy,
+                         "input": {"mode": "ok", "from": "schedule"}}}))
+            .await;
+        let (status, t) = s
+            .post(&format!("/tasks/{name}/schedule/pause"), json!(null))
+            .await;
+        assert_eq!(status, 200, "{t}");
+    }
+    let data = s.data.clone();
+    sigterm(s);
+    // Restart between ticks (5-8 s past one), so that no tick is on time.
+    while !(5_000..6_000).contains(&(now_ms() % 10_000)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = now_ms() - 60_000;
+    {
+        let db = rusqlite::Connection::open(data.join("ward.db")).unwrap();
+        // As if the server had been down for a minute, running: the last
+        // tick each schedule handled was 60 s ago.
+        let n = db
+            .execute("UPDATE schedules SET last_tick_ms = ?, paused = 0", [last])
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+    let s = Server::launch(&data);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let newest_tick = (now_ms() / 10_000) * 10_000;
+    let none = scheduled(&s, "every10-none").await;
+    assert!(none.is_empty(), "none fires no missed tick: {none:?}");
+    let latest = scheduled(&s, "every10-latest").await;
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(millis_of(&latest[0]["scheduled_at"]), newest_tick);
+    assert_eq!(
+        latest[0]["input"],
+        json!({"mode": "ok", "from": "schedule"})
+    );
+    s.wait_for(latest[0]["id"].as_str().unwrap(), "SUCCESS", WAIT)
+        .await;
+    let all = scheduled(&s, "every10-all").await;
+    let ticks: Vec<i64> = all.iter().map(|x| millis_of(&x["scheduled_at"])).collect();
+    assert_eq!(ticks.len(), 6, "{ticks:?}");
+    assert_eq!(*ticks.last().unwrap(), newest_tick);
+    assert!(ticks[0] > last);
+    // The next tick fires on time for all three.
+    let (_, t) = s.get("/tasks/every10-none").await;
+    let next = millis_of(&t["schedule_state"]["next_fire_at"]);
+    assert_eq!(next, newest_tick + 10_000);
 }

@@ -120,6 +120,7 @@ pub async fn start(
         trigger,
         idempotency_key: key,
         variables: start.variables,
+        scheduled_at: None,
     };
     let (exec, created) = match wait {
         None => svc.start_execution(&task, request).await?,

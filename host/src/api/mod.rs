@@ -97,6 +97,8 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get))
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(tasks::pause_schedule))
+        .routes(routes!(tasks::resume_schedule))
         .routes(routes!(executions::start))
         .routes(routes!(webhooks::start))
         .routes(routes!(executions::list))

@@ -81,16 +81,18 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let spec: TaskSpec = parse_json(&body?, "task")?;
     let task = svc.create_task(spec).await?;
-    Ok((StatusCode::CREATED, Json(task.redacted())))
+    Ok((StatusCode::CREATED, Json(shown(&svc, task).await?)))
 }
 
 /// List tasks.
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     responses((status = 200, description = "Every task, by namespace and name", body = TaskList)))]
 pub async fn list(State(svc): State<AppState>) -> Result<Json<TaskList>, ApiError> {
-    Ok(Json(TaskList {
-        tasks: svc.tasks().await?.into_iter().map(Task::redacted).collect(),
-    }))
+    let mut tasks = Vec::new();
+    for t in svc.tasks().await? {
+        tasks.push(shown(&svc, t).await?);
+    }
+    Ok(Json(TaskList { tasks }))
 }
 
 /// Get a task by id, or by name in a namespace.
@@ -107,10 +109,11 @@ pub async fn get(
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Task>, ApiError> {
     let task = q.task(&id)?;
-    svc.task(&task)
+    let found = svc
+        .task(&task)
         .await?
-        .map(|t| Json(t.redacted()))
-        .ok_or_else(|| ApiError::NotFound(format!("no {task}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no {task}")))?;
+    Ok(Json(shown(&svc, found).await?))
 }
 
 /// Replace a task: its new version.
@@ -136,7 +139,52 @@ pub async fn update(
     if svc.task(&task).await?.is_none() {
         return Err(ApiError::NotFound(format!("no {task}")));
     }
-    Ok(Json(svc.update_task(&task, spec).await?.redacted()))
+    let task = svc.update_task(&task, spec).await?;
+    Ok(Json(shown(&svc, task).await?))
+}
+
+/// A task as the API shows it: its secrets left out, its schedule's state in.
+async fn shown(svc: &AppState, task: Task) -> Result<Task, ApiError> {
+    let mut task = task.redacted();
+    task.schedule_state = svc.schedule_state(&task).await?;
+    Ok(task)
+}
+
+/// Pause a task's schedule: no tick fires until it is resumed.
+#[utoipa::path(post, path = "/tasks/{id}/schedule/pause", tag = "tasks",
+    params(("id" = String, Path, description = TASK_ID), NamespaceQuery),
+    responses(
+        (status = 200, description = "The task, its `schedule_state` paused", body = Task),
+        (status = 400, description = "A bad namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The task has no schedule", body = Problem, content_type = PROBLEM_JSON),
+    ))]
+pub async fn pause_schedule(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Json<Task>, ApiError> {
+    let task = svc.pause_schedule(&q.task(&id)?, true).await?;
+    Ok(Json(task.redacted()))
+}
+
+/// Resume a task's schedule: it fires from its next tick on (ticks passed
+/// while paused are not caught up).
+#[utoipa::path(post, path = "/tasks/{id}/schedule/resume", tag = "tasks",
+    params(("id" = String, Path, description = TASK_ID), NamespaceQuery),
+    responses(
+        (status = 200, description = "The task, its `schedule_state` running, with its next tick", body = Task),
+        (status = 400, description = "A bad namespace, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The task has no schedule", body = Problem, content_type = PROBLEM_JSON),
+    ))]
+pub async fn resume_schedule(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Json<Task>, ApiError> {
+    let task = svc.pause_schedule(&q.task(&id)?, false).await?;
+    Ok(Json(task.redacted()))
 }
 
 /// Delete a task (exactly the one named).

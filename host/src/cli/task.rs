@@ -118,10 +118,18 @@ fn task_table(tasks: &[Task]) -> String {
                     t.spec.action.clone()
                 },
                 short_time(&t.updated_at),
+                match &t.schedule_state {
+                    None => "-".into(),
+                    Some(s) if s.paused => "paused".into(),
+                    Some(s) => s.next_fire_at.as_deref().map_or("-".into(), short_time),
+                },
             ]
         })
         .collect();
-    table(&["ID", "NAME", "VERSION", "ACTION", "UPDATED"], &rows)
+    table(
+        &["ID", "NAME", "VERSION", "ACTION", "UPDATED", "NEXT RUN"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -165,9 +173,19 @@ mod tests {
             "action": "hello", "created_at": "2026-03-01T12:00:00Z",
             "updated_at": "2026-03-01T12:00:03Z"}))
         .unwrap();
+        let mut scheduled: Task = serde_json::from_value(json!({"id": "t2", "name": "nightly",
+            "version": 1, "steps": [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}],
+            "schedule": {"cron": "0 2 * * *"}, "created_at": "2026-03-01T12:00:00Z",
+            "updated_at": "2026-03-01T12:00:03Z",
+            "schedule_state": {"paused": false, "next_fire_at": "2026-03-02T02:00:00Z", "last_tick_at": null}}))
+        .unwrap();
         assert_eq!(
-            task_table(&[t]),
-            "ID  NAME   VERSION  ACTION  UPDATED\nt1  greet  2        hello   2026-03-01 12:00:03\n"
+            task_table(&[t.clone(), scheduled.clone()]),
+            "ID  NAME     VERSION  ACTION       UPDATED              NEXT RUN\n\
+             t1  greet    2        hello        2026-03-01 12:00:03  -\n\
+             t2  nightly  1        flow: a → b  2026-03-01 12:00:03  2026-03-02 02:00:00\n"
         );
+        scheduled.schedule_state.as_mut().unwrap().paused = true;
+        assert!(task_table(&[scheduled]).contains("paused"));
     }
 }

@@ -31,7 +31,8 @@ pub enum Trigger {
     #[default]
     Http,
     Cli,
-    Cron,
+    /// A tick of the task's `schedule`.
+    Schedule,
     Webhook,
     Flow,
 }
@@ -69,6 +70,9 @@ pub struct Execution {
     pub error: Option<AttemptError>,
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// The tick that started it, for a scheduled execution (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
     /// The execution's variables: the task's defaults, the trigger's
     /// overrides, and what flow steps saved.
     #[serde(default)]
@@ -212,7 +216,7 @@ mod tests {
         for t in [
             Trigger::Http,
             Trigger::Cli,
-            Trigger::Cron,
+            Trigger::Schedule,
             Trigger::Webhook,
             Trigger::Flow,
         ] {

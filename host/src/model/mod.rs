@@ -13,6 +13,7 @@ pub mod limits;
 pub mod plan;
 pub mod report;
 pub mod retry;
+pub mod schedule;
 pub mod schema;
 pub mod state;
 pub mod task;

@@ -55,6 +55,9 @@ pub struct TaskSpec {
     /// Starts executions from signed requests to `POST /webhooks/{task}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<crate::model::webhook::WebhookSpec>,
+    /// Starts an execution at each tick of a cron.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::model::schedule::ScheduleSpec>,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
     pub input: Value,
@@ -202,6 +205,10 @@ pub struct Task {
     pub spec: TaskSpec,
     pub created_at: String,
     pub updated_at: String,
+    /// For a task with a schedule: whether it is paused and when it fires
+    /// next (filled in by the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_state: Option<crate::model::schedule::ScheduleState>,
 }
 
 impl Task {
@@ -280,6 +287,11 @@ impl TaskSpec {
         }
         if let Some(webhook) = &self.webhook {
             p.extend(crate::model::webhook::problems(webhook, false));
+        }
+        if let Some(schedule) = &self.schedule
+            && let Err(e) = schedule.parse()
+        {
+            p.push(e);
         }
         p.extend(crate::model::flow::problems(
             &self.steps,

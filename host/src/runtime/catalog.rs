@@ -106,9 +106,11 @@ impl Service {
             spec,
             created_at: ts.clone(),
             updated_at: ts,
+            schedule_state: None,
         };
         self.store.create_task(&task).await?;
         lock(&self.tasks).clear();
+        self.schedules_changed.notify_one();
         self.lock_dispatch().set_task_limit(
             &task.id,
             task.spec.concurrency,
@@ -128,6 +130,7 @@ impl Service {
         self.check_task(&spec).await?;
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
+        self.schedules_changed.notify_one();
         self.lock_dispatch().set_task_limit(
             &task.id,
             task.spec.concurrency,
@@ -139,6 +142,7 @@ impl Service {
     pub async fn delete_task(&self, task: &TaskRef) -> ServiceResult<()> {
         self.store.delete_task(task).await?;
         lock(&self.tasks).clear();
+        self.schedules_changed.notify_one();
         Ok(())
     }
 

@@ -13,6 +13,7 @@ pub mod follow;
 mod leases;
 pub mod local;
 mod reads;
+mod schedules;
 pub mod service;
 mod spans;
 mod worker;

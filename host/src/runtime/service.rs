@@ -68,6 +68,8 @@ pub struct Service {
     /// and waiting callers are then let go.
     pub(super) closing: CancellationToken,
     pub(super) clock: Arc<dyn Clock>,
+    /// Told when tasks or schedules change: the scheduler looks again.
+    pub(super) schedules_changed: Notify,
 }
 
 /// What a trigger asks for; every field may be left at its default.
@@ -80,6 +82,8 @@ pub struct StartRequest {
     pub idempotency_key: Option<String>,
     /// Overrides of the task's declared variables.
     pub variables: serde_json::Map<String, Value>,
+    /// The tick of a scheduled execution (RFC 3339).
+    pub scheduled_at: Option<String>,
 }
 
 /// The task run a new execution starts with, as the dispatcher queues it.
@@ -135,6 +139,7 @@ impl Service {
             stopping: AtomicBool::new(false),
             closing: CancellationToken::new(),
             clock,
+            schedules_changed: Notify::new(),
         });
         if crate::traces::enabled() {
             // From before recovery: executions it ends get their spans.
@@ -143,6 +148,7 @@ impl Service {
         }
         svc.recover().await?;
         tokio::spawn(svc.clone().dispatcher());
+        tokio::spawn(svc.clone().scheduler());
         tokio::spawn(svc.clone().lease_renewer());
         Ok(svc)
     }
@@ -233,6 +239,7 @@ impl Service {
             trigger,
             idempotency_key,
             variables,
+            scheduled_at,
         } = request;
         let task = self
             .task(task)
@@ -263,6 +270,7 @@ impl Service {
         }
         Ok(NewExecution {
             variables: vars,
+            scheduled_at,
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),
             input,

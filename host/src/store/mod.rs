@@ -107,6 +107,16 @@ pub struct NewExecution {
     /// The execution's variables: the task's defaults with the trigger's
     /// overrides.
     pub variables: serde_json::Map<String, Value>,
+    /// The tick of a scheduled execution (RFC 3339).
+    pub scheduled_at: Option<String>,
+}
+
+/// Where a task's schedule stands in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleRow {
+    /// Unix ms of the last tick handled.
+    pub last_tick_ms: i64,
+    pub paused: bool,
 }
 
 /// A task run that may be given an attempt.
@@ -314,6 +324,10 @@ pub trait Store: Send + Sync + 'static {
     /// records the attempt; fails if the execution is paused, ending or ended.
     /// May return before the change is committed (nobody is told of it);
     /// every later write of the attempt is ordered after it.
+    /// Every task's schedule row, by task id.
+    async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>>;
+    /// Sets a task's schedule row (created when missing).
+    async fn set_schedule(&self, task_id: &str, row: ScheduleRow) -> StoreResult<()>;
     /// Records `signature` for `task_id` until `until_ms`; false when it is
     /// already recorded (a replayed webhook request). Forgets signatures
     /// whose time has passed.

@@ -150,7 +150,7 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
-     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables";
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
@@ -174,6 +174,7 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
         labels: row.json("labels")?.unwrap_or_default(),
         idempotency_key: row.text("idempotency_key")?,
         variables: row.json("variables")?.unwrap_or_default(),
+        scheduled_at: row.text("scheduled_at")?,
         task_runs: None,
     })
 }
@@ -198,6 +199,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Task> {
         spec: serde_json::from_str(&spec)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        schedule_state: None,
     })
 }
 
@@ -406,6 +408,38 @@ impl Store for SqliteStore {
         let (id, clock) = (id.to_string(), self.clock.clone());
         self.writer
             .run(move |c| apply::control(c, &*clock, &id, control))
+            .await
+    }
+
+    async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query("SELECT task_id, last_tick_ms, paused FROM schedules")
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.string("task_id")?,
+                    ScheduleRow {
+                        last_tick_ms: r.integer("last_tick_ms")?,
+                        paused: r.integer("paused")? != 0,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_schedule(&self, task_id: &str, row: ScheduleRow) -> StoreResult<()> {
+        let task = task_id.to_string();
+        self.writer
+            .run(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO schedules (task_id, last_tick_ms, paused) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (task_id) DO UPDATE SET last_tick_ms = ?2, paused = ?3",
+                )?
+                .execute(rusqlite::params![task, row.last_tick_ms, row.paused])?;
+                Ok(())
+            })
             .await
     }
 
@@ -665,6 +699,7 @@ mod tests {
             .unwrap(),
             created_at: now(),
             updated_at: now(),
+            schedule_state: None,
         }
     }
 
@@ -679,6 +714,7 @@ mod tests {
             idempotency_key: key.map(str::to_string),
             parent_id: None,
             variables: Default::default(),
+            scheduled_at: None,
         })
         .await
         .unwrap()
@@ -864,6 +900,7 @@ mod tests {
             .unwrap(),
             created_at: now(),
             updated_at: now(),
+            schedule_state: None,
         }
     }
 

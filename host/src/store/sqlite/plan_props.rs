@@ -110,6 +110,7 @@ fn task() -> Task {
         .unwrap(),
         created_at: "2026-11-25T00:00:00.000000Z".into(),
         updated_at: "2026-11-25T00:00:00.000000Z".into(),
+        schedule_state: None,
     }
 }
 
@@ -199,6 +200,7 @@ impl World {
                         idempotency_key: None,
                         parent_id: None,
                         variables: Default::default(),
+                        scheduled_at: None,
                     })
                     .await
                     .unwrap();

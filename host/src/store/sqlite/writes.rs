@@ -453,6 +453,7 @@ pub(super) fn update_task(c: &Connection, task: &TaskRef, spec: TaskSpec) -> Sto
         spec,
         created_at,
         updated_at: now(),
+        schedule_state: None,
     };
     let text = serde_json::to_string(&task.spec)?;
     c.prepare_cached("UPDATE tasks SET namespace = ?, name = ?, version = ?, spec = ?, updated_at = ? WHERE id = ?")?
@@ -499,8 +500,8 @@ pub(super) fn create_execution(
     let spec = &new.task.spec;
     let (state, run_state, created) = plan::trigger(new.trigger.as_str());
     c.prepare_cached(
-        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables, scheduled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         new.id,
@@ -515,6 +516,7 @@ pub(super) fn create_execution(
         serde_json::to_string(&new.labels)?,
         new.idempotency_key,
         serde_json::to_string(&new.variables)?,
+        new.scheduled_at,
     ])?;
     let step = spec.first_step();
     c.prepare_cached(
@@ -550,6 +552,7 @@ pub(super) fn create_execution(
         labels: new.labels,
         idempotency_key: new.idempotency_key,
         variables: new.variables,
+        scheduled_at: new.scheduled_at,
         task_runs: None,
     })))
 }
