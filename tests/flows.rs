@@ -635,3 +635,116 @@ async fn missed_ticks_follow_each_catch_up_policy() {
     let next = millis_of(&t["schedule_state"]["next_fire_at"]);
     assert_eq!(next, newest_tick + 10_000);
 }
+
+#[tokio::test]
+async fn successful_executions_add_rows_to_the_task_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "words",
+        "steps": [
+            {"name": "count", "action": "word-count", "input": {"text": "{{ inputs.text }}", "top": 3}}
+        ],
+        "dataset": {"from": "steps.count.outputs.top",
+                    "schema": {"type": "object", "required": ["word", "count"],
+                               "properties": {"word": {"type": "string"}, "count": {"type": "integer"}}}}
+    }))
+    .await;
+    let a = s.start("words", json!({"text": "b a b c b a d"})).await;
+    s.wait_for(&a, "SUCCESS", WAIT).await;
+    let b = s.start("words", json!({"text": "x y, x"})).await;
+    s.wait_for(&b, "SUCCESS", WAIT).await;
+
+    let (status, page) = s.get("/tasks/words/dataset").await;
+    assert_eq!(status, 200, "{page}");
+    let rows = page["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{page}");
+    assert_eq!(rows[0]["execution_id"], a.as_str());
+    assert_eq!(rows[0]["index"], 0);
+    assert_eq!(rows[0]["data"], json!({"word": "b", "count": 3}));
+    assert_eq!(rows[3]["execution_id"], b.as_str());
+    assert!(page["next_cursor"].is_null());
+
+    // Pages: two rows at a time, every row once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            None => "/tasks/words/dataset?limit=2".to_string(),
+            Some(c) => format!("/tasks/words/dataset?limit=2&cursor={c}"),
+        };
+        let (status, page) = s.get(&q).await;
+        assert_eq!(status, 200, "{page}");
+        for r in page["rows"].as_array().unwrap() {
+            seen.push(r["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(seen, ids);
+    let (status, _) = s.get("/tasks/words/dataset?cursor=garbage").await;
+    assert_eq!(status, 400);
+
+    // One execution's rows, and the CSV export (over HTTP and the CLI).
+    let (_, only_b) = s.get(&format!("/executions/{b}/dataset")).await;
+    assert_eq!(only_b["rows"].as_array().unwrap().len(), 2, "{only_b}");
+    let csv = s
+        .http
+        .get(s.url("/tasks/words/dataset?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,execution_id,index,created_at,word,count");
+    assert_eq!(lines.len(), 6, "{csv}");
+    assert!(lines[1].ends_with(",b,3"), "{csv}");
+    let jsonl = s
+        .http
+        .get(s.url(&format!(
+            "/tasks/words/dataset?format=jsonl&execution_id={a}"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(jsonl.lines().count(), 3, "{jsonl}");
+    let server = s.base.trim_end_matches("/api/v1").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args([
+            "--server", &server, "task", "dataset", "words", "--format", "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), csv);
+
+    // Rows that fail the schema fail the execution and add nothing.
+    s.create_task(json!({
+        "name": "strict",
+        "steps": [{"name": "count", "action": "word-count", "input": {"text": "a b"}}],
+        "dataset": {"from": "steps.count.outputs.top",
+                    "schema": {"type": "object", "required": ["missing"]}}
+    }))
+    .await;
+    let c = s.start("strict", json!({})).await;
+    let e = s.wait_for(&c, "FAILED", WAIT).await;
+    assert_eq!(e["error"]["kind"], "invalid_result", "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("row 0"),
+        "{e}"
+    );
+    let (_, none) = s.get("/tasks/strict/dataset").await;
+    assert!(none["rows"].as_array().unwrap().is_empty());
+}

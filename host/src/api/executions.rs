@@ -218,7 +218,7 @@ pub struct ExecutionPage {
 
 /// A `since`/`until` bound as the instant in the stored form (see
 /// [`crate::model::parse_instant`]).
-fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(super) fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
     v.map(|t| {
         crate::model::parse_instant(t).map_err(|e| {
             ApiError::BadRequest(format!(

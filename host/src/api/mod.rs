@@ -9,6 +9,7 @@ mod analytics_tests;
 #[cfg(test)]
 mod control_tests;
 mod cursor;
+mod datasets;
 mod events;
 mod executions;
 mod extract;
@@ -98,6 +99,8 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
         .routes(routes!(tasks::pause_schedule))
+        .routes(routes!(datasets::of_task))
+        .routes(routes!(datasets::of_execution))
         .routes(routes!(tasks::resume_schedule))
         .routes(routes!(executions::start))
         .routes(routes!(webhooks::start))

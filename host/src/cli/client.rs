@@ -330,6 +330,31 @@ impl Client {
         self.get(url).await
     }
 
+    /// `GET /tasks/{id}/dataset?format=F`: every row, as the server streams
+    /// it, written to `out` as it comes.
+    pub async fn export_dataset(
+        &self,
+        task: &str,
+        format: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), ClientError> {
+        use futures_util::StreamExt;
+        let url = Self::with_query(
+            self.url(&["tasks", task, "dataset"]),
+            &[("format", Some(format.to_string()))],
+        );
+        let response = self.send(self.http.get(url)).await?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.transport(e))?;
+            out.write_all(&chunk).map_err(|e| ClientError::Transport {
+                url: self.server.clone(),
+                reason: format!("writing the export: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
     /// `GET /executions/{id}/logs?follow=true`: the server-sent events.
     pub async fn follow_logs(&self, id: &str) -> Result<EventStream, ClientError> {
         self.follow(id, "logs").await

@@ -1,5 +1,5 @@
-//! `ward task create|list`: define tasks on a Ward server from JSON or YAML
-//! files, and list them.
+//! `ward task create|list|dataset`: define tasks on a Ward server from
+//! JSON or YAML files, list them, and export a task's dataset.
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +26,19 @@ pub struct TaskArgs {
 pub enum TaskCommand {
     /// Create a task from a TaskSpec file (JSON or YAML).
     Create(CreateArgs),
-    /// List the tasks on the server.
+    /// List the tasks on the server (with each schedule's next run).
     List,
+    /// Export a task's dataset: every row, oldest first.
+    Dataset(DatasetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// The task's id or name.
+    pub task: String,
+    /// `csv`, `jsonl` (one row per line) or `json` (the first page).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "json"])]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +65,14 @@ pub async fn main(client: Client, args: TaskArgs) -> anyhow::Result<u8> {
                     t.version
                 );
             }
+        }
+        TaskCommand::Dataset(d) => {
+            let mut stdout = std::io::stdout();
+            client
+                .export_dataset(&d.task, &d.format, &mut stdout)
+                .await?;
+            use std::io::Write as _;
+            let _ = stdout.flush();
         }
         TaskCommand::List => {
             let list = client.tasks().await?;

@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod clock;
+pub mod dataset;
 pub mod execution;
 pub mod flow;
 pub mod limits;

@@ -239,6 +239,8 @@ pub struct Plan {
     /// Why a task run failed without its attempt failing (a template), by
     /// task run: also the execution's error when it ends by it.
     pub run_error: Option<(String, AttemptError)>,
+    /// Rows the flow's successful end adds to the task's dataset.
+    pub dataset: Option<Vec<Map<String, Value>>>,
 }
 
 /// Why an event changes nothing.
@@ -357,6 +359,7 @@ struct Builder<'a> {
     vars: Option<Map<String, Value>>,
     outputs: Option<BTreeMap<String, Value>>,
     run_error: Option<(String, AttemptError)>,
+    dataset: Option<Vec<Map<String, Value>>>,
 }
 
 impl<'a> Builder<'a> {
@@ -374,6 +377,7 @@ impl<'a> Builder<'a> {
             vars: None,
             outputs: None,
             run_error: None,
+            dataset: None,
         }
     }
 
@@ -394,6 +398,7 @@ impl<'a> Builder<'a> {
             vars: self.vars,
             outputs: self.outputs,
             run_error: self.run_error,
+            dataset: self.dataset,
         }
     }
 
@@ -939,6 +944,34 @@ impl<'a> Builder<'a> {
                 }
             }
             self.outputs = Some(rendered);
+        }
+        if let Some(dataset) = &flow.spec.dataset
+            && let Some((step, output)) = dataset.source()
+        {
+            let run = self.runs.iter().rev().find(|r| r.step == step);
+            let rows = match run {
+                Some(r) if matches!(r.state, TaskRunState::Success | TaskRunState::Warning) => {
+                    let value = flow
+                        .produced
+                        .get(&r.id)
+                        .and_then(|p| p.get("outputs"))
+                        .and_then(|o| o.get(output));
+                    dataset.rows(value)
+                }
+                // The step did not run (skipped, or its failure allowed).
+                _ => Ok(Vec::new()),
+            };
+            match rows {
+                Ok(rows) => self.dataset = Some(rows),
+                Err(message) => {
+                    let error = AttemptError {
+                        kind: ErrorKind::InvalidResult,
+                        message,
+                    };
+                    self.run_error = Some((last.id.clone(), error.clone()));
+                    return self.move_execution(ExecutionState::Failed, json!({ "error": error }));
+                }
+            }
         }
         let warned = self.runs.iter().any(|r| {
             r.state == TaskRunState::Warning

@@ -58,6 +58,9 @@ pub struct TaskSpec {
     /// Starts an execution at each tick of a cron.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::model::schedule::ScheduleSpec>,
+    /// Rows a successful execution adds to the task's dataset (flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<crate::model::dataset::DatasetSpec>,
     /// Input used when an execution is started without one.
     #[serde(default = "empty_object")]
     pub input: Value,
@@ -292,6 +295,14 @@ impl TaskSpec {
             && let Err(e) = schedule.parse()
         {
             p.push(e);
+        }
+        if let Some(dataset) = &self.dataset {
+            if self.steps.is_empty() {
+                p.push("dataset needs steps: write the action as a one-step flow".into());
+            } else {
+                let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+                p.extend(dataset.problems(&names));
+            }
         }
         p.extend(crate::model::flow::problems(
             &self.steps,

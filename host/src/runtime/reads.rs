@@ -30,6 +30,14 @@ impl Service {
         Ok(self.store.execution(id, with_runs).await?)
     }
 
+    /// Dataset rows, oldest first.
+    pub async fn dataset_rows(
+        &self,
+        filter: &crate::store::DatasetFilter,
+    ) -> ServiceResult<Vec<crate::model::dataset::DatasetRow>> {
+        Ok(self.store.dataset_rows(filter).await?)
+    }
+
     pub async fn executions(&self, filter: &ExecutionFilter) -> ServiceResult<Vec<Execution>> {
         Ok(self.store.executions(filter).await?)
     }

@@ -111,6 +111,18 @@ pub struct NewExecution {
     pub scheduled_at: Option<String>,
 }
 
+/// Which dataset rows to read: a task's, or one execution's, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetFilter {
+    pub task_id: Option<String>,
+    pub execution_id: Option<String>,
+    /// Rows added at or after this instant (stored form).
+    pub since: Option<String>,
+    /// Rows after this id.
+    pub after: i64,
+    pub limit: u32,
+}
+
 /// Where a task's schedule stands in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleRow {
@@ -324,6 +336,11 @@ pub trait Store: Send + Sync + 'static {
     /// records the attempt; fails if the execution is paused, ending or ended.
     /// May return before the change is committed (nobody is told of it);
     /// every later write of the attempt is ordered after it.
+    /// Dataset rows, oldest first.
+    async fn dataset_rows(
+        &self,
+        filter: &DatasetFilter,
+    ) -> StoreResult<Vec<crate::model::dataset::DatasetRow>>;
     /// Every task's schedule row, by task id.
     async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>>;
     /// Sets a task's schedule row (created when missing).

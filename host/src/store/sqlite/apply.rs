@@ -310,6 +310,21 @@ pub(super) fn plan_and_apply(
         c.prepare_cached("UPDATE executions SET variables = ? WHERE id = ?")?
             .execute(params![serde_json::to_string(vars)?, id])?;
     }
+    if let Some(rows) = plan.dataset.as_ref().filter(|_| plan.state.is_terminal()) {
+        let mut insert = c.prepare_cached(
+            "INSERT INTO dataset_rows (task_id, execution_id, row_index, created_at, data) \
+             VALUES (?, ?, ?, ?, ?)",
+        )?;
+        for (i, row) in rows.iter().enumerate() {
+            insert.execute(params![
+                loaded.task_id,
+                id,
+                i as i64,
+                ts,
+                serde_json::to_string(row)?
+            ])?;
+        }
+    }
     if let Some(outputs) = &plan.outputs {
         c.prepare_cached("UPDATE executions SET outputs = ? WHERE id = ?")?
             .execute(params![serde_json::to_string(outputs)?, id])?;

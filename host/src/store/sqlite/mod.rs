@@ -411,6 +411,40 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn dataset_rows(
+        &self,
+        f: &DatasetFilter,
+    ) -> StoreResult<Vec<crate::model::dataset::DatasetRow>> {
+        let mut c = self.reader().await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id, execution_id, row_index, created_at, data FROM dataset_rows WHERE id > ",
+        );
+        q.push_bind(f.after);
+        if let Some(t) = &f.task_id {
+            q.push(" AND task_id = ").push_bind(t.clone());
+        }
+        if let Some(e) = &f.execution_id {
+            q.push(" AND execution_id = ").push_bind(e.clone());
+        }
+        if let Some(s) = &f.since {
+            q.push(" AND created_at >= ").push_bind(s.clone());
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(f.limit.clamp(1, 10_000) as i64);
+        let rows = q.build().fetch_all(&mut *c).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::model::dataset::DatasetRow {
+                    id: r.integer("id")?,
+                    execution_id: r.string("execution_id")?,
+                    index: r.integer("row_index")? as u32,
+                    created_at: r.string("created_at")?,
+                    data: r.json("data")?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>> {
         let mut c = self.reader().await?;
         let rows = sqlx::query("SELECT task_id, last_tick_ms, paused FROM schedules")
