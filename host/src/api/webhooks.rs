@@ -82,9 +82,17 @@ pub async fn start(
         idempotency_key: key,
         ..Default::default()
     };
-    let (exec, created) = svc
+    let (exec, created) = match svc
         .start_execution(&TaskRef::Id(task.id.clone()), request)
-        .await?;
+        .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            // Nothing was made: the sender may send the same request again.
+            svc.release_webhook_signature(&task.id, &signature).await;
+            return Err(e.into());
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {

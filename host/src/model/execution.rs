@@ -70,6 +70,12 @@ pub struct Execution {
     pub error: Option<AttemptError>,
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// A flow's step running now (or last run, once the flow has ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<CurrentStep>,
+    /// The execution this one replays (`POST /executions/{id}/replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
     /// The tick that started it, for a scheduled execution (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
@@ -81,6 +87,14 @@ pub struct Execution {
     /// Present on `GET /executions/{id}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_runs: Option<Vec<TaskRun>>,
+}
+
+/// The step a flow is at, as the grid shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CurrentStep {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// One step's run inside an execution.

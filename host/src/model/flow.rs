@@ -6,8 +6,10 @@
 //! Templates are rendered by the planner when a step's task run is
 //! claimed, so they see everything finished before it; `save` is rendered
 //! when the step succeeds, the task's `outputs` when the flow ends. Pure:
-//! no I/O, and every render is bounded (fuel, size), so no definition can
-//! hang or exhaust the host.
+//! no I/O; each template string runs on a fuel budget and its rendered text
+//! is cut off at a size limit. (A single expression such as `'x' * N` is
+//! evaluated in memory before its size is checked; templates are written
+//! by task authors, never by guests, whose outputs are only data here.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -155,10 +157,39 @@ fn render_str(place: &str, s: &str, ctx: &minijinja::Value) -> Result<Value, Tem
             message: format!("the value is not JSON: {e}"),
         });
     }
-    env()
-        .render_str(s, ctx.clone())
-        .map(Value::String)
-        .map_err(|e| engine_error(place, s, e))
+    // Written through a writer that stops at the size limit, so that a
+    // loop printing without end fails early instead of filling memory.
+    let template = env()
+        .template_from_str(s)
+        .map_err(|e| engine_error(place, s, e))?;
+    let mut out = Capped(Vec::new());
+    match template.render_captured_to(ctx.clone(), &mut out) {
+        Ok(_) => Ok(Value::String(String::from_utf8_lossy(&out.0).into_owned())),
+        Err(_) if out.0.len() >= MAX_RENDERED_BYTES => Err(TemplateError {
+            place: place.to_string(),
+            template: s.chars().take(200).collect(),
+            message: format!("the rendered text is over {MAX_RENDERED_BYTES} bytes"),
+        }),
+        Err(e) => Err(engine_error(place, s, e)),
+    }
+}
+
+/// Rendered text, refused past [`MAX_RENDERED_BYTES`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.0.resize(MAX_RENDERED_BYTES, 0);
+            return Err(std::io::Error::other("the rendered text is too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Renders every string in `template` (object keys stay as written).
@@ -438,6 +469,9 @@ mod tests {
     fn an_oversized_result_is_refused() {
         let t = json!("{{ 'x' * 2000000 }}");
         assert!(render("p", &t, &ctx()).is_err());
+        let looping = json!("{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}");
+        let e = render("p", &looping, &ctx()).unwrap_err();
+        assert!(e.message.contains("over"), "{e}");
     }
 
     fn step(name: &str, input: Value) -> StepSpec {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::flow;
+use super::flow::StepSpec;
 use super::report::{AttemptError, AttemptStatus, ErrorKind};
 use super::retry::{backoff_ms, is_retryable};
 use super::state::{self, ExecutionState, Forbidden, TaskRunState};
@@ -241,6 +242,8 @@ pub struct Plan {
     pub run_error: Option<(String, AttemptError)>,
     /// Rows the flow's successful end adds to the task's dataset.
     pub dataset: Option<Vec<Map<String, Value>>>,
+    /// Why the flow failed after its last step (its `outputs` or dataset).
+    pub execution_error: Option<AttemptError>,
 }
 
 /// Why an event changes nothing.
@@ -360,6 +363,7 @@ struct Builder<'a> {
     outputs: Option<BTreeMap<String, Value>>,
     run_error: Option<(String, AttemptError)>,
     dataset: Option<Vec<Map<String, Value>>>,
+    execution_error: Option<AttemptError>,
 }
 
 impl<'a> Builder<'a> {
@@ -378,6 +382,7 @@ impl<'a> Builder<'a> {
             outputs: None,
             run_error: None,
             dataset: None,
+            execution_error: None,
         }
     }
 
@@ -399,6 +404,7 @@ impl<'a> Builder<'a> {
             outputs: self.outputs,
             run_error: self.run_error,
             dataset: self.dataset,
+            execution_error: self.execution_error,
         }
     }
 
@@ -563,7 +569,7 @@ impl<'a> Builder<'a> {
                 AttemptStatus::Failed => match kind {
                     Some(k) if is_retryable(k) && s.attempts < s.max_attempts => (
                         TaskRunState::Retrying,
-                        Some(now_ms + backoff_ms(&self.snap.retry, s.attempts, jitter)),
+                        Some(now_ms + backoff_ms(&self.retry_of(r), s.attempts, jitter)),
                     ),
                     _ => (TaskRunState::Failed, None),
                 },
@@ -736,6 +742,14 @@ impl<'a> Builder<'a> {
             })
             .collect();
         if !rerun.contains(&true) {
+            // A flow killed as a step finished goes on with its next step.
+            if self.state == ExecutionState::Killed
+                && let Some(next) = self.next_step()
+            {
+                self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
+                self.start_step(next);
+                return Ok(());
+            }
             // Killed after every task run had finished: nothing to run again.
             return Err(Refusal::forbidden(
                 self.state,
@@ -879,6 +893,55 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// The step after the flow's last task run's, if there is one.
+    fn next_step(&self) -> Option<&'a StepSpec> {
+        let flow = self.snap.flow.as_ref()?;
+        let last = self.runs.last()?;
+        let at = flow.spec.steps.iter().position(|s| s.name == last.step)?;
+        flow.spec.steps.get(at + 1)
+    }
+
+    /// Creates and queues the task run of flow step `next`.
+    fn start_step(&mut self, next: &StepSpec) {
+        let flow = self.snap.flow.as_ref().expect("a flow");
+        debug_assert!(self.new_run.is_none(), "one new task run per plan");
+        let id = flow.next_run_id.clone();
+        let max_attempts = next.retry.unwrap_or(self.snap.retry).max_attempts;
+        self.runs.push(RunSnapshot {
+            id: id.clone(),
+            step: next.name.clone(),
+            state: TaskRunState::Created,
+            attempts: 0,
+            max_attempts,
+            fence: 0,
+            owner: None,
+            not_before: None,
+        });
+        self.events.push(PlannedEvent {
+            kind: EventKind::TaskRunState,
+            from: None,
+            to: Some(TaskRunState::Created.as_str()),
+            detail: json!({ "task_run_id": id, "step": next.name }),
+        });
+        self.timers.push(Timer::Runnable {
+            run: id.clone(),
+            not_before: None,
+        });
+        self.new_run = Some(NewRun {
+            id,
+            step: next.name.clone(),
+            max_attempts,
+        });
+    }
+
+    /// The retry policy of run `r`: its step's in a flow, else the task's.
+    fn retry_of(&self, r: usize) -> RetryPolicy {
+        match &self.snap.flow {
+            Some(flow) => flow.spec.retry_of(&self.runs[r].step),
+            None => self.snap.retry,
+        }
+    }
+
     /// Every task run of a flow has ended: the next step's task run starts,
     /// or the flow ends (a failure not allowed stops it).
     fn advance(&mut self, detail: Value) -> Result<(), Refusal> {
@@ -891,37 +954,8 @@ impl<'a> Builder<'a> {
             TaskRunState::Killed => return self.move_execution(ExecutionState::Killed, detail),
             _ => {}
         }
-        let at = flow.spec.steps.iter().position(|s| s.name == last.step);
-        if let Some(next) = at.and_then(|i| flow.spec.steps.get(i + 1))
-            && self.new_run.is_none()
-        {
-            let id = flow.next_run_id.clone();
-            let max_attempts = next.retry.unwrap_or(self.snap.retry).max_attempts;
-            self.runs.push(RunSnapshot {
-                id: id.clone(),
-                step: next.name.clone(),
-                state: TaskRunState::Created,
-                attempts: 0,
-                max_attempts,
-                fence: 0,
-                owner: None,
-                not_before: None,
-            });
-            self.events.push(PlannedEvent {
-                kind: EventKind::TaskRunState,
-                from: None,
-                to: Some(TaskRunState::Created.as_str()),
-                detail: json!({ "task_run_id": id, "step": next.name }),
-            });
-            self.timers.push(Timer::Runnable {
-                run: id.clone(),
-                not_before: None,
-            });
-            self.new_run = Some(NewRun {
-                id,
-                step: next.name.clone(),
-                max_attempts,
-            });
+        if let Some(next) = self.next_step() {
+            self.start_step(next);
             return Ok(());
         }
         if let Some(outputs) = &flow.spec.outputs {
@@ -937,7 +971,7 @@ impl<'a> Builder<'a> {
                             kind: ErrorKind::TemplateError,
                             message: e.to_string(),
                         };
-                        self.run_error = Some((last.id.clone(), error.clone()));
+                        self.execution_error = Some(error.clone());
                         return self
                             .move_execution(ExecutionState::Failed, json!({ "error": error }));
                     }
@@ -968,7 +1002,7 @@ impl<'a> Builder<'a> {
                         kind: ErrorKind::InvalidResult,
                         message,
                     };
-                    self.run_error = Some((last.id.clone(), error.clone()));
+                    self.execution_error = Some(error.clone());
                     return self.move_execution(ExecutionState::Failed, json!({ "error": error }));
                 }
             }

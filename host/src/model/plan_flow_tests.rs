@@ -417,3 +417,68 @@ fn every_planned_edge_of_a_flow_is_allowed_by_the_state_machine() {
         ]
     );
 }
+
+#[test]
+fn a_flow_killed_as_a_step_finished_restarts_with_its_next_step() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "a", "action": "noop"},
+        {"name": "b", "action": "noop"}
+    ]}));
+    sim.claim("a");
+    let p = plan(&sim.snap, &Event::Cancel).unwrap();
+    sim.apply(&p);
+    assert_eq!(sim.snap.state, E::Killing);
+    // The attempt had already succeeded: its result is kept, the flow ends KILLED.
+    let p = sim.finish("a", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Killed);
+    assert!(p.new_run.is_none());
+    let p = plan(&sim.snap, &Event::Restart).unwrap();
+    assert_eq!(p.state, E::Restarted);
+    assert_eq!(p.new_run.as_ref().map(|n| n.step.as_str()), Some("b"));
+    sim.apply(&p);
+    sim.claim("b");
+    let p = sim.finish("b", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Success);
+}
+
+#[test]
+fn a_step_backs_off_by_its_own_retry_policy() {
+    let mut sim = Sim::new(json!({
+        "retry": {"max_attempts": 3, "initial_backoff": "1s", "jitter": 0.0},
+        "steps": [{"name": "a", "action": "noop",
+                   "retry": {"max_attempts": 3, "initial_backoff": "40s", "max_backoff": "1m", "jitter": 0.0}}]
+    }));
+    sim.claim("a");
+    let run = sim.run("a").clone();
+    let p = plan(
+        &sim.snap,
+        &Event::AttemptFinished {
+            run: run.id.clone(),
+            worker: "w".into(),
+            fence: run.fence,
+            status: AttemptStatus::Failed,
+            error: Some(ErrorKind::ActionRetryable),
+            now_ms: 0,
+            jitter: 0.0,
+        },
+    )
+    .unwrap();
+    assert_eq!(p.runs[0].to, R::Retrying);
+    assert_eq!(p.runs[0].not_before, Some(40_000));
+}
+
+#[test]
+fn a_failed_outputs_template_fails_the_execution_not_a_step() {
+    let mut sim = Sim::new(json!({
+        "steps": [{"name": "a", "action": "noop"}],
+        "outputs": {"x": "{{ steps.a.outputs.nope }}"}
+    }));
+    sim.claim("a");
+    let p = sim.finish("a", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Failed);
+    assert!(p.run_error.is_none(), "step a succeeded");
+    let e = p.execution_error.expect("the execution's error");
+    assert_eq!(e.kind, ErrorKind::TemplateError);
+    assert!(e.message.contains("outputs.x"), "{}", e.message);
+    assert_eq!(sim.run("a").state, R::Success);
+}

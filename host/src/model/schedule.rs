@@ -14,8 +14,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// How late a tick may be handled and still count as on time: the
-/// scheduler's own wake-up latency, not downtime.
+/// How late a tick from before the scheduler started may be and still
+/// count as on time (not missed): the start's own latency, not downtime.
+/// Ticks after the start are never missed, however busy the host.
 pub const ON_TIME_MS: i64 = 2_000;
 /// Most missed ticks `catch_up: all` fires at once (the newest ones).
 pub const MAX_CATCH_UP: usize = 1_000;
@@ -105,9 +106,10 @@ impl Parsed {
     }
 
     /// The ticks to fire at `now_ms` when the last one handled was
-    /// `last_ms`, oldest first: those on time, and the missed ones as
-    /// `catch_up` says.
-    pub fn due(&self, last_ms: i64, now_ms: i64, catch_up: CatchUp) -> Vec<i64> {
+    /// `last_ms` and the scheduler has run since `awake_ms`, oldest first:
+    /// those on time, and the missed ones (passed while no scheduler ran)
+    /// as `catch_up` says.
+    pub fn due(&self, last_ms: i64, now_ms: i64, awake_ms: i64, catch_up: CatchUp) -> Vec<i64> {
         // Walked back from now, so that a long downtime costs no more than
         // the ticks that can fire: at most MAX_CATCH_UP missed ones, and
         // the few on time (a cron ticks at most once a second).
@@ -123,7 +125,7 @@ impl Parsed {
         }
         back.reverse();
         let (missed, on_time): (Vec<i64>, Vec<i64>) =
-            back.into_iter().partition(|t| now_ms - t > ON_TIME_MS);
+            back.into_iter().partition(|t| *t < awake_ms - ON_TIME_MS);
         let skip = missed.len().saturating_sub(MAX_CATCH_UP);
         let mut fire: Vec<i64> = match catch_up {
             CatchUp::None => Vec::new(),
@@ -218,19 +220,34 @@ mod tests {
         // Down for 5 minutes; woken 1 s after the 10:05 tick.
         let now = ms("2026-12-01T10:05:01Z");
         let on_time = ms("2026-12-01T10:05:00Z");
-        assert_eq!(s.due(last, now, CatchUp::None), vec![on_time]);
-        assert_eq!(s.due(last, now, CatchUp::Latest), vec![on_time]);
-        let all = s.due(last, now, CatchUp::All);
+        assert_eq!(s.due(last, now, now, CatchUp::None), vec![on_time]);
+        assert_eq!(s.due(last, now, now, CatchUp::Latest), vec![on_time]);
+        let all = s.due(last, now, now, CatchUp::All);
         assert_eq!(all.len(), 5);
         assert_eq!(all[0], ms("2026-12-01T10:01:00Z"));
         assert_eq!(*all.last().unwrap(), on_time);
         // Woken between ticks after downtime: latest fires the newest missed.
         let between = ms("2026-12-01T10:05:30Z");
-        assert!(s.due(last, between, CatchUp::None).is_empty());
-        assert_eq!(s.due(last, between, CatchUp::Latest), vec![on_time]);
-        assert_eq!(s.due(last, between, CatchUp::All).len(), 5);
+        assert!(s.due(last, between, between, CatchUp::None).is_empty());
+        assert_eq!(
+            s.due(last, between, between, CatchUp::Latest),
+            vec![on_time]
+        );
+        assert_eq!(s.due(last, between, between, CatchUp::All).len(), 5);
         // Nothing is due twice.
-        assert!(s.due(on_time, between, CatchUp::All).is_empty());
+        assert!(s.due(on_time, between, between, CatchUp::All).is_empty());
+    }
+
+    #[test]
+    fn a_late_tick_after_the_scheduler_started_is_never_missed() {
+        let s = spec("* * * * *", "UTC");
+        let awake = ms("2026-12-01T10:00:00Z");
+        // The host was busy: the 10:01 tick is handled 30 s late.
+        let now = ms("2026-12-01T10:01:30Z");
+        assert_eq!(
+            s.due(awake, now, awake, CatchUp::None),
+            vec![ms("2026-12-01T10:01:00Z")]
+        );
     }
 
     #[test]
@@ -238,7 +255,7 @@ mod tests {
         let s = spec("* * * * * *", "UTC");
         let last = ms("2026-12-01T00:00:00Z");
         let now = last + 3_600_000;
-        let all = s.due(last, now, CatchUp::All);
+        let all = s.due(last, now, now, CatchUp::All);
         assert_eq!(
             all.len(),
             MAX_CATCH_UP + 3,

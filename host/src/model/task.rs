@@ -291,10 +291,18 @@ impl TaskSpec {
         if let Some(webhook) = &self.webhook {
             p.extend(crate::model::webhook::problems(webhook, false));
         }
-        if let Some(schedule) = &self.schedule
-            && let Err(e) = schedule.parse()
-        {
-            p.push(e);
+        if let Some(schedule) = &self.schedule {
+            if let Err(e) = schedule.parse() {
+                p.push(e);
+            }
+            if let Some(schema) = &self.input_schema {
+                let input = schedule.input.as_ref().unwrap_or(&self.input);
+                for v in crate::model::schema::violations(schema, input) {
+                    p.push(format!(
+                        "the schedule's input does not match input_schema: {v}"
+                    ));
+                }
+            }
         }
         if let Some(dataset) = &self.dataset {
             if self.steps.is_empty() {

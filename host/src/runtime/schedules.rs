@@ -26,12 +26,23 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 impl Service {
     /// Runs until shutdown.
     pub(super) async fn scheduler(self: Arc<Self>) {
+        // Ticks before this are missed (downtime); later ones are only late.
+        let awake = self.clock.now_ms();
+        let mut failures = 0u32;
         loop {
-            let next = match self.fire_due_ticks().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduler: a pass failed; trying again shortly");
-                    Some(self.clock.now_ms() + 1_000)
+            let next = match self.fire_due_ticks(awake).await {
+                Ok(Pass {
+                    next,
+                    failed: false,
+                }) => {
+                    failures = 0;
+                    next
+                }
+                Ok(Pass { failed: true, .. }) | Err(_) => {
+                    // Back off, 1 s doubling to 30 s, instead of spinning.
+                    failures = failures.saturating_add(1);
+                    let wait = 1_000i64 << failures.min(5).saturating_sub(1);
+                    Some(self.clock.now_ms() + wait.min(MAX_SLEEP.as_millis() as i64))
                 }
             };
             let sleep = next
@@ -49,10 +60,15 @@ impl Service {
         }
     }
 
-    /// One pass: fires every due tick; returns the earliest next tick.
-    async fn fire_due_ticks(&self) -> ServiceResult<Option<i64>> {
+    /// One pass: fires every due tick; returns the earliest next tick, and
+    /// whether a tick could not fire (it is tried again after a backoff).
+    async fn fire_due_ticks(&self, awake: i64) -> ServiceResult<Pass> {
         let rows = self.store.schedules().await?;
-        let mut next: Option<i64> = None;
+        let now = self.clock.now_ms();
+        let mut pass = Pass {
+            next: None,
+            failed: false,
+        };
         for task in self.store.tasks().await? {
             let Some(schedule) = &task.spec.schedule else {
                 continue;
@@ -60,19 +76,10 @@ impl Service {
             let Ok(parsed) = schedule.parse() else {
                 continue; // refused at create; an older build's spec
             };
-            let now = self.clock.now_ms();
             let Some(row) = rows.get(&task.id).copied() else {
                 // First seen: ticks count from now.
-                self.store
-                    .set_schedule(
-                        &task.id,
-                        ScheduleRow {
-                            last_tick_ms: now,
-                            paused: false,
-                        },
-                    )
-                    .await?;
-                next = min(next, parsed.next_after(now));
+                self.store.record_tick(&task.id, now).await?;
+                pass.next = min(pass.next, parsed.next_after(now));
                 continue;
             };
             if row.paused {
@@ -80,11 +87,19 @@ impl Service {
             }
             let mut last = row.last_tick_ms;
             let mut failed = false;
-            for tick in parsed.due(row.last_tick_ms, now, schedule.catch_up) {
-                if let Err(e) = self.fire(&task, tick).await {
-                    tracing::warn!(task = %task.id, tick, error = %e, "scheduler: a tick did not fire; it is tried again");
-                    failed = true;
-                    break;
+            for tick in parsed.due(row.last_tick_ms, now, awake, schedule.catch_up) {
+                match self.fire(&task, tick).await {
+                    Ok(()) => {}
+                    // This tick can never fire (say its input fails the
+                    // task's input_schema): skipped, and said.
+                    Err(ServiceError::Invalid { message, problems }) => {
+                        tracing::warn!(task = %task.id, tick, %message, ?problems, "scheduler: a tick was refused and skipped");
+                    }
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, tick, error = %e, "scheduler: a tick did not fire; it is tried again");
+                        failed = true;
+                        break;
+                    }
                 }
                 last = tick;
             }
@@ -92,20 +107,14 @@ impl Service {
             if !failed {
                 last = last.max(now);
             }
+            pass.failed |= failed;
             if last != row.last_tick_ms {
-                self.store
-                    .set_schedule(
-                        &task.id,
-                        ScheduleRow {
-                            last_tick_ms: last,
-                            paused: false,
-                        },
-                    )
-                    .await?;
+                // Never touches `paused`: a pause that raced this pass holds.
+                self.store.record_tick(&task.id, last).await?;
             }
-            next = min(next, parsed.next_after(last));
+            pass.next = min(pass.next, parsed.next_after(last));
         }
-        Ok(next)
+        Ok(pass)
     }
 
     async fn fire(&self, task: &Task, tick: i64) -> ServiceResult<()> {
@@ -176,6 +185,12 @@ impl Service {
             last_tick_at: row.map(|r| rfc3339_micros(r.last_tick_ms * 1000)),
         }))
     }
+}
+
+/// What a pass of the scheduler found.
+struct Pass {
+    next: Option<i64>,
+    failed: bool,
 }
 
 fn min(a: Option<i64>, b: Option<i64>) -> Option<i64> {

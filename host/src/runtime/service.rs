@@ -308,6 +308,13 @@ impl Service {
             .await?)
     }
 
+    /// Forgets a signature accepted for a request that created nothing.
+    pub async fn release_webhook_signature(&self, task_id: &str, signature: &str) {
+        if let Err(e) = self.store.release_signature(task_id, signature).await {
+            tracing::warn!(task = %task_id, error = %e, "a webhook signature could not be released");
+        }
+    }
+
     /// Seconds since the Unix epoch, by this service's clock.
     pub fn now_secs(&self) -> i64 {
         self.clock.now_ms().div_euclid(1000)

@@ -345,6 +345,9 @@ pub trait Store: Send + Sync + 'static {
     async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>>;
     /// Sets a task's schedule row (created when missing).
     async fn set_schedule(&self, task_id: &str, row: ScheduleRow) -> StoreResult<()>;
+    /// Records that a task's ticks up to `tick_ms` were handled (never
+    /// moving back, never touching `paused`; created running when missing).
+    async fn record_tick(&self, task_id: &str, tick_ms: i64) -> StoreResult<()>;
     /// Records `signature` for `task_id` until `until_ms`; false when it is
     /// already recorded (a replayed webhook request). Forgets signatures
     /// whose time has passed.
@@ -355,6 +358,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<bool>;
+    /// Forgets a signature claimed for a request that then created nothing.
+    async fn release_signature(&self, task_id: &str, signature: &str) -> StoreResult<()>;
     async fn start_attempt(
         &self,
         task_run_id: &str,

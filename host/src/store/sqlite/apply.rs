@@ -70,12 +70,12 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
          FROM executions e JOIN task_runs tr ON tr.execution_id = e.id";
     let (mut st, id) = match key {
         Key::Execution(id) => (
-            c.prepare_cached(&format!("SELECT {COLUMNS} WHERE e.id = ? ORDER BY tr.id"))?,
+            c.prepare_cached(&format!("SELECT {COLUMNS} WHERE e.id = ? ORDER BY tr.rowid"))?,
             id,
         ),
         Key::TaskRun(run) => (
             c.prepare_cached(&format!(
-                "SELECT {COLUMNS} WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = ?) ORDER BY tr.id"
+                "SELECT {COLUMNS} WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = ?) ORDER BY tr.rowid"
             ))?,
             run,
         ),
@@ -272,7 +272,8 @@ pub(super) fn plan_and_apply(
                 .prepare_cached(
                     "UPDATE task_runs SET state = ?1, attempts = ?2, max_attempts = ?3, not_before = ?4, \
                      owner = NULL, lease_until = NULL, \
-                     error = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE error END WHERE id = ?5",
+                     error = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE error END, \
+                     output = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE output END WHERE id = ?5",
                 )?
                 .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
         };
@@ -296,6 +297,20 @@ pub(super) fn plan_and_apply(
     if let (Some(input), Some(AttemptChange::Start { run, .. })) = (&plan.input, &plan.attempt) {
         c.prepare_cached("UPDATE task_runs SET input = ? WHERE id = ?")?
             .execute(params![input.to_string(), run])?;
+        // A flow's step running now, for the grid.
+        let step = loaded
+            .snap
+            .runs
+            .iter()
+            .find(|r| &r.id == run)
+            .map(|r| r.step.as_str())
+            .unwrap_or_default();
+        let current = json!({
+            "name": step,
+            "description": loaded.spec.step(step).and_then(|s| s.description.clone()),
+        });
+        c.prepare_cached("UPDATE executions SET current_step = ? WHERE id = ?")?
+            .execute(params![current.to_string(), id])?;
     }
     if let Some((run, error)) = &plan.run_error {
         let error = serde_json::to_string(error)?;
@@ -305,6 +320,14 @@ pub(super) fn plan_and_apply(
             c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
                 .execute(params![error, id])?;
         }
+    }
+    if let Some(error) = plan
+        .execution_error
+        .as_ref()
+        .filter(|_| plan.state.is_terminal())
+    {
+        c.prepare_cached("UPDATE executions SET error = ? WHERE id = ?")?
+            .execute(params![serde_json::to_string(error)?, id])?;
     }
     if let Some(vars) = &plan.vars {
         c.prepare_cached("UPDATE executions SET variables = ? WHERE id = ?")?

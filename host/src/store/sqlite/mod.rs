@@ -150,7 +150,7 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
-     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at";
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
@@ -175,6 +175,8 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
         idempotency_key: row.text("idempotency_key")?,
         variables: row.json("variables")?.unwrap_or_default(),
         scheduled_at: row.text("scheduled_at")?,
+        current_step: row.json("current_step")?,
+        replay_of: row.text("replay_of")?,
         task_runs: None,
     })
 }
@@ -472,6 +474,33 @@ impl Store for SqliteStore {
                      ON CONFLICT (task_id) DO UPDATE SET last_tick_ms = ?2, paused = ?3",
                 )?
                 .execute(rusqlite::params![task, row.last_tick_ms, row.paused])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_tick(&self, task_id: &str, tick_ms: i64) -> StoreResult<()> {
+        let task = task_id.to_string();
+        self.writer
+            .run(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO schedules (task_id, last_tick_ms, paused) VALUES (?1, ?2, 0) \
+                     ON CONFLICT (task_id) DO UPDATE SET last_tick_ms = MAX(last_tick_ms, ?2)",
+                )?
+                .execute(rusqlite::params![task, tick_ms])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_signature(&self, task_id: &str, signature: &str) -> StoreResult<()> {
+        let (task, signature) = (task_id.to_string(), signature.to_string());
+        self.writer
+            .run(move |c| {
+                c.prepare_cached(
+                    "DELETE FROM webhook_signatures WHERE task_id = ? AND signature = ?",
+                )?
+                .execute(rusqlite::params![task, signature])?;
                 Ok(())
             })
             .await

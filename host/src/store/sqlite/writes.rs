@@ -553,6 +553,8 @@ pub(super) fn create_execution(
         idempotency_key: new.idempotency_key,
         variables: new.variables,
         scheduled_at: new.scheduled_at,
+        current_step: None,
+        replay_of: None,
         task_runs: None,
     })))
 }
