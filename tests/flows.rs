@@ -765,3 +765,85 @@ async fn successful_executions_add_rows_to_the_task_dataset() {
     let (_, none) = s.get("/tasks/strict/dataset").await;
     assert!(none["rows"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn replay_runs_the_same_version_again_from_a_step_keeping_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "pipeline",
+        "variables": {"n": 0},
+        "steps": [
+            {"name": "first", "action": "word-count", "input": {"text": "{{ inputs.text }}"},
+             "save": {"n": "{{ outputs.words }}"}},
+            {"name": "second", "action": "chaos", "input": {"mode": "{{ inputs.mode }}"}},
+            {"name": "third", "action": "hello", "input": {"name": "{{ vars.n }} words"}}
+        ]
+    }))
+    .await;
+    let ok = s
+        .start("pipeline", json!({"text": "one two three", "mode": "ok"}))
+        .await;
+    let original = s.wait_for(&ok, "SUCCESS", WAIT).await;
+
+    let (status, r) = s
+        .post(
+            &format!("/executions/{ok}/replay"),
+            json!({"from_step": "second"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["replay_of"], ok.as_str());
+    assert_eq!(r["task_version"], original["task_version"]);
+    assert_eq!(r["input"], original["input"]);
+    let id = r["id"].as_str().unwrap().to_string();
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    let e = s.execution(e["id"].as_str().unwrap()).await;
+    assert_eq!(attempts(&e, "first"), 0, "taken over, not run again");
+    assert_eq!(run(&e, "first")["state"], "SUCCESS");
+    assert_eq!(attempts(&e, "second"), 1);
+    assert_eq!(
+        run(&e, "third")["input"],
+        json!({"name": "3 words"}),
+        "the saved variable"
+    );
+    assert_eq!(e["variables"], json!({"n": 3}));
+    assert_eq!(e["outputs"], original["outputs"]);
+
+    // A whole replay runs every step again.
+    let (status, r) = s
+        .post(&format!("/executions/{ok}/replay"), json!(null))
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let e = s.wait_for(r["id"].as_str().unwrap(), "SUCCESS", WAIT).await;
+    let e = s.execution(e["id"].as_str().unwrap()).await;
+    assert_eq!(attempts(&e, "first"), 1);
+
+    // Replaying past a step that did not finish, or from no step, is refused.
+    let bad = s
+        .start("pipeline", json!({"text": "a", "mode": "fatal"}))
+        .await;
+    s.wait_for(&bad, "FAILED", WAIT).await;
+    let (status, p) = s
+        .post(
+            &format!("/executions/{bad}/replay"),
+            json!({"from_step": "third"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+    assert!(p["problems"][0].as_str().unwrap().contains("second"), "{p}");
+    let (status, _) = s
+        .post(
+            &format!("/executions/{bad}/replay"),
+            json!({"from_step": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = s
+        .post(
+            "/executions/01a23000-0000-7000-8000-000000000000/replay",
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 404);
+}

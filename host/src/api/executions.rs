@@ -425,6 +425,42 @@ pub async fn restart(
     control(svc, id, Control::Restart).await
 }
 
+/// What to replay; may be left out.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// A flow step to start from: the steps before it are not run again
+    /// (their task runs, outputs and saved variables are taken over).
+    from_step: Option<String>,
+}
+
+/// Replay an execution: a new one of the same task version with the same
+/// input, linked to it by `replay_of`.
+#[utoipa::path(post, path = "/executions/{id}/replay", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    request_body(content = Option<ReplayBody>, description = "Optional: `from_step` for a flow"),
+    responses(
+        (status = 201, description = "The new execution", body = Execution),
+        (status = 400, description = "Malformed JSON, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such execution, or its task version is gone", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`from_step` is no step of the task version, or a step before it did not finish", body = Problem, content_type = PROBLEM_JSON),
+    ))]
+pub async fn replay(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Execution>), ApiError> {
+    let body = body?;
+    let replay: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayBody::default()
+    } else {
+        parse_json::<Option<ReplayBody>>(&body, "replay request")?.unwrap_or_default()
+    };
+    let exec = svc.replay(&id, replay.from_step).await?;
+    Ok((StatusCode::CREATED, Json(exec)))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {

@@ -112,6 +112,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions::pause))
         .routes(routes!(executions::resume))
         .routes(routes!(executions::restart))
+        .routes(routes!(executions::replay))
         .routes(routes!(executions::outputs))
         .routes(routes!(executions::metrics))
         .routes(routes!(executions::media_list))

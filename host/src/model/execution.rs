@@ -84,6 +84,9 @@ pub struct Execution {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub variables: serde_json::Map<String, Value>,
+    /// The variables it started with (a replay starts with them again).
+    #[serde(skip)]
+    pub initial_variables: Option<serde_json::Map<String, Value>>,
     /// Present on `GET /executions/{id}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_runs: Option<Vec<TaskRun>>,
@@ -113,6 +116,10 @@ pub struct TaskRun {
     /// Why the task run failed when no attempt did (a template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<AttemptError>,
+    /// What a flow step's successful attempt produced, as later steps read
+    /// it: `{"outputs": {…}, "result": …}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
 }
 
 /// One attempt of a task run.

@@ -227,6 +227,46 @@ fn render_value(place: &str, t: &Value, ctx: &minijinja::Value) -> Result<Value,
     })
 }
 
+/// The variables a replay from a later step starts with: `initial` with
+/// the `save` of each earlier step applied in order, as the planner
+/// applied them when those steps succeeded. `copied` lists each earlier
+/// step's name, end state and what it produced.
+pub fn replay_variables(
+    steps: &[StepSpec],
+    input: &Value,
+    initial: &Map<String, Value>,
+    copied: &[(String, &str, Option<Value>)],
+) -> Result<Map<String, Value>, TemplateError> {
+    let mut vars = initial.clone();
+    let mut seen = Map::new();
+    for (name, state, produced) in copied {
+        let field = |k: &str| produced.as_ref().and_then(|p| p.get(k)).cloned();
+        let outputs = field("outputs").unwrap_or_else(|| serde_json::json!({}));
+        let result = field("result").unwrap_or(Value::Null);
+        let succeeded = matches!(*state, "SUCCESS" | "WARNING");
+        if let Some(step) = steps.iter().find(|s| &s.name == name).filter(|_| succeeded) {
+            let ctx = serde_json::json!({
+                "inputs": input, "vars": vars, "steps": seen,
+                "outputs": outputs, "result": result,
+            });
+            let mut saved = vars.clone();
+            for (var, template) in &step.save {
+                let place = format!("step {name}, save.{var}");
+                saved.insert(
+                    var.clone(),
+                    render(&place, &Value::String(template.clone()), &ctx)?,
+                );
+            }
+            vars = saved;
+        }
+        seen.insert(
+            name.clone(),
+            serde_json::json!({"outputs": outputs, "result": result, "state": state}),
+        );
+    }
+    Ok(vars)
+}
+
 /// Evaluates an `if`: Jinja truthiness (false, none, 0, "" and empty
 /// collections are false). `{{ }}` around it is allowed.
 pub fn condition(place: &str, expr: &str, ctx: &Value) -> Result<bool, TemplateError> {

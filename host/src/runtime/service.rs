@@ -21,6 +21,7 @@ use super::dispatch::Dispatch;
 use crate::model::clock::{self, Clock};
 use crate::model::execution::{Execution, Trigger};
 use crate::model::now;
+use crate::model::state::TaskRunState;
 use crate::model::task::{Task, TaskRef};
 use crate::sandbox::component::LoadedAction;
 use crate::sandbox::{MediaStore, Sandbox};
@@ -271,6 +272,7 @@ impl Service {
         Ok(NewExecution {
             variables: vars,
             scheduled_at,
+            replay: None,
             id: uuid::Uuid::now_v7().to_string(),
             task_run_id: uuid::Uuid::now_v7().to_string(),
             input,
@@ -290,6 +292,101 @@ impl Service {
             self.enqueue(run);
         }
         Ok((exec, created))
+    }
+
+    /// Starts a new execution of `id`'s task version with its input and
+    /// the variables it started with, linked to it (`replay_of`). From
+    /// `from_step` (a flow's step), the steps before it are not run again:
+    /// their task runs are copied as they ended, outputs included, and the
+    /// variables they saved applied.
+    pub async fn replay(&self, id: &str, from_step: Option<String>) -> ServiceResult<Execution> {
+        let original = self
+            .store
+            .execution(id, true)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no execution {id}")))?;
+        let spec = self
+            .store
+            .task_version(&original.task_id, original.task_version)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "version {} of task {} is not stored",
+                    original.task_version, original.task_id
+                ))
+            })?;
+        let invalid = |problem: String| ServiceError::Invalid {
+            message: "cannot replay from that step".into(),
+            problems: vec![problem],
+        };
+        let mut copied = Vec::new();
+        if let Some(step) = &from_step {
+            let Some(at) = spec.steps.iter().position(|s| &s.name == step) else {
+                return Err(invalid(format!(
+                    "{step:?} is not a step of version {} of the task",
+                    original.task_version
+                )));
+            };
+            let runs = original.task_runs.clone().unwrap_or_default();
+            for earlier in &spec.steps[..at] {
+                let run = runs.iter().rev().find(|r| r.step == earlier.name);
+                let kept = run.filter(|r| match r.state {
+                    TaskRunState::Success | TaskRunState::Warning | TaskRunState::Skipped => true,
+                    TaskRunState::Failed => earlier.allow_failure,
+                    _ => false,
+                });
+                let Some(run) = kept else {
+                    return Err(invalid(format!(
+                        "step {} did not finish in execution {id}: replay from it or an earlier step",
+                        earlier.name
+                    )));
+                };
+                copied.push(crate::store::CopiedRun {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    step: run.step.clone(),
+                    state: run.state,
+                    input: run.input.clone(),
+                    output: run.output.clone(),
+                });
+            }
+        }
+        let initial = original
+            .initial_variables
+            .clone()
+            .unwrap_or_else(|| spec.variables.clone());
+        let ended: Vec<(String, &str, Option<Value>)> = copied
+            .iter()
+            .map(|r| (r.step.clone(), r.state.as_str(), r.output.clone()))
+            .collect();
+        let variables =
+            crate::model::flow::replay_variables(&spec.steps, &original.input, &initial, &ended)
+                .map_err(|e| invalid(e.to_string()))?;
+        let task = Task {
+            id: original.task_id.clone(),
+            version: original.task_version,
+            spec,
+            created_at: String::new(),
+            updated_at: String::new(),
+            schedule_state: None,
+        };
+        let new = NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            task,
+            task_run_id: uuid::Uuid::now_v7().to_string(),
+            trigger: Trigger::Http,
+            input: original.input.clone(),
+            labels: original.labels.clone(),
+            idempotency_key: None,
+            parent_id: None,
+            variables,
+            scheduled_at: None,
+            replay: Some(crate::store::Replay {
+                of: original.id.clone(),
+                from_step,
+                copied,
+            }),
+        };
+        Ok(self.create(new).await?.0)
     }
 
     /// Records a webhook request's signature for `task_id`; false when it

@@ -109,6 +109,29 @@ pub struct NewExecution {
     pub variables: serde_json::Map<String, Value>,
     /// The tick of a scheduled execution (RFC 3339).
     pub scheduled_at: Option<String>,
+    /// A replay: the execution it replays, the flow steps before the one
+    /// it starts from (copied, already ended), and that step.
+    pub replay: Option<Replay>,
+}
+
+/// What a replay takes over from the execution it replays.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub of: String,
+    /// The step the new execution starts at (its first task run's).
+    pub from_step: Option<String>,
+    /// Task runs of the earlier steps, ended as they were.
+    pub copied: Vec<CopiedRun>,
+}
+
+/// An ended task run carried into a replay.
+#[derive(Debug, Clone)]
+pub struct CopiedRun {
+    pub id: String,
+    pub step: String,
+    pub state: TaskRunState,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
 }
 
 /// Which dataset rows to read: a task's, or one execution's, in order.
@@ -336,6 +359,8 @@ pub trait Store: Send + Sync + 'static {
     /// records the attempt; fails if the execution is paused, ending or ended.
     /// May return before the change is committed (nobody is told of it);
     /// every later write of the attempt is ordered after it.
+    /// A task's version (its definition then), if it was ever stored.
+    async fn task_version(&self, task_id: &str, version: i64) -> StoreResult<Option<TaskSpec>>;
     /// Dataset rows, oldest first.
     async fn dataset_rows(
         &self,

@@ -150,7 +150,7 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
-     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of";
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of, initial_variables";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
@@ -177,6 +177,7 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
         scheduled_at: row.text("scheduled_at")?,
         current_step: row.json("current_step")?,
         replay_of: row.text("replay_of")?,
+        initial_variables: row.json("initial_variables")?,
         task_runs: None,
     })
 }
@@ -411,6 +412,17 @@ impl Store for SqliteStore {
         self.writer
             .run(move |c| apply::control(c, &*clock, &id, control))
             .await
+    }
+
+    async fn task_version(&self, task_id: &str, version: i64) -> StoreResult<Option<TaskSpec>> {
+        let mut c = self.reader().await?;
+        let row = sqlx::query("SELECT spec FROM task_versions WHERE task_id = ? AND version = ?")
+            .bind(task_id)
+            .bind(version)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.map(|r| Ok(serde_json::from_str(&r.string("spec")?)?))
+            .transpose()
     }
 
     async fn dataset_rows(
@@ -778,6 +790,7 @@ mod tests {
             parent_id: None,
             variables: Default::default(),
             scheduled_at: None,
+            replay: None,
         })
         .await
         .unwrap()

@@ -201,6 +201,7 @@ impl World {
                         parent_id: None,
                         variables: Default::default(),
                         scheduled_at: None,
+                        replay: None,
                     })
                     .await
                     .unwrap();

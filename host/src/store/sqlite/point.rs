@@ -108,7 +108,7 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
     }
     let mut runs = Vec::new();
     let mut st = c.prepare_cached(
-        "SELECT id, step, state, not_before, checkpoint, input, error FROM task_runs WHERE execution_id = ? ORDER BY rowid",
+        "SELECT id, step, state, not_before, checkpoint, input, error, output FROM task_runs WHERE execution_id = ? ORDER BY rowid",
     )?;
     let mut rows = st.query([execution_id])?;
     while let Some(r) = rows.next()? {
@@ -126,6 +126,7 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
             checkpoint: r.json("checkpoint")?,
             input: r.json("input")?,
             error: r.json("error")?,
+            output: r.json("output")?,
         });
     }
     Ok(runs)

@@ -500,8 +500,8 @@ pub(super) fn create_execution(
     let spec = &new.task.spec;
     let (state, run_state, created) = plan::trigger(new.trigger.as_str());
     c.prepare_cached(
-        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables, scheduled_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables, scheduled_at, initial_variables, replay_of) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         new.id,
@@ -517,8 +517,33 @@ pub(super) fn create_execution(
         new.idempotency_key,
         serde_json::to_string(&new.variables)?,
         new.scheduled_at,
+        serde_json::to_string(&new.variables)?,
+        new.replay.as_ref().map(|r| r.of.clone()),
     ])?;
-    let step = spec.first_step();
+    // A replay's copied task runs come first: they are the earlier steps.
+    for run in new.replay.iter().flat_map(|r| &r.copied) {
+        c.prepare_cached(
+            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority, input, output) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            run.id,
+            new.id,
+            new.task.id,
+            run.step,
+            run.state.as_str(),
+            spec.retry_of(&run.step).max_attempts as i64,
+            spec.queue,
+            spec.priority as i64,
+            run.input.as_ref().map(|v| v.to_string()),
+            run.output.as_ref().map(|v| v.to_string()),
+        ])?;
+    }
+    let step = new
+        .replay
+        .as_ref()
+        .and_then(|r| r.from_step.as_deref())
+        .unwrap_or(spec.first_step());
     c.prepare_cached(
         "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -554,7 +579,8 @@ pub(super) fn create_execution(
         variables: new.variables,
         scheduled_at: new.scheduled_at,
         current_step: None,
-        replay_of: None,
+        replay_of: new.replay.map(|r| r.of),
+        initial_variables: None,
         task_runs: None,
     })))
 }
