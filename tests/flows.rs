@@ -847,3 +847,69 @@ async fn replay_runs_the_same_version_again_from_a_step_keeping_what_came_before
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn for_each_runs_a_step_per_item_within_its_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "fan-out",
+        "steps": [
+            {"name": "split", "action": "chaos", "input": {"mode": "echo", "parts": "{{ inputs.parts }}"}},
+            {"name": "count", "description": "count each part",
+             "for_each": {"items": "steps.split.result.input.parts", "concurrency": 2,
+                          "step": {"action": "chaos", "input": {"mode": "slow", "steps": 2, "step_ms": 100, "part": "{{ item }}", "at": "{{ index }}"}}}},
+            {"name": "total", "action": "word-count",
+             "input": {"text": "{% for r in steps.count.result %}{{ r.ran | length }} {% endfor %}"}}
+        ],
+        "outputs": {"items": "{{ steps.count.outputs | length }}", "parts": "{{ steps.split.result.input.parts }}"}
+    }))
+    .await;
+    let parts = json!(["one", "two", "three", "four", "five"]);
+    let (status, e) = s
+        .post(
+            "/tasks/fan-out/executions?wait=60s",
+            json!({"input": {"parts": parts}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(e["outputs"], json!({"items": 5, "parts": parts}));
+    let e = s.execution(e["id"].as_str().unwrap()).await;
+    let items: Vec<&Value> = e["task_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["step"] == "count")
+        .collect();
+    assert_eq!(items.len(), 5);
+    let mut indexes: Vec<u64> = items.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2, 3, 4]);
+    for r in &items {
+        let i = r["index"].as_u64().unwrap() as usize;
+        assert_eq!(r["item"], parts[i]);
+        assert_eq!(r["input"]["part"], parts[i]);
+        assert_eq!(r["input"]["at"], i);
+    }
+    // Never more than two at once: at each attempt's start, count those running.
+    let spans: Vec<(f64, f64)> = items
+        .iter()
+        .map(|r| {
+            let a = &r["attempts"][0];
+            (millis(&a["started_at"]), millis(&a["ended_at"]))
+        })
+        .collect();
+    for (start, _) in &spans {
+        let at_once = spans
+            .iter()
+            .filter(|(s, e)| s <= start && start < e)
+            .count();
+        assert!(at_once <= 2, "{at_once} at once: {spans:?}");
+    }
+    assert_eq!(run(&e, "total")["input"], json!({"text": "2 2 2 2 2 "}));
+}
+
+fn millis(ts: &Value) -> f64 {
+    millis_of(ts) as f64
+}

@@ -105,6 +105,12 @@ pub struct CurrentStep {
 pub struct TaskRun {
     pub id: String,
     pub step: String,
+    /// A `for_each` item's index (its task run's place in the step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// A `for_each` item's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Value>,
     pub state: TaskRunState,
     pub attempts: Vec<Attempt>,
     /// When the next attempt may start (while `RETRYING`).

@@ -29,11 +29,17 @@ pub struct StepSpec {
     /// template name (`[A-Za-z_][A-Za-z0-9_]*`) to be referred to as
     /// `steps.NAME`.
     #[schema(example = "fetch")]
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The plugin to run: its name (newest version) or `sha256:<digest>`.
+    /// The plugin to run: its name (newest version) or `sha256:<digest>`
+    /// (absent for a `for_each` step).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    /// Runs `step` once per item instead of an action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEachSpec>,
     /// The input, a template: every string in it is rendered; a string
     /// that is exactly one `{{ expression }}` becomes the expression's
     /// JSON value. Default `{}`.
@@ -68,6 +74,43 @@ pub struct StepSpec {
 
 fn empty_object() -> Value {
     Value::Object(Default::default())
+}
+
+/// A step run once per item: one task run per item, never more than
+/// `concurrency` at once; its outputs are the items' outputs, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForEachSpec {
+    /// An expression giving an array: `steps.list.outputs.urls`.
+    #[schema(example = "steps.list.outputs.urls")]
+    pub items: String,
+    /// Items run at once (1-100, default 4).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// What runs per item: an action step whose templates also see `item`
+    /// and `index` (its `name` may be left out).
+    #[schema(no_recursion)]
+    pub step: Box<StepSpec>,
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+
+/// Most items a `for_each` runs at once.
+pub const MAX_CONCURRENCY: u32 = 100;
+/// Most items one `for_each` may have.
+pub const MAX_ITEMS: usize = 10_000;
+
+impl StepSpec {
+    /// What runs for this step's task runs: the step itself, or a
+    /// `for_each`'s per-item step.
+    pub fn runnable(&self) -> &StepSpec {
+        match &self.for_each {
+            Some(f) => &f.step,
+            None => self,
+        }
+    }
 }
 
 /// Why a template could not be rendered: the expression and the engine's
@@ -386,10 +429,64 @@ pub fn problems(
         if seen.contains(&step.name.as_str()) {
             p.push(format!("step name {:?} is used twice", step.name));
         }
-        if step.action.trim().is_empty() {
-            p.push(format!("{at}: action must name a plugin"));
-        }
         let roots = ["inputs", "vars", "steps"];
+        match &step.for_each {
+            None if step.action.trim().is_empty() => p.push(format!(
+                "{at}: action must name a plugin (or for_each give one per item)"
+            )),
+            None => {}
+            Some(_) if !step.action.trim().is_empty() => p.push(format!(
+                "{at}: a for_each step has no action of its own (for_each.step has it)"
+            )),
+            Some(f) => {
+                check_template(
+                    &format!("{at}, for_each.items"),
+                    &f.items,
+                    &roots,
+                    &seen,
+                    &mut p,
+                );
+                if f.concurrency == 0 || f.concurrency > MAX_CONCURRENCY {
+                    p.push(format!(
+                        "{at}: for_each.concurrency must be 1-{MAX_CONCURRENCY}, got {}",
+                        f.concurrency
+                    ));
+                }
+                let child = &f.step;
+                let cat = format!("{at}, for_each.step");
+                if child.action.trim().is_empty() {
+                    p.push(format!("{cat}: action must name a plugin"));
+                }
+                if child.for_each.is_some() {
+                    p.push(format!("{cat}: for_each cannot nest"));
+                }
+                if !child.save.is_empty() || child.condition.is_some() {
+                    p.push(format!("{cat}: save and if are not supported per item"));
+                }
+                if !step.save.is_empty() {
+                    p.push(format!("{at}: save is not supported on a for_each step"));
+                }
+                let mut templates = Vec::new();
+                strings(&child.input, format!("{cat}, input"), &mut templates);
+                for (place, t) in templates {
+                    check_template(
+                        &place,
+                        t,
+                        &["inputs", "vars", "steps", "item", "index"],
+                        &seen,
+                        &mut p,
+                    );
+                }
+                if let Some(r) = &child.retry
+                    && (r.max_attempts == 0 || r.max_attempts > 100)
+                {
+                    p.push(format!(
+                        "{cat}: retry.max_attempts must be 1-100, got {}",
+                        r.max_attempts
+                    ));
+                }
+            }
+        }
         let mut templates = Vec::new();
         strings(&step.input, format!("{at}, input"), &mut templates);
         for (place, t) in templates {

@@ -51,8 +51,10 @@ pub struct FlowSnapshot {
     /// What each task run's successful attempt produced, by task run id:
     /// `{"outputs": {…}, "result": …}` (`steps.NAME.…`).
     pub produced: BTreeMap<String, Value>,
-    /// The id the next step's task run takes, if this plan creates one.
-    pub next_run_id: String,
+    /// The item of each `for_each` item's task run, by task run id.
+    pub items: BTreeMap<String, Value>,
+    /// Ids for the task runs this plan may create, taken in order.
+    pub new_ids: Vec<String>,
 }
 
 /// One task run as the planner sees it.
@@ -61,6 +63,8 @@ pub struct RunSnapshot {
     pub id: String,
     /// The step it runs (`main` for a one-action task).
     pub step: String,
+    /// Its item's index, for a `for_each` step's task run.
+    pub item: Option<u32>,
     pub state: TaskRunState,
     /// Attempts started so far: the last attempt's number.
     pub attempts: u32,
@@ -209,12 +213,20 @@ pub enum Timer {
     Interrupt { run: String },
 }
 
-/// A flow's next step's task run, created by the plan.
+/// A flow's task run created by the plan: a step's, or one item's of a
+/// `for_each` step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
     pub id: String,
     pub step: String,
     pub max_attempts: u32,
+    /// `CREATED`, or already ended: `SKIPPED` (its `if` was false) or
+    /// `SUCCESS` (a `for_each` over no items), with no attempt.
+    pub state: TaskRunState,
+    /// A `for_each` item: its index and value.
+    pub item: Option<(u32, Value)>,
+    /// What it produced, for one that ended at once.
+    pub output: Option<Value>,
 }
 
 /// Everything one event changes, decided before anything is written.
@@ -227,8 +239,9 @@ pub struct Plan {
     pub timers: Vec<Timer>,
     /// The execution's state once the plan is applied.
     pub state: ExecutionState,
-    /// A flow's task run created by this plan (its next step).
-    pub new_run: Option<NewRun>,
+    /// A flow's task runs created by this plan (its next step's, or more
+    /// `for_each` items').
+    pub new_runs: Vec<NewRun>,
     /// The input of the attempt this plan starts, rendered (flow steps).
     pub input: Option<Value>,
     /// The execution's variables after the plan, when a step's `save`
@@ -357,7 +370,7 @@ struct Builder<'a> {
     attempt: Option<AttemptChange>,
     events: Vec<PlannedEvent>,
     timers: Vec<Timer>,
-    new_run: Option<NewRun>,
+    new_runs: Vec<NewRun>,
     input: Option<Value>,
     vars: Option<Map<String, Value>>,
     outputs: Option<BTreeMap<String, Value>>,
@@ -376,7 +389,7 @@ impl<'a> Builder<'a> {
             attempt: None,
             events: Vec::new(),
             timers: Vec::new(),
-            new_run: None,
+            new_runs: Vec::new(),
             input: None,
             vars: None,
             outputs: None,
@@ -398,7 +411,7 @@ impl<'a> Builder<'a> {
             events: self.events,
             timers: self.timers,
             state: self.state,
-            new_run: self.new_run,
+            new_runs: self.new_runs,
             input: self.input,
             vars: self.vars,
             outputs: self.outputs,
@@ -666,11 +679,11 @@ impl<'a> Builder<'a> {
             }
             return self.move_execution(ExecutionState::Killed, detail);
         }
+        if self.snap.flow.is_some() && !self.runs.is_empty() {
+            return self.advance(detail);
+        }
         if self.runs.is_empty() || !self.runs.iter().all(|r| r.state.is_terminal()) {
             return Ok(());
-        }
-        if self.snap.flow.is_some() {
-            return self.advance(detail);
         }
         let has = |s: TaskRunState| self.runs.iter().any(|r| r.state == s);
         let to = if has(TaskRunState::Failed) {
@@ -743,12 +756,10 @@ impl<'a> Builder<'a> {
             .collect();
         if !rerun.contains(&true) {
             // A flow killed as a step finished goes on with its next step.
-            if self.state == ExecutionState::Killed
-                && let Some(next) = self.next_step()
+            if self.state == ExecutionState::Killed && self.snap.flow.is_some() && self.work_left()
             {
                 self.move_execution(ExecutionState::Restarted, json!({ "by": "user" }))?;
-                self.start_step(next);
-                return Ok(());
+                return self.advance(json!({ "by": "user" }));
             }
             // Killed after every task run had finished: nothing to run again.
             return Err(Refusal::forbidden(
@@ -766,32 +777,129 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// Whether run `r` is a flow step whose failure does not stop the flow.
-    fn allowed_to_fail(&self, r: &RunSnapshot) -> bool {
-        self.snap
-            .flow
-            .as_ref()
-            .and_then(|f| f.spec.step(&r.step))
-            .is_some_and(|s| s.allow_failure)
+    /// The flow's snapshot, for as long as the plan is built.
+    fn flow(&self) -> &'a FlowSnapshot {
+        let snap: &'a Snapshot = self.snap;
+        snap.flow.as_ref().expect("a flow")
     }
 
-    /// What a flow's templates see: `inputs`, `vars` and, for every task
-    /// run that has ended, `steps.NAME` with its `outputs`, `result` and
-    /// `state`.
+    /// What run `r` runs: its step, or its `for_each` step's per-item step.
+    fn runnable_of(&self, r: &RunSnapshot) -> Option<&'a StepSpec> {
+        let snap: &'a Snapshot = self.snap;
+        snap.flow
+            .as_ref()?
+            .spec
+            .step(&r.step)
+            .map(StepSpec::runnable)
+    }
+
+    /// Whether run `r` is a flow step whose failure does not stop the flow.
+    fn allowed_to_fail(&self, r: &RunSnapshot) -> bool {
+        self.runnable_of(r).is_some_and(|s| s.allow_failure)
+    }
+
+    /// What run `r` produced: `{"outputs", "result"}` once it succeeded.
+    fn produced_field(&self, r: &RunSnapshot, field: &str) -> Option<Value> {
+        self.flow().produced.get(&r.id)?.get(field).cloned()
+    }
+
+    /// A `for_each` step's items (every item, even those not yet started),
+    /// or why they cannot be had.
+    fn items_of(&self, step: &StepSpec) -> Result<Vec<Value>, AttemptError> {
+        let f = step.for_each.as_ref().expect("a for_each step");
+        let place = format!("step {}, for_each.items", step.name);
+        let error = |message: String| AttemptError {
+            kind: ErrorKind::TemplateError,
+            message,
+        };
+        let template = if f.items.contains("{{") {
+            f.items.clone()
+        } else {
+            format!("{{{{ {} }}}}", f.items)
+        };
+        match flow::render(&place, &Value::String(template), &self.context()) {
+            Ok(Value::Array(items)) if items.len() <= flow::MAX_ITEMS => Ok(items),
+            Ok(Value::Array(items)) => Err(error(format!(
+                "{place}: {} items, over {}",
+                items.len(),
+                flow::MAX_ITEMS
+            ))),
+            Ok(other) => Err(error(format!(
+                "{place}: {:?} gives {}, not an array",
+                f.items,
+                match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::Object(_) => "an object",
+                    Value::Array(_) => unreachable!(),
+                }
+            ))),
+            Err(e) => Err(error(e.to_string())),
+        }
+    }
+
+    /// What a flow's templates see: `inputs`, `vars` and, for every step
+    /// that has ended, `steps.NAME` with its `outputs`, `result` and
+    /// `state` (a `for_each` step's are its items', in order).
     fn context(&self) -> Value {
         let Some(flow) = &self.snap.flow else {
             return Value::Null;
         };
         let mut steps = Map::new();
-        for r in self.runs.iter().filter(|r| r.state.is_terminal()) {
-            let produced = flow.produced.get(&r.id);
-            let field = |k: &str| produced.and_then(|p| p.get(k)).cloned();
+        for step in &flow.spec.steps {
+            let runs: Vec<&RunSnapshot> =
+                self.runs.iter().filter(|r| r.step == step.name).collect();
+            let Some(last) = runs.last() else {
+                continue;
+            };
+            if step.for_each.is_none() || last.item.is_none() {
+                // A plain step (its latest run), or a for_each that ended
+                // without items (one run, no attempt).
+                if !last.state.is_terminal() {
+                    continue;
+                }
+                let default = if step.for_each.is_some() {
+                    json!([])
+                } else {
+                    json!({})
+                };
+                steps.insert(
+                    step.name.clone(),
+                    json!({
+                        "outputs": self.produced_field(last, "outputs").unwrap_or(default),
+                        "result": self.produced_field(last, "result").unwrap_or(Value::Null),
+                        "state": last.state.as_str(),
+                    }),
+                );
+                continue;
+            }
+            if runs.iter().any(|r| !r.state.is_terminal()) {
+                continue;
+            }
+            let mut items: Vec<&RunSnapshot> = runs;
+            items.sort_by_key(|r| r.item);
+            let field = |r: &RunSnapshot, k: &str| self.produced_field(r, k).unwrap_or(Value::Null);
+            let state = if items
+                .iter()
+                .any(|r| r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
+            {
+                TaskRunState::Failed
+            } else if items
+                .iter()
+                .any(|r| r.state == TaskRunState::Warning || r.state == TaskRunState::Failed)
+            {
+                TaskRunState::Warning
+            } else {
+                TaskRunState::Success
+            };
             steps.insert(
-                r.step.clone(),
+                step.name.clone(),
                 json!({
-                    "outputs": field("outputs").unwrap_or_else(|| json!({})),
-                    "result": field("result").unwrap_or(Value::Null),
-                    "state": r.state.as_str(),
+                    "outputs": items.iter().map(|r| field(r, "outputs")).collect::<Vec<_>>(),
+                    "result": items.iter().map(|r| field(r, "result")).collect::<Vec<_>>(),
+                    "state": state.as_str(),
                 }),
             );
         }
@@ -803,13 +911,14 @@ impl<'a> Builder<'a> {
     }
 
     /// Before a flow step's attempt: its `if` (first attempt only) and its
-    /// input, rendered now that everything before it has ended. Returns
-    /// whether the attempt may start; if not, the run was skipped or
-    /// failed and the flow moved on.
+    /// input, rendered now that everything before it has ended (with
+    /// `item` and `index` for a `for_each` item). Returns whether the
+    /// attempt may start; if not, the run was skipped or failed and the
+    /// flow moved on.
     fn prepare_step(&mut self, r: usize) -> Result<bool, Refusal> {
-        let flow = self.snap.flow.as_ref().expect("a flow");
-        let name = self.runs[r].step.clone();
-        let Some(step) = flow.spec.step(&name) else {
+        let run = self.runs[r].clone();
+        let name = run.step.clone();
+        let Some(step) = self.runnable_of(&run) else {
             let e = flow::TemplateError {
                 place: format!("step {name}"),
                 template: String::new(),
@@ -818,8 +927,22 @@ impl<'a> Builder<'a> {
             self.fail_step(r, e)?;
             return Ok(false);
         };
-        let ctx = self.context();
-        if self.runs[r].attempts == 0
+        let mut ctx = self.context();
+        let place = match run.item {
+            Some(i) => {
+                ctx["item"] = self
+                    .flow()
+                    .items
+                    .get(&run.id)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                ctx["index"] = json!(i);
+                format!("step {name}[{i}], input")
+            }
+            None => format!("step {name}, input"),
+        };
+        if run.attempts == 0
+            && run.item.is_none()
             && let Some(condition) = &step.condition
         {
             match flow::condition(&format!("step {name}, if"), condition, &ctx) {
@@ -836,7 +959,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        match flow::render(&format!("step {name}, input"), &step.input, &ctx) {
+        match flow::render(&place, &step.input, &ctx) {
             Ok(input) => {
                 self.input = Some(input);
                 Ok(true)
@@ -862,24 +985,23 @@ impl<'a> Builder<'a> {
 
     /// A flow step succeeded: its `save` sets variables from its outputs.
     fn save(&mut self, r: usize) -> Result<(), AttemptError> {
-        let flow = self.snap.flow.as_ref().expect("a flow");
-        let name = &self.runs[r].step;
-        let Some(step) = flow.spec.step(name).filter(|s| !s.save.is_empty()) else {
+        let flow = self.flow();
+        let run = self.runs[r].clone();
+        let Some(step) = flow
+            .spec
+            .step(&run.step)
+            .filter(|s| !s.save.is_empty() && s.for_each.is_none())
+        else {
             return Ok(());
         };
         let mut ctx = self.context();
-        let produced = flow.produced.get(&self.runs[r].id);
-        ctx["outputs"] = produced
-            .and_then(|p| p.get("outputs"))
-            .cloned()
+        ctx["outputs"] = self
+            .produced_field(&run, "outputs")
             .unwrap_or_else(|| json!({}));
-        ctx["result"] = produced
-            .and_then(|p| p.get("result"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        ctx["result"] = self.produced_field(&run, "result").unwrap_or(Value::Null);
         let mut vars = self.vars.clone().unwrap_or_else(|| flow.vars.clone());
         for (var, template) in &step.save {
-            let place = format!("step {name}, save.{var}");
+            let place = format!("step {}, save.{var}", run.step);
             let value =
                 flow::render(&place, &Value::String(template.clone()), &ctx).map_err(|e| {
                     AttemptError {
@@ -895,43 +1017,107 @@ impl<'a> Builder<'a> {
 
     /// The step after the flow's last task run's, if there is one.
     fn next_step(&self) -> Option<&'a StepSpec> {
-        let flow = self.snap.flow.as_ref()?;
+        let flow = self.flow();
         let last = self.runs.last()?;
         let at = flow.spec.steps.iter().position(|s| s.name == last.step)?;
         flow.spec.steps.get(at + 1)
     }
 
-    /// Creates and queues the task run of flow step `next`.
-    fn start_step(&mut self, next: &StepSpec) {
-        let flow = self.snap.flow.as_ref().expect("a flow");
-        debug_assert!(self.new_run.is_none(), "one new task run per plan");
-        let id = flow.next_run_id.clone();
-        let max_attempts = next.retry.unwrap_or(self.snap.retry).max_attempts;
+    /// Adds a task run this plan creates (queued when `CREATED`).
+    fn create_run(
+        &mut self,
+        step: &StepSpec,
+        state: TaskRunState,
+        item: Option<(u32, Value)>,
+        output: Option<Value>,
+    ) -> Result<(), Refusal> {
+        let flow = self.flow();
+        let Some(id) = flow.new_ids.get(self.new_runs.len()).cloned() else {
+            // The store hands enough ids for any plan; running out is a bug
+            // there, refused rather than planned wrong.
+            return Err(Refusal::Stale("no id left for a new task run".into()));
+        };
+        let max_attempts = flow.spec.retry_of(&step.name).max_attempts;
         self.runs.push(RunSnapshot {
             id: id.clone(),
-            step: next.name.clone(),
-            state: TaskRunState::Created,
+            step: step.name.clone(),
+            item: item.as_ref().map(|(i, _)| *i),
+            state,
             attempts: 0,
             max_attempts,
             fence: 0,
             owner: None,
             not_before: None,
         });
+        let mut detail = json!({ "task_run_id": id, "step": step.name });
+        if let Some((i, _)) = &item {
+            detail["item"] = json!(i);
+        }
         self.events.push(PlannedEvent {
             kind: EventKind::TaskRunState,
             from: None,
-            to: Some(TaskRunState::Created.as_str()),
-            detail: json!({ "task_run_id": id, "step": next.name }),
+            to: Some(state.as_str()),
+            detail,
         });
-        self.timers.push(Timer::Runnable {
-            run: id.clone(),
-            not_before: None,
-        });
-        self.new_run = Some(NewRun {
+        if state == TaskRunState::Created {
+            self.timers.push(Timer::Runnable {
+                run: id.clone(),
+                not_before: None,
+            });
+        }
+        self.new_runs.push(NewRun {
             id,
-            step: next.name.clone(),
+            step: step.name.clone(),
             max_attempts,
+            state,
+            item,
+            output,
         });
+        Ok(())
+    }
+
+    /// Starts flow step `next`: its task run, or a `for_each`'s first
+    /// items (one run, ended, when it has none or its `if` is false).
+    /// Returns whether anything is left to wait for.
+    fn start_step(&mut self, next: &'a StepSpec) -> Result<bool, Refusal> {
+        let Some(f) = &next.for_each else {
+            self.create_run(next, TaskRunState::Created, None, None)?;
+            return Ok(true);
+        };
+        if let Some(condition) = &next.condition {
+            let place = format!("step {}, if", next.name);
+            match flow::condition(&place, condition, &self.context()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.create_run(next, TaskRunState::Skipped, None, None)?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.execution_error = Some(AttemptError {
+                        kind: ErrorKind::TemplateError,
+                        message: e.to_string(),
+                    });
+                    return Ok(false);
+                }
+            }
+        }
+        let items = match self.items_of(next) {
+            Ok(items) => items,
+            Err(e) => {
+                self.execution_error = Some(e);
+                return Ok(false);
+            }
+        };
+        if items.is_empty() {
+            let output = json!({ "outputs": [], "result": [] });
+            self.create_run(next, TaskRunState::Success, None, Some(output))?;
+            return Ok(false);
+        }
+        let first = (f.concurrency as usize).min(items.len());
+        for (i, item) in items.into_iter().take(first).enumerate() {
+            self.create_run(next, TaskRunState::Created, Some((i as u32, item)), None)?;
+        }
+        Ok(true)
     }
 
     /// The retry policy of run `r`: its step's in a flow, else the task's.
@@ -942,22 +1128,100 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Every task run of a flow has ended: the next step's task run starts,
-    /// or the flow ends (a failure not allowed stops it).
-    fn advance(&mut self, detail: Value) -> Result<(), Refusal> {
-        let flow = self.snap.flow.as_ref().expect("a flow");
-        let last = self.runs.last().expect("a flow has a task run").clone();
-        match last.state {
-            TaskRunState::Failed if !self.allowed_to_fail(&last) => {
-                return self.move_execution(ExecutionState::Failed, detail);
+    /// Whether a flow has work left after its last task run: items of its
+    /// `for_each` not started yet, or a next step.
+    fn work_left(&self) -> bool {
+        let Some(last) = self.runs.last() else {
+            return false;
+        };
+        if let Some(step) = self.flow().spec.step(&last.step)
+            && step.for_each.is_some()
+            && last.item.is_some()
+        {
+            let started = self.runs.iter().filter(|r| r.step == last.step).count();
+            if self.items_of(step).is_ok_and(|items| started < items.len()) {
+                return true;
             }
-            TaskRunState::Killed => return self.move_execution(ExecutionState::Killed, detail),
-            _ => {}
         }
-        if let Some(next) = self.next_step() {
-            self.start_step(next);
-            return Ok(());
+        self.next_step().is_some()
+    }
+
+    /// The flow moves on: more `for_each` items start as others end (never
+    /// more than its concurrency at once), the next step starts once the
+    /// current one has ended, or the flow ends (a failure not allowed
+    /// stops it, once what still runs has ended).
+    fn advance(&mut self, detail: Value) -> Result<(), Refusal> {
+        let flow = self.flow();
+        loop {
+            let last = self.runs.last().expect("a flow has a task run").clone();
+            let step = flow.spec.step(&last.step);
+            let current: Vec<RunSnapshot> = self
+                .runs
+                .iter()
+                .filter(|r| r.step == last.step)
+                .cloned()
+                .collect();
+            let running = current.iter().filter(|r| !r.state.is_terminal()).count();
+            let stopped = current.iter().find(|r| {
+                r.state == TaskRunState::Killed
+                    || (r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
+            });
+            if let Some(stop) = stopped {
+                if running > 0 {
+                    return Ok(()); // the others end first
+                }
+                let to = if stop.state == TaskRunState::Killed {
+                    ExecutionState::Killed
+                } else {
+                    ExecutionState::Failed
+                };
+                return self.move_execution(to, detail);
+            }
+            if let Some(step) = step.filter(|s| s.for_each.is_some() && last.item.is_some()) {
+                let f = step.for_each.as_ref().expect("a for_each step");
+                let items = match self.items_of(step) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        self.execution_error = Some(e.clone());
+                        if running > 0 {
+                            return Ok(());
+                        }
+                        return self.move_execution(ExecutionState::Failed, json!({ "error": e }));
+                    }
+                };
+                let started = current.len();
+                let room = (f.concurrency as usize).saturating_sub(running);
+                if started < items.len() && room > 0 {
+                    let more = room.min(items.len() - started);
+                    for (i, item) in items.into_iter().enumerate().skip(started).take(more) {
+                        self.create_run(step, TaskRunState::Created, Some((i as u32, item)), None)?;
+                    }
+                    return Ok(());
+                }
+                if running > 0 || started < items.len() {
+                    return Ok(());
+                }
+            } else if running > 0 {
+                return Ok(());
+            }
+            // The current step has ended: the next one, or the end.
+            let Some(next) = self.next_step() else {
+                break;
+            };
+            if self.start_step(next)? {
+                return Ok(());
+            }
+            if let Some(e) = self.execution_error.clone() {
+                return self.move_execution(ExecutionState::Failed, json!({ "error": e }));
+            }
         }
+        self.finish_flow(detail)
+    }
+
+    /// Every step has ended well enough: the task's `outputs` and dataset
+    /// are taken, and the flow ends WARNING or SUCCESS.
+    fn finish_flow(&mut self, detail: Value) -> Result<(), Refusal> {
+        let flow = self.flow();
         if let Some(outputs) = &flow.spec.outputs {
             let ctx = self.context();
             let mut rendered = BTreeMap::new();
@@ -982,15 +1246,11 @@ impl<'a> Builder<'a> {
         if let Some(dataset) = &flow.spec.dataset
             && let Some((step, output)) = dataset.source()
         {
-            let run = self.runs.iter().rev().find(|r| r.step == step);
-            let rows = match run {
-                Some(r) if matches!(r.state, TaskRunState::Success | TaskRunState::Warning) => {
-                    let value = flow
-                        .produced
-                        .get(&r.id)
-                        .and_then(|p| p.get("outputs"))
-                        .and_then(|o| o.get(output));
-                    dataset.rows(value)
+            let ctx = self.context();
+            let value = ctx["steps"].get(step);
+            let rows = match value {
+                Some(v) if matches!(v["state"].as_str(), Some("SUCCESS" | "WARNING")) => {
+                    dataset.rows(v["outputs"].get(output))
                 }
                 // The step did not run (skipped, or its failure allowed).
                 _ => Ok(Vec::new()),
@@ -1082,6 +1342,7 @@ mod tests {
             runs: vec![RunSnapshot {
                 id: "r".into(),
                 step: "main".into(),
+                item: None,
                 state: run,
                 attempts: u32::from(run != R::Created),
                 max_attempts: 5,

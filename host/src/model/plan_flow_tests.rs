@@ -35,6 +35,7 @@ impl Sim {
                 runs: vec![RunSnapshot {
                     id: "r1".into(),
                     step: first,
+                    item: None,
                     state: R::Created,
                     attempts: 0,
                     max_attempts,
@@ -47,7 +48,8 @@ impl Sim {
                     vars: spec.variables.clone(),
                     spec: Arc::new(spec),
                     produced: BTreeMap::new(),
-                    next_run_id: "r2".into(),
+                    items: BTreeMap::new(),
+                    new_ids: (2..200).map(|i| format!("r{i}")).collect(),
                 }),
             },
             outputs: None,
@@ -62,6 +64,60 @@ impl Sim {
 
     fn run(&self, step: &str) -> &RunSnapshot {
         self.snap.runs.iter().find(|r| r.step == step).unwrap()
+    }
+
+    /// The task run of item `i` of a for_each step.
+    fn item(&self, step: &str, i: u32) -> &RunSnapshot {
+        self.snap
+            .runs
+            .iter()
+            .find(|r| r.step == step && r.item == Some(i))
+            .unwrap()
+    }
+
+    /// Claims a given task run.
+    fn claim_run(&mut self, run: &str) -> Plan {
+        let p = plan(
+            &self.snap,
+            &Event::Claim {
+                run: run.into(),
+                worker: "w".into(),
+                now_ms: 0,
+            },
+        )
+        .unwrap();
+        self.apply(&p);
+        p
+    }
+
+    /// Ends a given task run's running attempt.
+    fn finish_run(&mut self, run: &str, status: AttemptStatus, outputs: Value) -> Plan {
+        let r = self.snap.runs.iter().find(|r| r.id == run).unwrap().clone();
+        let mut snap = self.snap.clone();
+        if matches!(status, AttemptStatus::Success | AttemptStatus::Warning) {
+            snap.flow
+                .as_mut()
+                .unwrap()
+                .produced
+                .insert(r.id.clone(), json!({"outputs": outputs, "result": null}));
+        }
+        let error = (status == AttemptStatus::Failed).then_some(ErrorKind::ActionFatal);
+        let p = plan(
+            &snap,
+            &Event::AttemptFinished {
+                run: r.id.clone(),
+                worker: "w".into(),
+                fence: r.fence,
+                status,
+                error,
+                now_ms: 0,
+                jitter: 0.0,
+            },
+        )
+        .unwrap();
+        self.snap.flow = snap.flow;
+        self.apply(&p);
+        p
     }
 
     fn apply(&mut self, plan: &Plan) {
@@ -80,20 +136,29 @@ impl Sim {
                 Lease::Release => r.owner = None,
             }
         }
-        if let Some(new) = &plan.new_run {
+        for new in &plan.new_runs {
             self.snap.runs.push(RunSnapshot {
                 id: new.id.clone(),
                 step: new.step.clone(),
-                state: R::Created,
+                item: new.item.as_ref().map(|(i, _)| *i),
+                state: new.state,
                 attempts: 0,
                 max_attempts: new.max_attempts,
                 fence: 0,
                 owner: None,
                 not_before: None,
             });
+            let flow = self.snap.flow.as_mut().unwrap();
+            if let Some((_, item)) = &new.item {
+                flow.items.insert(new.id.clone(), item.clone());
+            }
+            if let Some(output) = &new.output {
+                flow.produced.insert(new.id.clone(), output.clone());
+            }
             self.next += 1;
-            let id = format!("r{}", self.next);
-            self.snap.flow.as_mut().unwrap().next_run_id = id;
+            let id = format!("r{}", self.next + 1000);
+            flow.new_ids.remove(0);
+            flow.new_ids.push(id);
         }
         if let Some(vars) = &plan.vars {
             self.snap.flow.as_mut().unwrap().vars = vars.clone();
@@ -182,7 +247,7 @@ fn steps_run_one_after_another_with_outputs_passed_on() {
     assert_eq!(p.state, E::Running);
     let p = sim.finish("list", AttemptStatus::Success, json!({"items": [1, 2, 3]}));
     // The next step's task run is created and queued; the flow goes on.
-    let new = p.new_run.clone().expect("the next step");
+    let new = p.new_runs.first().cloned().expect("the next step");
     assert_eq!(new.step, "count");
     assert_eq!(
         p.timers,
@@ -201,7 +266,7 @@ fn steps_run_one_after_another_with_outputs_passed_on() {
     assert_eq!(started_input(&p), json!({"items": [1, 2, 3], "n": 3}));
     let p = sim.finish("count", AttemptStatus::Success, json!({"total": 6}));
     assert_eq!(p.state, E::Success);
-    assert!(p.new_run.is_none());
+    assert!(p.new_runs.is_empty());
 }
 
 #[test]
@@ -215,7 +280,7 @@ fn a_false_if_skips_the_step_without_an_attempt() {
     sim.finish("a", AttemptStatus::Success, json!({}));
     let p = sim.claim("b");
     assert!(p.attempt.is_none(), "skipped: {p:?}");
-    assert_eq!(p.new_run.as_ref().map(|n| n.step.as_str()), Some("c"));
+    assert_eq!(p.new_runs.first().map(|n| n.step.as_str()), Some("c"));
     let p = sim.claim("c");
     started_input(&p);
     sim.finish("c", AttemptStatus::Success, json!({}));
@@ -240,7 +305,7 @@ fn a_failed_step_stops_the_flow_unless_its_failure_is_allowed() {
     sim.claim("a");
     let p = sim.finish("a", AttemptStatus::Failed, json!({}));
     assert_eq!(p.state, E::Failed);
-    assert!(p.new_run.is_none(), "later steps never start");
+    assert!(p.new_runs.is_empty(), "later steps never start");
 
     let mut allowed = steps.clone();
     allowed[0]["allow_failure"] = json!(true);
@@ -248,7 +313,7 @@ fn a_failed_step_stops_the_flow_unless_its_failure_is_allowed() {
     sim.claim("a");
     let p = sim.finish("a", AttemptStatus::Failed, json!({}));
     assert_eq!(p.state, E::Running);
-    assert_eq!(p.new_run.map(|n| n.step), Some("b".into()));
+    assert_eq!(p.new_runs.first().map(|n| n.step.clone()), Some("b".into()));
     sim.claim("b");
     let p = sim.finish("b", AttemptStatus::Success, json!({}));
     assert_eq!(p.state, E::Warning);
@@ -377,7 +442,7 @@ fn a_paused_flow_creates_its_next_step_but_does_not_start_it() {
     sim.apply(&p);
     let p = sim.finish("a", AttemptStatus::Success, json!({}));
     assert_eq!(p.state, E::Paused);
-    assert!(p.new_run.is_some());
+    assert!(!p.new_runs.is_empty());
     let b = sim.run("b").id.clone();
     assert!(matches!(
         plan(
@@ -431,10 +496,10 @@ fn a_flow_killed_as_a_step_finished_restarts_with_its_next_step() {
     // The attempt had already succeeded: its result is kept, the flow ends KILLED.
     let p = sim.finish("a", AttemptStatus::Success, json!({}));
     assert_eq!(p.state, E::Killed);
-    assert!(p.new_run.is_none());
+    assert!(p.new_runs.is_empty());
     let p = plan(&sim.snap, &Event::Restart).unwrap();
     assert_eq!(p.state, E::Restarted);
-    assert_eq!(p.new_run.as_ref().map(|n| n.step.as_str()), Some("b"));
+    assert_eq!(p.new_runs.first().map(|n| n.step.as_str()), Some("b"));
     sim.apply(&p);
     sim.claim("b");
     let p = sim.finish("b", AttemptStatus::Success, json!({}));
@@ -481,4 +546,165 @@ fn a_failed_outputs_template_fails_the_execution_not_a_step() {
     assert_eq!(e.kind, ErrorKind::TemplateError);
     assert!(e.message.contains("outputs.x"), "{}", e.message);
     assert_eq!(sim.run("a").state, R::Success);
+}
+
+fn each(concurrency: u32, child: Value) -> Value {
+    json!({"steps": [
+        {"name": "list", "action": "noop"},
+        {"name": "pages", "for_each": {"items": "steps.list.outputs.urls", "concurrency": concurrency, "step": child}},
+        {"name": "report", "action": "noop", "input": {
+            "n": "{{ steps.pages.outputs | length }}", "all": "{{ steps.pages.outputs }}"}}
+    ]})
+}
+
+fn live(sim: &Sim, step: &str) -> usize {
+    sim.snap
+        .runs
+        .iter()
+        .filter(|r| r.step == step && !r.state.is_terminal())
+        .count()
+}
+
+#[test]
+fn for_each_runs_one_task_run_per_item_never_more_than_its_concurrency() {
+    let mut sim = Sim::new(each(
+        2,
+        json!({"action": "noop", "input": {"url": "{{ item }}", "i": "{{ index }}"}}),
+    ));
+    sim.claim("list");
+    let urls = json!(["u0", "u1", "u2", "u3", "u4"]);
+    let p = sim.finish("list", AttemptStatus::Success, json!({"urls": urls}));
+    assert_eq!(p.new_runs.len(), 2, "the first two items");
+    assert_eq!(p.timers.len(), 2);
+    assert_eq!(live(&sim, "pages"), 2);
+    // Items end out of order; a new one starts as each ends.
+    let r1 = sim.item("pages", 1).id.clone();
+    let p = sim.claim_run(&r1);
+    assert_eq!(started_input(&p), json!({"url": "u1", "i": 1}));
+    let p = sim.finish_run(&r1, AttemptStatus::Success, json!({"v": 1}));
+    assert_eq!(p.new_runs.len(), 1);
+    assert_eq!(p.new_runs[0].item.as_ref().map(|(i, _)| *i), Some(2));
+    for i in [0, 2, 3, 4] {
+        assert!(live(&sim, "pages") <= 2, "concurrency");
+        let id = sim.item("pages", i).id.clone();
+        sim.claim_run(&id);
+        sim.finish_run(&id, AttemptStatus::Success, json!({"v": i}));
+    }
+    assert_eq!(sim.snap.state, E::Running);
+    let report = sim.claim("report");
+    assert_eq!(
+        started_input(&report),
+        json!({"n": 5, "all": [{"v": 0}, {"v": 1}, {"v": 2}, {"v": 3}, {"v": 4}]})
+    );
+    let p = sim.finish("report", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Success);
+}
+
+#[test]
+fn for_each_over_no_items_ends_at_once_and_the_flow_goes_on() {
+    let mut sim = Sim::new(each(4, json!({"action": "noop"})));
+    sim.claim("list");
+    let p = sim.finish("list", AttemptStatus::Success, json!({"urls": []}));
+    let made: Vec<(String, R)> = p
+        .new_runs
+        .iter()
+        .map(|n| (n.step.clone(), n.state))
+        .collect();
+    assert_eq!(
+        made,
+        vec![("pages".into(), R::Success), ("report".into(), R::Created)]
+    );
+    let report = sim.claim("report");
+    assert_eq!(started_input(&report), json!({"n": 0, "all": []}));
+}
+
+#[test]
+fn a_failed_item_stops_new_items_and_the_flow_once_the_others_end() {
+    let mut sim = Sim::new(each(2, json!({"action": "noop"})));
+    sim.claim("list");
+    sim.finish(
+        "list",
+        AttemptStatus::Success,
+        json!({"urls": [1, 2, 3, 4]}),
+    );
+    let (a, b) = (
+        sim.item("pages", 0).id.clone(),
+        sim.item("pages", 1).id.clone(),
+    );
+    sim.claim_run(&a);
+    sim.claim_run(&b);
+    let p = sim.finish_run(&a, AttemptStatus::Failed, json!({}));
+    assert!(p.new_runs.is_empty(), "no new item after a failure");
+    assert_eq!(p.state, E::Running, "item 1 still runs");
+    let p = sim.finish_run(&b, AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Failed);
+    assert_eq!(
+        sim.snap.runs.iter().filter(|r| r.step == "pages").count(),
+        2
+    );
+
+    // Restart re-runs the failed item; the rest then follow.
+    let p = plan(&sim.snap, &Event::Restart).unwrap();
+    sim.apply(&p);
+    sim.claim_run(&a);
+    let p = sim.finish_run(&a, AttemptStatus::Success, json!({}));
+    assert_eq!(p.new_runs.len(), 2, "items 2 and 3");
+}
+
+#[test]
+fn allowed_item_failures_go_on_and_end_warning() {
+    let mut sim = Sim::new(each(4, json!({"action": "noop", "allow_failure": true})));
+    sim.claim("list");
+    sim.finish("list", AttemptStatus::Success, json!({"urls": [1, 2]}));
+    let (a, b) = (
+        sim.item("pages", 0).id.clone(),
+        sim.item("pages", 1).id.clone(),
+    );
+    sim.claim_run(&a);
+    sim.finish_run(&a, AttemptStatus::Failed, json!({}));
+    sim.claim_run(&b);
+    sim.finish_run(&b, AttemptStatus::Success, json!({"ok": true}));
+    let report = sim.claim("report");
+    assert_eq!(
+        started_input(&report),
+        json!({"n": 2, "all": [null, {"ok": true}]})
+    );
+    let p = sim.finish("report", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Warning);
+}
+
+#[test]
+fn items_that_are_not_an_array_fail_the_flow_naming_the_step() {
+    let mut sim = Sim::new(each(2, json!({"action": "noop"})));
+    sim.claim("list");
+    let p = sim.finish(
+        "list",
+        AttemptStatus::Success,
+        json!({"urls": "not a list"}),
+    );
+    assert_eq!(p.state, E::Failed);
+    let e = p.execution_error.expect("the execution's error");
+    assert_eq!(e.kind, ErrorKind::TemplateError);
+    assert!(
+        e.message.contains("step pages, for_each.items"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("not an array"), "{}", e.message);
+}
+
+#[test]
+fn cancelling_a_for_each_kills_its_waiting_items_and_waits_for_running_ones() {
+    let mut sim = Sim::new(each(2, json!({"action": "noop"})));
+    sim.claim("list");
+    sim.finish("list", AttemptStatus::Success, json!({"urls": [1, 2, 3]}));
+    let a = sim.item("pages", 0).id.clone();
+    sim.claim_run(&a);
+    let p = plan(&sim.snap, &Event::Cancel).unwrap();
+    sim.apply(&p);
+    assert_eq!(p.state, E::Killing);
+    assert_eq!(sim.item("pages", 1).state, R::Killed);
+    let p = sim.finish_run(&a, AttemptStatus::Killed, json!({}));
+    assert_eq!(p.state, E::Killed);
+    assert!(p.new_runs.is_empty());
 }

@@ -283,7 +283,7 @@ impl TaskSpec {
             p.push("outputs_schema belongs on each step of a flow".into());
         }
         for step in &self.steps {
-            if let Some(schema) = &step.outputs_schema {
+            if let Some(schema) = &step.runnable().outputs_schema {
                 let place = format!("step {}: outputs_schema", step.name);
                 p.extend(crate::model::schema::problem(&place, schema));
             }
@@ -318,7 +318,7 @@ impl TaskSpec {
             self.outputs.as_ref(),
         ));
         for step in &self.steps {
-            if let Some(limits) = &step.limits
+            if let Some(limits) = &step.runnable().limits
                 && let Err(e) = limits_within(limits, bounds)
             {
                 p.push(format!("step {}: {e}", step.name));
@@ -370,6 +370,12 @@ impl TaskSpec {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// What the task runs of step `name` run: the step, or its `for_each`'s
+    /// per-item step.
+    fn runnable(&self, name: &str) -> Option<&StepSpec> {
+        self.step(name).map(StepSpec::runnable)
+    }
+
     /// The name of a new execution's first task run.
     pub fn first_step(&self) -> &str {
         self.steps.first().map_or("main", |s| s.name.as_str())
@@ -377,12 +383,12 @@ impl TaskSpec {
 
     /// The action that `step` runs.
     pub fn action_of(&self, step: &str) -> &str {
-        self.step(step).map_or(&self.action, |s| &s.action)
+        self.runnable(step).map_or(&self.action, |s| &s.action)
     }
 
     /// The JSON Schema of `step`'s outputs, if it has one.
     pub fn outputs_schema_of(&self, step: &str) -> Option<&Value> {
-        match self.step(step) {
+        match self.runnable(step) {
             Some(s) => s.outputs_schema.as_ref(),
             None => self.outputs_schema.as_ref(),
         }
@@ -390,12 +396,14 @@ impl TaskSpec {
 
     /// The retry policy of `step`: its own, else the task's.
     pub fn retry_of(&self, step: &str) -> RetryPolicy {
-        self.step(step).and_then(|s| s.retry).unwrap_or(self.retry)
+        self.runnable(step)
+            .and_then(|s| s.retry)
+            .unwrap_or(self.retry)
     }
 
     /// The grants of `step`: its own, else the task's.
     pub fn grants_of(&self, step: &str) -> &Grants {
-        self.step(step)
+        self.runnable(step)
             .and_then(|s| s.grants.as_ref())
             .unwrap_or(&self.grants)
     }
@@ -403,7 +411,7 @@ impl TaskSpec {
     /// The attempt limits of `step` (its own, else the task's), within the
     /// host's bounds.
     pub fn limits_of(&self, step: &str, bounds: &TaskBounds) -> Result<Limits, String> {
-        let own = self.step(step).and_then(|s| s.limits.as_ref());
+        let own = self.runnable(step).and_then(|s| s.limits.as_ref());
         limits_within(own.unwrap_or(&self.limits), bounds)
     }
 

@@ -78,7 +78,7 @@ impl Service {
         let actions = std::iter::once(("action".to_string(), &spec.action)).chain(
             spec.steps
                 .iter()
-                .map(|s| (format!("step {}: action", s.name), &s.action)),
+                .map(|s| (format!("step {}: action", s.name), &s.runnable().action)),
         );
         for (place, action) in actions {
             if !action.trim().is_empty() && self.store.plugin(action).await?.is_none() {

@@ -329,25 +329,35 @@ impl Service {
             };
             let runs = original.task_runs.clone().unwrap_or_default();
             for earlier in &spec.steps[..at] {
-                let run = runs.iter().rev().find(|r| r.step == earlier.name);
-                let kept = run.filter(|r| match r.state {
-                    TaskRunState::Success | TaskRunState::Warning | TaskRunState::Skipped => true,
-                    TaskRunState::Failed => earlier.allow_failure,
-                    _ => false,
-                });
-                let Some(run) = kept else {
+                // A step's task run, or every item's of a for_each.
+                let of_step: Vec<&crate::model::execution::TaskRun> =
+                    runs.iter().filter(|r| r.step == earlier.name).collect();
+                let finished = !of_step.is_empty()
+                    && of_step.iter().all(|r| match r.state {
+                        TaskRunState::Success | TaskRunState::Warning | TaskRunState::Skipped => {
+                            true
+                        }
+                        TaskRunState::Failed => earlier.runnable().allow_failure,
+                        _ => false,
+                    });
+                if !finished {
                     return Err(invalid(format!(
                         "step {} did not finish in execution {id}: replay from it or an earlier step",
                         earlier.name
                     )));
-                };
-                copied.push(crate::store::CopiedRun {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    step: run.step.clone(),
-                    state: run.state,
-                    input: run.input.clone(),
-                    output: run.output.clone(),
-                });
+                }
+                for run in of_step {
+                    copied.push(crate::store::CopiedRun {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        step: run.step.clone(),
+                        item: run
+                            .index
+                            .map(|i| (i, run.item.clone().unwrap_or(Value::Null))),
+                        state: run.state,
+                        input: run.input.clone(),
+                        output: run.output.clone(),
+                    });
+                }
             }
         }
         let initial = original

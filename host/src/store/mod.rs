@@ -129,6 +129,8 @@ pub struct Replay {
 pub struct CopiedRun {
     pub id: String,
     pub step: String,
+    /// A `for_each` item: its index and value.
+    pub item: Option<(u32, Value)>,
     pub state: TaskRunState,
     pub input: Option<Value>,
     pub output: Option<Value>,

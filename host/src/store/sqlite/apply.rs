@@ -66,7 +66,8 @@ type Head = (String, String, Option<String>, String, i64, String, String);
 pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> {
     const COLUMNS: &str = "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, \
          tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, tr.not_before, \
-         tr.step, tr.checkpoint, tr.priority, tr.queue, e.variables, tr.output \
+         tr.step, tr.checkpoint, tr.priority, tr.queue, e.variables, tr.output, \
+         tr.item_index, tr.item \
          FROM executions e JOIN task_runs tr ON tr.execution_id = e.id";
     let (mut st, id) = match key {
         Key::Execution(id) => (
@@ -85,6 +86,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
     let mut snaps = Vec::new();
     let mut runs = Vec::new();
     let mut produced = std::collections::BTreeMap::new();
+    let mut items = std::collections::BTreeMap::new();
     while let Some(r) = rows.next()? {
         if head.is_none() {
             head = Some((
@@ -102,9 +104,13 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         if let Some(output) = r.get::<_, Option<String>>(18)? {
             produced.insert(id.clone(), serde_json::from_str(&output)?);
         }
+        if let Some(item) = r.get::<_, Option<String>>(20)? {
+            items.insert(id.clone(), serde_json::from_str(&item)?);
+        }
         snaps.push(RunSnapshot {
             id,
             step: r.get(13)?,
+            item: r.get::<_, Option<i64>>(19)?.map(|i| i as u32),
             state: state.parse().map_err(StoreError::Corrupt)?,
             attempts: r.get::<_, i64>(8)? as u32,
             max_attempts: r.get::<_, i64>(9)? as u32,
@@ -130,7 +136,19 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
             input: serde_json::from_str(&input)?,
             vars: serde_json::from_str(&variables)?,
             produced,
-            next_run_id: uuid::Uuid::now_v7().to_string(),
+            items,
+            // As many as one plan may create: a step's run, or a for_each's
+            // first items.
+            new_ids: (0..spec
+                .steps
+                .iter()
+                .filter_map(|s| s.for_each.as_ref())
+                .map(|f| f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize)
+                .max()
+                .unwrap_or(0)
+                .max(1))
+                .map(|_| uuid::Uuid::now_v7().to_string())
+                .collect(),
         })
     } else {
         None
@@ -279,19 +297,23 @@ pub(super) fn plan_and_apply(
         };
     }
 
-    if let Some(new) = &plan.new_run {
+    for new in &plan.new_runs {
         c.prepare_cached(
-            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
-             VALUES (?, ?, ?, ?, 'CREATED', ?, ?, ?)",
+            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority, \
+             item_index, item, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?
         .execute(params![
             new.id,
             id,
             loaded.task_id,
             new.step,
+            new.state.as_str(),
             new.max_attempts,
             loaded.spec.queue,
-            loaded.spec.priority
+            loaded.spec.priority,
+            new.item.as_ref().map(|(i, _)| *i),
+            new.item.as_ref().map(|(_, v)| v.to_string()),
+            new.output.as_ref().map(|v| v.to_string()),
         ])?;
     }
     if let (Some(input), Some(AttemptChange::Start { run, .. })) = (&plan.input, &plan.attempt) {
@@ -485,7 +507,7 @@ pub(super) fn outcome(loaded: &Loaded, plan: &Plan) -> PlanOutcome {
                 let (priority, queue) = match at {
                     Some(i) => (loaded.runs[i].priority, loaded.runs[i].queue.clone()),
                     // The flow's next step, created by this plan.
-                    None if plan.new_run.as_ref().is_some_and(|n| &n.id == run) => {
+                    None if plan.new_runs.iter().any(|n| &n.id == run) => {
                         (loaded.spec.priority, loaded.spec.queue.clone())
                     }
                     None => continue,

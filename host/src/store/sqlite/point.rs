@@ -108,7 +108,8 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
     }
     let mut runs = Vec::new();
     let mut st = c.prepare_cached(
-        "SELECT id, step, state, not_before, checkpoint, input, error, output FROM task_runs WHERE execution_id = ? ORDER BY rowid",
+        "SELECT id, step, state, not_before, checkpoint, input, error, output, item_index, item \
+         FROM task_runs WHERE execution_id = ? ORDER BY rowid",
     )?;
     let mut rows = st.query([execution_id])?;
     while let Some(r) = rows.next()? {
@@ -121,6 +122,8 @@ fn task_runs(c: &Connection, execution_id: &str) -> StoreResult<Vec<TaskRun>> {
                 .collect(),
             id,
             step: r.string("step")?,
+            index: r.int("item_index")?.map(|i| i as u32),
+            item: r.json("item")?,
             state: run_state(&r.string("state")?)?,
             not_before: r.int("not_before")?.map(ms_to_rfc3339),
             checkpoint: r.json("checkpoint")?,

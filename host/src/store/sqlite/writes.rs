@@ -523,8 +523,8 @@ pub(super) fn create_execution(
     // A replay's copied task runs come first: they are the earlier steps.
     for run in new.replay.iter().flat_map(|r| &r.copied) {
         c.prepare_cached(
-            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority, input, output) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority, input, output, item_index, item) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?
         .execute(params![
             run.id,
@@ -537,6 +537,8 @@ pub(super) fn create_execution(
             spec.priority as i64,
             run.input.as_ref().map(|v| v.to_string()),
             run.output.as_ref().map(|v| v.to_string()),
+            run.item.as_ref().map(|(i, _)| *i),
+            run.item.as_ref().map(|(_, v)| v.to_string()),
         ])?;
     }
     let step = new
