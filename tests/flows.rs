@@ -913,3 +913,69 @@ async fn for_each_runs_a_step_per_item_within_its_concurrency() {
 fn millis(ts: &Value) -> f64 {
     millis_of(ts) as f64
 }
+
+#[tokio::test]
+async fn the_readme_flow_splits_counts_each_part_and_merges_a_report_and_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let spec =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/word-report.yaml");
+    let server = s.base.trim_end_matches("/api/v1").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["--server", &server, "task", "create", "-f"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = "the cat sat\non the mat\n\nthe dog sat\non the log\nthe end\n";
+    let (status, e) = s
+        .post(
+            "/tasks/word-report/executions?wait=60s",
+            json!({"input": {"text": text}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(
+        e["outputs"],
+        json!({"words": 14, "distinct": 8, "parts": 3})
+    );
+    let id = e["id"].as_str().unwrap().to_string();
+    let e = s.execution(&id).await;
+    let items = e["task_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["step"] == "count")
+        .count();
+    assert_eq!(items, 3, "one word count per part");
+
+    // The report is a CSV media, the rows are the task's dataset.
+    let (_, media) = s.get(&format!("/executions/{id}/media")).await;
+    let report = media["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "counts.csv")
+        .unwrap_or_else(|| panic!("{media}"))
+        .clone();
+    assert_eq!(report["content_type"], "text/csv");
+    let (_, rows) = s.get("/tasks/word-report/dataset").await;
+    let rows = rows["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(rows[0]["data"], json!({"word": "the", "count": 5}));
+
+    // The CLI shows the step tree.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["--server", &server, "execution", "get", &id])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("split"), "{shown}");
+    assert!(shown.contains("count[2]"), "{shown}");
+    assert!(shown.contains("merge"), "{shown}");
+}

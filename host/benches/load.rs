@@ -10,11 +10,14 @@
 //!    SUCCESS with `?wait` and by following the execution's events; a
 //!    closed loop of 64 callers each using `?wait`; the server's CPU per
 //!    execution with and without 1,000 idle followers attached;
-//! 5. again with 1,000,000 finished executions already stored, and the
+//! 5. flows: a 5-step sequential flow of `noop` steps and a `for_each` of
+//!    100 `noop` items, as flows/s and steps (task runs)/s, against the
+//!    single-action executions/s of the same run;
+//! 6. again with 1,000,000 finished executions already stored, and the
 //!    query plans of the hot queries.
 //!
 //! `WARD_LOAD_SECTIONS` picks sections (comma-separated: `throughput`,
-//! `wait`, `follow`, `stored`; default all); `WARD_BIN` runs another
+//! `wait`, `follow`, `flows`, `stored`; default all); `WARD_BIN` runs another
 //! `ward` binary as the server (to compare builds in one run).
 //!
 //! Times on the server side come from the execution's `started_at` and
@@ -213,6 +216,105 @@ async fn load(base: &str, n: usize, rate: Option<f64>) -> Run {
         end_lat,
         ack_lat,
     }
+}
+
+/// Triggers `n` executions of `task` with `body` at concurrency C, waits
+/// until all have ended, and returns the wall time (all must succeed).
+async fn load_task(base: &str, task: &str, body: Value, n: usize) -> Duration {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .unwrap();
+    let url = format!("{base}/api/v1/tasks/{task}/executions");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY.min(n) {
+        let (client, url, next, body) = (client.clone(), url.clone(), next.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let r = client.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    loop {
+        let v: Value = client
+            .get(format!(
+                "{base}/api/v1/executions?status=pending,running&task_id={task}&limit=1"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["executions"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let wall = t0.elapsed();
+    let v: Value = client
+        .get(format!(
+            "{base}/api/v1/executions?status=failed,killed,warning&task_id={task}&limit=1"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["executions"].as_array().unwrap().is_empty(),
+        "{task}: not every execution succeeded: {v}"
+    );
+    wall
+}
+
+/// Flows against single-action executions, in the same run.
+async fn flows(base: &str, single: f64) {
+    let client = reqwest::Client::new();
+    let steps: Vec<Value> = (1..=5)
+        .map(|i| json!({"name": format!("s{i}"), "action": "noop"}))
+        .collect();
+    for spec in [
+        json!({"name": "flow5", "steps": steps}),
+        json!({"name": "each100", "steps": [{"name": "each",
+            "for_each": {"items": "inputs.items", "concurrency": 10, "step": {"action": "noop"}}}]}),
+    ] {
+        let r = client
+            .post(format!("{base}/api/v1/tasks"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    load_task(base, "flow5", json!({}), 200).await; // warm up
+    let n = 2_000;
+    let wall = load_task(base, "flow5", json!({}), n).await.as_secs_f64();
+    let flows = n as f64 / wall;
+    println!(
+        "5-step flow of noop steps, {n} flows at concurrency {CONCURRENCY}: {flows:.0} flows/s, {:.0} steps/s          (single-action executions in this run: {single:.0}/s; a step costs {:.2}x an execution)",
+        flows * 5.0,
+        single / (flows * 5.0)
+    );
+    let items: Vec<u32> = (0..100).collect();
+    let n = 100;
+    let wall = load_task(base, "each100", json!({"input": {"items": items}}), n)
+        .await
+        .as_secs_f64();
+    let flows = n as f64 / wall;
+    println!(
+        "for_each of 100 noop items (concurrency 10), {n} flows: {flows:.1} flows/s, {:.0} steps/s          (a step costs {:.2}x a single-action execution)",
+        flows * 100.0,
+        single / (flows * 100.0)
+    );
 }
 
 /// Sequential triggers from ordinary clients: curl (a process each) and
@@ -624,7 +726,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let sections: Vec<String> = std::env::var("WARD_LOAD_SECTIONS")
-        .unwrap_or_else(|_| "throughput,wait,follow,stored".into())
+        .unwrap_or_else(|_| "throughput,wait,follow,flows,stored".into())
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
@@ -653,6 +755,9 @@ fn main() {
     }
     if has("wait") || has("follow") {
         rt.block_on(waiting(&server, &base, &sections, empty.throughput()));
+    }
+    if has("flows") {
+        rt.block_on(flows(&base, empty.throughput()));
     }
     server.stop();
     if !has("stored") {

@@ -281,7 +281,11 @@ fn detail(e: &Execution) -> String {
         let _ = writeln!(s, "task runs:");
     }
     for run in runs {
-        let mut head = format!("  {}  {}", run.step, run.state);
+        let name = match run.index {
+            Some(i) => format!("{}[{i}]", run.step),
+            None => run.step.clone(),
+        };
+        let mut head = format!("  {name}  {}", run.state);
         if let Some(at) = &run.not_before {
             let _ = write!(head, " (next attempt at {})", short_time(at));
         }
