@@ -979,3 +979,95 @@ async fn the_readme_flow_splits_counts_each_part_and_merges_a_report_and_dataset
     assert!(shown.contains("count[2]"), "{shown}");
     assert!(shown.contains("merge"), "{shown}");
 }
+
+#[tokio::test]
+async fn parallel_steps_run_at_once_and_the_next_step_sees_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "both",
+        "steps": [
+            {"name": "at_once", "parallel": [
+                {"name": "slow_a", "action": "chaos", "input": {"mode": "slow", "steps": 3, "step_ms": 100}},
+                {"name": "slow_b", "action": "chaos", "input": {"mode": "slow", "steps": 3, "step_ms": 100}},
+                {"name": "greet", "action": "hello", "input": {"name": "{{ inputs.who }}"}}
+            ]},
+            {"name": "after", "action": "hello",
+             "input": {"name": "{{ steps.greet.outputs.message }} {{ steps.at_once.outputs | length }}"}}
+        ]
+    }))
+    .await;
+    let (status, e) = s
+        .post(
+            "/tasks/both/executions?wait=60s",
+            json!({"input": {"who": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    let e = s.execution(e["id"].as_str().unwrap()).await;
+    let span = |step: &str| {
+        let a = &run(&e, step)["attempts"][0];
+        (millis(&a["started_at"]), millis(&a["ended_at"]))
+    };
+    let (a, b) = (span("slow_a"), span("slow_b"));
+    assert!(a.0 < b.1 && b.0 < a.1, "they overlap: {a:?} {b:?}");
+    let after = span("after");
+    assert!(after.0 >= a.1 && after.0 >= b.1, "after waits for all");
+    assert_eq!(run(&e, "after")["input"], json!({"name": "Hello, Ada! 3"}));
+}
+
+#[tokio::test]
+async fn a_flow_may_start_with_a_for_each_or_a_parallel_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "each-first",
+        "steps": [
+            {"name": "greet", "for_each": {"items": "inputs.names", "concurrency": 2,
+                                           "step": {"action": "hello", "input": {"name": "{{ item }}"}}}},
+            {"name": "after", "action": "hello",
+             "input": {"name": "{{ steps.greet.outputs | map(attribute='message') | join(' / ') }}"}}
+        ]
+    }))
+    .await;
+    let (status, e) = s
+        .post(
+            "/tasks/each-first/executions?wait=30s",
+            json!({"input": {"names": ["Ada", "Grace", "Alan"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(
+        e["outputs"]["message"],
+        "Hello, Hello, Ada! / Hello, Grace! / Hello, Alan!!"
+    );
+    // Without the wait too, and with no items at all.
+    let id = s.start("each-first", json!({"names": ["X"]})).await;
+    s.wait_for(&id, "SUCCESS", WAIT).await;
+    let (status, e) = s
+        .post(
+            "/tasks/each-first/executions?wait=30s",
+            json!({"input": {"names": []}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "FAILED", "hello refuses an empty name: {e}");
+
+    s.create_task(json!({
+        "name": "both-first",
+        "steps": [{"name": "two", "parallel": [
+            {"name": "a", "action": "hello", "input": {"name": "a"}},
+            {"name": "b", "action": "hello", "input": {"name": "b"}}
+        ]}],
+        "outputs": {"both": "{{ steps.two.outputs }}"}
+    }))
+    .await;
+    let id = s.start("both-first", json!({})).await;
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    assert_eq!(
+        e["outputs"]["both"],
+        json!({"a": {"message": "Hello, a!"}, "b": {"message": "Hello, b!"}})
+    );
+}

@@ -40,6 +40,11 @@ pub struct StepSpec {
     /// Runs `step` once per item instead of an action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEachSpec>,
+    /// Runs these action steps at once instead of an action; the step ends
+    /// when all of them have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub parallel: Option<Vec<StepSpec>>,
     /// The input, a template: every string in it is rendered; a string
     /// that is exactly one `{{ expression }}` becomes the expression's
     /// JSON value. Default `{}`.
@@ -103,6 +108,11 @@ pub const MAX_CONCURRENCY: u32 = 100;
 pub const MAX_ITEMS: usize = 10_000;
 
 impl StepSpec {
+    /// The steps run at once by a `parallel` step (none for others).
+    pub fn children(&self) -> &[StepSpec] {
+        self.parallel.as_deref().unwrap_or_default()
+    }
+
     /// What runs for this step's task runs: the step itself, or a
     /// `for_each`'s per-item step.
     pub fn runnable(&self) -> &StepSpec {
@@ -415,7 +425,19 @@ pub fn problems(
             ));
         }
     }
-    let mut seen: Vec<&str> = Vec::new();
+    p.extend(step_problems(steps, variables, outputs, &[]));
+    p
+}
+
+/// The problems of `steps`, which come after the steps named `before`.
+fn step_problems(
+    steps: &[StepSpec],
+    variables: &Map<String, Value>,
+    outputs: Option<&BTreeMap<String, Value>>,
+    before: &[&str],
+) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut seen: Vec<&str> = before.to_vec();
     for step in steps {
         let at = format!("step {}", step.name);
         if let Err(e) = check_name("step name", &step.name) {
@@ -430,6 +452,47 @@ pub fn problems(
             p.push(format!("step name {:?} is used twice", step.name));
         }
         let roots = ["inputs", "vars", "steps"];
+        if let Some(children) = &step.parallel {
+            if !step.action.trim().is_empty() || step.for_each.is_some() {
+                p.push(format!(
+                    "{at}: a parallel step has no action or for_each of its own"
+                ));
+            }
+            if children.is_empty() || children.len() > MAX_CONCURRENCY as usize {
+                p.push(format!(
+                    "{at}: parallel needs 1-{MAX_CONCURRENCY} steps, got {}",
+                    children.len()
+                ));
+            }
+            if !step.save.is_empty() {
+                p.push(format!(
+                    "{at}: save belongs on the parallel steps themselves"
+                ));
+            }
+            let mut siblings: Vec<&str> = Vec::new();
+            for child in children {
+                if child.for_each.is_some() || child.parallel.is_some() {
+                    p.push(format!(
+                        "{at}, parallel step {}: for_each and parallel cannot nest",
+                        child.name
+                    ));
+                }
+                if siblings.contains(&child.name.as_str()) {
+                    p.push(format!("step name {:?} is used twice", child.name));
+                }
+                // Siblings run at once: each sees only the steps before the block.
+                p.extend(step_problems(
+                    std::slice::from_ref(child),
+                    variables,
+                    None,
+                    &seen,
+                ));
+                siblings.push(&child.name);
+            }
+            seen.extend(siblings);
+            seen.push(&step.name);
+            continue;
+        }
         match &step.for_each {
             None if step.action.trim().is_empty() => p.push(format!(
                 "{at}: action must name a plugin (or for_each give one per item)"

@@ -118,6 +118,9 @@ pub enum Event {
     Pause,
     Resume,
     Restart,
+    /// A new flow whose first step is `parallel` or `for_each` starts it
+    /// (the store creates a plain first step's task run itself).
+    Begin,
 }
 
 /// A change of one state.
@@ -357,6 +360,16 @@ pub fn plan(snap: &Snapshot, event: &Event) -> Result<Plan, Refusal> {
         Event::Pause => b.pause()?,
         Event::Resume => b.resume()?,
         Event::Restart => b.restart()?,
+        Event::Begin => {
+            if b.snap.flow.is_none() || b.state != ExecutionState::Created {
+                return Err(Refusal::forbidden(
+                    b.state,
+                    "RUNNING (a new flow's first step)",
+                ));
+            }
+            b.move_execution(ExecutionState::Running, json!({}))?;
+            b.advance(json!({}))?;
+        }
     }
     Ok(b.build())
 }
@@ -849,6 +862,50 @@ impl<'a> Builder<'a> {
         };
         let mut steps = Map::new();
         for step in &flow.spec.steps {
+            if let Some(children) = &step.parallel {
+                // Each of the steps run at once is steps.NAME; the parallel
+                // step, once all have ended, has their outputs by name.
+                let mut outputs = Map::new();
+                let mut results = Map::new();
+                let mut states = Vec::new();
+                for child in children {
+                    let last = self.runs.iter().rev().find(|r| r.step == child.name);
+                    let Some(last) = last.filter(|r| r.state.is_terminal()) else {
+                        continue;
+                    };
+                    let entry = json!({
+                        "outputs": self.produced_field(last, "outputs").unwrap_or_else(|| json!({})),
+                        "result": self.produced_field(last, "result").unwrap_or(Value::Null),
+                        "state": last.state.as_str(),
+                    });
+                    outputs.insert(child.name.clone(), entry["outputs"].clone());
+                    results.insert(child.name.clone(), entry["result"].clone());
+                    states.push((last.state, child.allow_failure));
+                    steps.insert(child.name.clone(), entry);
+                }
+                if states.len() == children.len() {
+                    let state = if states.iter().all(|(s, _)| *s == TaskRunState::Skipped) {
+                        TaskRunState::Skipped
+                    } else if states
+                        .iter()
+                        .any(|(s, allowed)| *s == TaskRunState::Failed && !allowed)
+                    {
+                        TaskRunState::Failed
+                    } else if states
+                        .iter()
+                        .any(|(s, _)| matches!(s, TaskRunState::Warning | TaskRunState::Failed))
+                    {
+                        TaskRunState::Warning
+                    } else {
+                        TaskRunState::Success
+                    };
+                    steps.insert(
+                        step.name.clone(),
+                        json!({"outputs": outputs, "result": results, "state": state.as_str()}),
+                    );
+                }
+                continue;
+            }
             let runs: Vec<&RunSnapshot> =
                 self.runs.iter().filter(|r| r.step == step.name).collect();
             let Some(last) = runs.last() else {
@@ -1018,8 +1075,11 @@ impl<'a> Builder<'a> {
     /// The step after the flow's last task run's, if there is one.
     fn next_step(&self) -> Option<&'a StepSpec> {
         let flow = self.flow();
-        let last = self.runs.last()?;
-        let at = flow.spec.steps.iter().position(|s| s.name == last.step)?;
+        let Some(last) = self.runs.last() else {
+            return flow.spec.steps.first();
+        };
+        let top = flow.spec.top_level(&last.step)?;
+        let at = flow.spec.steps.iter().position(|s| s.name == top.name)?;
         flow.spec.steps.get(at + 1)
     }
 
@@ -1080,6 +1140,29 @@ impl<'a> Builder<'a> {
     /// items (one run, ended, when it has none or its `if` is false).
     /// Returns whether anything is left to wait for.
     fn start_step(&mut self, next: &'a StepSpec) -> Result<bool, Refusal> {
+        if let Some(children) = &next.parallel {
+            let state = match &next.condition {
+                None => TaskRunState::Created,
+                Some(condition) => {
+                    let place = format!("step {}, if", next.name);
+                    match flow::condition(&place, condition, &self.context()) {
+                        Ok(true) => TaskRunState::Created,
+                        Ok(false) => TaskRunState::Skipped,
+                        Err(e) => {
+                            self.execution_error = Some(AttemptError {
+                                kind: ErrorKind::TemplateError,
+                                message: e.to_string(),
+                            });
+                            return Ok(false);
+                        }
+                    }
+                }
+            };
+            for child in children {
+                self.create_run(child, state, None, None)?;
+            }
+            return Ok(state == TaskRunState::Created);
+        }
         let Some(f) = &next.for_each else {
             self.create_run(next, TaskRunState::Created, None, None)?;
             return Ok(true);
@@ -1153,56 +1236,75 @@ impl<'a> Builder<'a> {
     fn advance(&mut self, detail: Value) -> Result<(), Refusal> {
         let flow = self.flow();
         loop {
-            let last = self.runs.last().expect("a flow has a task run").clone();
-            let step = flow.spec.step(&last.step);
-            let current: Vec<RunSnapshot> = self
-                .runs
-                .iter()
-                .filter(|r| r.step == last.step)
-                .cloned()
-                .collect();
-            let running = current.iter().filter(|r| !r.state.is_terminal()).count();
-            let stopped = current.iter().find(|r| {
-                r.state == TaskRunState::Killed
-                    || (r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
-            });
-            if let Some(stop) = stopped {
-                if running > 0 {
-                    return Ok(()); // the others end first
-                }
-                let to = if stop.state == TaskRunState::Killed {
-                    ExecutionState::Killed
-                } else {
-                    ExecutionState::Failed
+            // Before the first step, nothing is current.
+            if let Some(last) = self.runs.last().cloned() {
+                let step = flow.spec.step(&last.step);
+                // The current step's task runs: its own, each item's, or each
+                // of its parallel steps' (the latest of each).
+                let top = flow.spec.top_level(&last.step);
+                let current: Vec<RunSnapshot> = match top.filter(|t| t.parallel.is_some()) {
+                    Some(t) => t
+                        .children()
+                        .iter()
+                        .filter_map(|c| self.runs.iter().rev().find(|r| r.step == c.name))
+                        .cloned()
+                        .collect(),
+                    None => self
+                        .runs
+                        .iter()
+                        .filter(|r| r.step == last.step)
+                        .cloned()
+                        .collect(),
                 };
-                return self.move_execution(to, detail);
-            }
-            if let Some(step) = step.filter(|s| s.for_each.is_some() && last.item.is_some()) {
-                let f = step.for_each.as_ref().expect("a for_each step");
-                let items = match self.items_of(step) {
-                    Ok(items) => items,
-                    Err(e) => {
-                        self.execution_error = Some(e.clone());
-                        if running > 0 {
-                            return Ok(());
+                let running = current.iter().filter(|r| !r.state.is_terminal()).count();
+                let stopped = current.iter().find(|r| {
+                    r.state == TaskRunState::Killed
+                        || (r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
+                });
+                if let Some(stop) = stopped {
+                    if running > 0 {
+                        return Ok(()); // the others end first
+                    }
+                    let to = if stop.state == TaskRunState::Killed {
+                        ExecutionState::Killed
+                    } else {
+                        ExecutionState::Failed
+                    };
+                    return self.move_execution(to, detail);
+                }
+                if let Some(step) = step.filter(|s| s.for_each.is_some() && last.item.is_some()) {
+                    let f = step.for_each.as_ref().expect("a for_each step");
+                    let items = match self.items_of(step) {
+                        Ok(items) => items,
+                        Err(e) => {
+                            self.execution_error = Some(e.clone());
+                            if running > 0 {
+                                return Ok(());
+                            }
+                            return self
+                                .move_execution(ExecutionState::Failed, json!({ "error": e }));
                         }
-                        return self.move_execution(ExecutionState::Failed, json!({ "error": e }));
+                    };
+                    let started = current.len();
+                    let room = (f.concurrency as usize).saturating_sub(running);
+                    if started < items.len() && room > 0 {
+                        let more = room.min(items.len() - started);
+                        for (i, item) in items.into_iter().enumerate().skip(started).take(more) {
+                            self.create_run(
+                                step,
+                                TaskRunState::Created,
+                                Some((i as u32, item)),
+                                None,
+                            )?;
+                        }
+                        return Ok(());
                     }
-                };
-                let started = current.len();
-                let room = (f.concurrency as usize).saturating_sub(running);
-                if started < items.len() && room > 0 {
-                    let more = room.min(items.len() - started);
-                    for (i, item) in items.into_iter().enumerate().skip(started).take(more) {
-                        self.create_run(step, TaskRunState::Created, Some((i as u32, item)), None)?;
+                    if running > 0 || started < items.len() {
+                        return Ok(());
                     }
+                } else if running > 0 {
                     return Ok(());
                 }
-                if running > 0 || started < items.len() {
-                    return Ok(());
-                }
-            } else if running > 0 {
-                return Ok(());
             }
             // The current step has ended: the next one, or the end.
             let Some(next) = self.next_step() else {

@@ -708,3 +708,106 @@ fn cancelling_a_for_each_kills_its_waiting_items_and_waits_for_running_ones() {
     assert_eq!(p.state, E::Killed);
     assert!(p.new_runs.is_empty());
 }
+
+fn fan() -> Value {
+    json!({"steps": [
+        {"name": "first", "action": "noop"},
+        {"name": "both", "parallel": [
+            {"name": "left", "action": "noop", "input": {"from": "{{ steps.first.outputs.v }}"}},
+            {"name": "right", "action": "noop"}
+        ]},
+        {"name": "last", "action": "noop", "input": {
+            "l": "{{ steps.left.outputs.v }}", "all": "{{ steps.both.outputs }}"}}
+    ]})
+}
+
+#[test]
+fn parallel_steps_start_at_once_and_the_flow_waits_for_all() {
+    let mut sim = Sim::new(fan());
+    sim.claim("first");
+    let p = sim.finish("first", AttemptStatus::Success, json!({"v": 1}));
+    let made: Vec<&str> = p.new_runs.iter().map(|n| n.step.as_str()).collect();
+    assert_eq!(made, ["left", "right"]);
+    let p = sim.claim("right");
+    started_input(&p);
+    let p = sim.finish("right", AttemptStatus::Success, json!({"v": "r"}));
+    assert!(p.new_runs.is_empty(), "left still to run");
+    let p = sim.claim("left");
+    assert_eq!(started_input(&p), json!({"from": 1}));
+    let p = sim.finish("left", AttemptStatus::Success, json!({"v": "l"}));
+    assert_eq!(p.new_runs.first().map(|n| n.step.as_str()), Some("last"));
+    let p = sim.claim("last");
+    assert_eq!(
+        started_input(&p),
+        json!({"l": "l", "all": {"left": {"v": "l"}, "right": {"v": "r"}}})
+    );
+    let p = sim.finish("last", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Success);
+}
+
+#[test]
+fn a_failed_parallel_step_fails_the_flow_once_the_others_end() {
+    let mut sim = Sim::new(fan());
+    sim.claim("first");
+    sim.finish("first", AttemptStatus::Success, json!({"v": 1}));
+    sim.claim("left");
+    sim.claim("right");
+    let p = sim.finish("left", AttemptStatus::Failed, json!({}));
+    assert_eq!(p.state, E::Running, "right still runs");
+    let p = sim.finish("right", AttemptStatus::Success, json!({}));
+    assert_eq!(p.state, E::Failed);
+    assert!(p.new_runs.is_empty());
+    // Restart re-runs only the failed one, then the flow goes on.
+    let p = plan(&sim.snap, &Event::Restart).unwrap();
+    assert_eq!(p.runs.len(), 1);
+    sim.apply(&p);
+    sim.claim("left");
+    let p = sim.finish("left", AttemptStatus::Success, json!({"v": 2}));
+    assert_eq!(p.new_runs.first().map(|n| n.step.as_str()), Some("last"));
+}
+
+#[test]
+fn a_parallel_step_whose_if_is_false_skips_all_of_its_steps() {
+    let mut task = fan();
+    task["steps"][1]["if"] = json!("steps.first.outputs.v > 5");
+    task["steps"][2]["input"] = json!({"s": "{{ steps.both.state }}"});
+    let mut sim = Sim::new(task);
+    sim.claim("first");
+    let p = sim.finish("first", AttemptStatus::Success, json!({"v": 1}));
+    let made: Vec<(&str, R)> = p
+        .new_runs
+        .iter()
+        .map(|n| (n.step.as_str(), n.state))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            ("left", R::Skipped),
+            ("right", R::Skipped),
+            ("last", R::Created)
+        ]
+    );
+    let p = sim.claim("last");
+    assert_eq!(started_input(&p), json!({"s": "SKIPPED"}));
+}
+
+#[test]
+fn parallel_definitions_are_checked() {
+    let mut spec: TaskSpec = serde_json::from_value(json!({"name": "x", "steps": [
+        {"name": "a", "parallel": [
+            {"name": "b", "action": "noop", "input": {"x": "{{ steps.c.outputs }}"}},
+            {"name": "c", "action": "noop"}
+        ]},
+        {"name": "d", "action": "noop", "input": {"x": "{{ steps.b.outputs }}"}}
+    ]}))
+    .unwrap();
+    let p = spec.problems(&Default::default());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("steps.c is not a step before this one"),
+        "{p:?}"
+    );
+    spec.steps[0].parallel.as_mut().unwrap()[1].name = "b".into();
+    let p = spec.problems(&Default::default());
+    assert!(p.iter().any(|x| x.contains("used twice")), "{p:?}");
+}

@@ -282,7 +282,11 @@ impl TaskSpec {
         if !self.steps.is_empty() && self.outputs_schema.is_some() {
             p.push("outputs_schema belongs on each step of a flow".into());
         }
-        for step in &self.steps {
+        for step in self
+            .steps
+            .iter()
+            .flat_map(|s| std::iter::once(s).chain(s.children()))
+        {
             if let Some(schema) = &step.runnable().outputs_schema {
                 let place = format!("step {}: outputs_schema", step.name);
                 p.extend(crate::model::schema::problem(&place, schema));
@@ -308,7 +312,12 @@ impl TaskSpec {
             if self.steps.is_empty() {
                 p.push("dataset needs steps: write the action as a one-step flow".into());
             } else {
-                let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+                let names: Vec<&str> = self
+                    .steps
+                    .iter()
+                    .flat_map(|s| std::iter::once(s).chain(s.children()))
+                    .map(|s| s.name.as_str())
+                    .collect();
                 p.extend(dataset.problems(&names));
             }
         }
@@ -317,7 +326,11 @@ impl TaskSpec {
             &self.variables,
             self.outputs.as_ref(),
         ));
-        for step in &self.steps {
+        for step in self
+            .steps
+            .iter()
+            .flat_map(|s| std::iter::once(s).chain(s.children()))
+        {
             if let Some(limits) = &step.runnable().limits
                 && let Err(e) = limits_within(limits, bounds)
             {
@@ -365,9 +378,20 @@ impl TaskSpec {
         !self.steps.is_empty()
     }
 
-    /// The step named `name` of a flow.
+    /// The step named `name` of a flow, or of one of its `parallel` steps.
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
-        self.steps.iter().find(|s| s.name == name)
+        self.steps
+            .iter()
+            .flat_map(|s| std::iter::once(s).chain(s.children()))
+            .find(|s| s.name == name)
+    }
+
+    /// The top-level step whose task runs `name`'s are: `name` itself, or
+    /// the `parallel` step it is one of.
+    pub fn top_level(&self, name: &str) -> Option<&StepSpec> {
+        self.steps
+            .iter()
+            .find(|s| s.name == name || s.children().iter().any(|c| c.name == name))
     }
 
     /// What the task runs of step `name` run: the step, or its `for_each`'s

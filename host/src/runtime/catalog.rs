@@ -75,12 +75,16 @@ impl Service {
 
     async fn check_task(&self, spec: &TaskSpec) -> ServiceResult<()> {
         let mut problems = spec.problems(&self.config.bounds);
-        let actions = std::iter::once(("action".to_string(), &spec.action)).chain(
-            spec.steps
-                .iter()
-                .map(|s| (format!("step {}: action", s.name), &s.runnable().action)),
-        );
-        for (place, action) in actions {
+        let mut actions = vec![("action".to_string(), spec.action.clone())];
+        for step in &spec.steps {
+            for s in std::iter::once(step).chain(step.children()) {
+                actions.push((
+                    format!("step {}: action", s.name),
+                    s.runnable().action.clone(),
+                ));
+            }
+        }
+        for (place, action) in &actions {
             if !action.trim().is_empty() && self.store.plugin(action).await?.is_none() {
                 problems.push(format!(
                     "{place} {action:?} is not a registered plugin (push it first: POST /api/v1/plugins)"

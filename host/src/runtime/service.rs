@@ -87,6 +87,19 @@ pub struct StartRequest {
     pub scheduled_at: Option<String>,
 }
 
+/// Whether a new execution starts with a flow step that makes several task
+/// runs (`parallel`, `for_each`), planned when it is stored.
+fn starts_with_many(new: &NewExecution) -> bool {
+    let spec = &new.task.spec;
+    let step = new
+        .replay
+        .as_ref()
+        .and_then(|r| r.from_step.as_deref())
+        .unwrap_or(spec.first_step());
+    spec.step(step)
+        .is_some_and(|s| s.for_each.is_some() || s.parallel.is_some())
+}
+
 /// The task run a new execution starts with, as the dispatcher queues it.
 fn first_run(new: &NewExecution) -> Runnable {
     Runnable {
@@ -191,6 +204,9 @@ impl Service {
     ) -> ServiceResult<(Execution, bool)> {
         let keyed = request.idempotency_key.is_some();
         let new = self.new_execution(task, request).await?;
+        // Its first task runs are planned as it is stored: it is created
+        // with its commit, as a keyed one is.
+        let keyed = keyed || starts_with_many(&new);
         // Subscribed before the execution exists: nothing to read back.
         let changes = self.store.changes().follow(&new.id);
         if keyed {
@@ -284,12 +300,27 @@ impl Service {
         })
     }
 
-    /// Stores a new execution and queues its task run.
+    /// Stores a new execution and queues its task run (a flow that starts
+    /// with a parallel or for_each step: the task runs its start made).
     async fn create(&self, new: NewExecution) -> ServiceResult<(Execution, bool)> {
         let run = first_run(&new);
+        let planned = starts_with_many(&new);
         let (exec, created) = self.store.create_execution(new).await?;
-        if created {
+        if created && !planned {
             self.enqueue(run);
+        } else if created {
+            let runs = self
+                .store
+                .execution(&exec.id, true)
+                .await?
+                .and_then(|e| e.task_runs)
+                .unwrap_or_default();
+            for r in runs.iter().filter(|r| r.state == TaskRunState::Created) {
+                self.enqueue(Runnable {
+                    task_run_id: r.id.clone(),
+                    ..run.clone()
+                });
+            }
         }
         Ok((exec, created))
     }
@@ -330,8 +361,14 @@ impl Service {
             let runs = original.task_runs.clone().unwrap_or_default();
             for earlier in &spec.steps[..at] {
                 // A step's task run, or every item's of a for_each.
-                let of_step: Vec<&crate::model::execution::TaskRun> =
-                    runs.iter().filter(|r| r.step == earlier.name).collect();
+                let names: Vec<&str> = match &earlier.parallel {
+                    Some(children) => children.iter().map(|c| c.name.as_str()).collect(),
+                    None => vec![earlier.name.as_str()],
+                };
+                let of_step: Vec<&crate::model::execution::TaskRun> = runs
+                    .iter()
+                    .filter(|r| names.contains(&r.step.as_str()))
+                    .collect();
                 let finished = !of_step.is_empty()
                     && of_step.iter().all(|r| match r.state {
                         TaskRunState::Success | TaskRunState::Warning | TaskRunState::Skipped => {

@@ -142,8 +142,10 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
             new_ids: (0..spec
                 .steps
                 .iter()
-                .filter_map(|s| s.for_each.as_ref())
-                .map(|f| f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize)
+                .map(|s| match &s.for_each {
+                    Some(f) => f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize,
+                    None => s.children().len(),
+                })
                 .max()
                 .unwrap_or(0)
                 .max(1))

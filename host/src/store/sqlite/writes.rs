@@ -546,11 +546,17 @@ pub(super) fn create_execution(
         .as_ref()
         .and_then(|r| r.from_step.as_deref())
         .unwrap_or(spec.first_step());
-    c.prepare_cached(
-        "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![new.task_run_id, new.id, new.task.id, step, run_state.as_str(), spec.retry_of(step).max_attempts as i64, spec.queue, spec.priority as i64])?;
+    // A parallel or for_each step is started by the planner (below).
+    let container = spec
+        .step(step)
+        .is_some_and(|s| s.for_each.is_some() || s.parallel.is_some());
+    if !container {
+        c.prepare_cached(
+            "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![new.task_run_id, new.id, new.task.id, step, run_state.as_str(), spec.retry_of(step).max_attempts as i64, spec.queue, spec.priority as i64])?;
+    }
     push_event(
         &new.id,
         (&new.task.id, &new.task.spec.namespace),
@@ -560,6 +566,12 @@ pub(super) fn create_execution(
         created.to,
         &created.detail,
     );
+    let (state, started_at) = if container {
+        let state = begin_flow(c, clock, &new)?;
+        (state, Some(created_at.clone()))
+    } else {
+        (state, None)
+    };
     Ok(Created::New(Box::new(Execution {
         id: new.id,
         task_id: new.task.id,
@@ -570,7 +582,7 @@ pub(super) fn create_execution(
         input: new.input,
         state,
         created_at,
-        started_at: None,
+        started_at,
         ended_at: None,
         duration_ms: None,
         outputs: Default::default(),
@@ -585,6 +597,86 @@ pub(super) fn create_execution(
         initial_variables: None,
         task_runs: None,
     })))
+}
+
+/// Starts a new flow whose first step (or a replay's `from_step`) is a
+/// `parallel` or `for_each` step: the planner's `Begin`, applied like any
+/// other plan. Returns the execution's state after it.
+fn begin_flow(
+    c: &Connection,
+    clock: &dyn Clock,
+    new: &NewExecution,
+) -> StoreResult<crate::model::state::ExecutionState> {
+    use super::apply::{Extra, Loaded, RunRow, plan_and_apply};
+    use crate::model::plan::{FlowSnapshot, RunSnapshot, Snapshot};
+    let spec = Arc::new(new.task.spec.clone());
+    let copied = new.replay.iter().flat_map(|r| &r.copied);
+    let mut produced = std::collections::BTreeMap::new();
+    let mut items = std::collections::BTreeMap::new();
+    let mut runs = Vec::new();
+    let mut rows = Vec::new();
+    for run in copied {
+        if let Some(output) = &run.output {
+            produced.insert(run.id.clone(), output.clone());
+        }
+        if let Some((_, item)) = &run.item {
+            items.insert(run.id.clone(), item.clone());
+        }
+        runs.push(RunSnapshot {
+            id: run.id.clone(),
+            step: run.step.clone(),
+            item: run.item.as_ref().map(|(i, _)| *i),
+            state: run.state,
+            attempts: 0,
+            max_attempts: spec.retry_of(&run.step).max_attempts,
+            fence: 0,
+            owner: None,
+            not_before: None,
+        });
+        rows.push(RunRow {
+            step: run.step.clone(),
+            checkpoint: None,
+            priority: spec.priority,
+            queue: spec.queue.clone(),
+        });
+    }
+    let most = spec
+        .steps
+        .iter()
+        .map(|s| match &s.for_each {
+            Some(f) => f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize,
+            None => s.children().len(),
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let new_ids = std::iter::once(new.task_run_id.clone())
+        .chain((1..most).map(|_| uuid::Uuid::now_v7().to_string()))
+        .collect();
+    let loaded = Loaded {
+        snap: Snapshot {
+            execution_id: new.id.clone(),
+            state: crate::model::state::ExecutionState::Created,
+            retry: spec.retry,
+            runs,
+            flow: Some(FlowSnapshot {
+                spec: spec.clone(),
+                input: new.input.clone(),
+                vars: new.variables.clone(),
+                produced,
+                items,
+                new_ids,
+            }),
+        },
+        started_at: None,
+        task_id: new.task.id.clone(),
+        task_version: new.task.version,
+        input: new.input.to_string(),
+        spec,
+        runs: rows,
+    };
+    let applied = plan_and_apply(c, clock, &loaded, &plan::Event::Begin, Extra::default())?;
+    Ok(applied.plan.state)
 }
 
 /// Records a webhook signature unless it is there already; forgets the
