@@ -163,23 +163,7 @@ async fn load(base: &str, n: usize, rate: Option<f64>) -> Run {
     for w in workers {
         w.await.unwrap();
     }
-    // Wait until nothing is queued or running.
-    loop {
-        let v: Value = client
-            .get(format!(
-                "{base}/api/v1/executions?status=pending,running&task_id=noop&limit=1"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["executions"].as_array().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settled(&client, base, "noop").await;
     let wall = t0.elapsed();
     let sent = sent.lock().unwrap().clone();
     let (mut start_lat, mut end_lat, mut ack_lat) = (Vec::new(), Vec::new(), Vec::new());
@@ -218,6 +202,26 @@ async fn load(base: &str, n: usize, rate: Option<f64>) -> Run {
     }
 }
 
+/// Waits until none of `task`'s executions is queued or running.
+async fn settled(client: &reqwest::Client, base: &str, task: &str) {
+    loop {
+        let v: Value = client
+            .get(format!(
+                "{base}/api/v1/executions?status=pending,running&task_id={task}&limit=1"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["executions"].as_array().unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Triggers `n` executions of `task` with `body` at concurrency C, waits
 /// until all have ended, and returns the wall time (all must succeed).
 async fn load_task(base: &str, task: &str, body: Value, n: usize) -> Duration {
@@ -242,22 +246,7 @@ async fn load_task(base: &str, task: &str, body: Value, n: usize) -> Duration {
     for w in workers {
         w.await.unwrap();
     }
-    loop {
-        let v: Value = client
-            .get(format!(
-                "{base}/api/v1/executions?status=pending,running&task_id={task}&limit=1"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["executions"].as_array().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settled(&client, base, task).await;
     let wall = t0.elapsed();
     let v: Value = client
         .get(format!(

@@ -20,7 +20,7 @@ use super::executions::instant;
 use super::extract::{Path, Query, choice_param, int_param};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::TASK_ID;
-use crate::model::dataset::DatasetRow;
+use crate::model::dataset::{DatasetRow, DatasetSpec};
 use crate::model::task::TaskRef;
 use crate::store::DatasetFilter;
 
@@ -110,14 +110,7 @@ pub async fn of_task(
         .task(&task_ref)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no {task_ref}")))?;
-    let columns = task
-        .spec
-        .dataset
-        .as_ref()
-        .and_then(|d| d.schema.as_ref())
-        .and_then(|s| s.get("properties"))
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect::<Vec<_>>());
+    let columns = task.spec.dataset.as_ref().and_then(DatasetSpec::columns);
     serve(svc, q, Some(task.id), None, columns).await
 }
 
@@ -143,11 +136,7 @@ pub async fn of_execution(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))?;
     let task = svc.task(&TaskRef::Id(exec.task_id.clone())).await?;
-    let columns = task
-        .and_then(|t| t.spec.dataset)
-        .and_then(|d| d.schema)
-        .and_then(|s| s.get("properties").and_then(Value::as_object).cloned())
-        .map(|p| p.keys().cloned().collect::<Vec<_>>());
+    let columns = task.and_then(|t| t.spec.dataset.as_ref().and_then(DatasetSpec::columns));
     serve(svc, q, None, Some(exec.id), columns).await
 }
 

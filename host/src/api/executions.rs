@@ -182,6 +182,8 @@ pub struct ListQuery {
     status: Option<String>,
     /// A task's id, or its name in `namespace`.
     task_id: Option<String>,
+    /// Only the executions this one started (its children).
+    parent_id: Option<String>,
     /// Where a `task_id` that is a name is looked up.
     #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$", default = "default")]
     namespace: Option<String>,
@@ -260,6 +262,7 @@ pub async fn list(
     let filter = ExecutionFilter {
         states,
         task_id,
+        parent_id: q.parent_id.clone(),
         since,
         until,
         cursor: q.cursor.as_deref().map(cursor::decode).transpose()?,

@@ -54,6 +54,12 @@ impl DatasetSpec {
         p
     }
 
+    /// The row fields the schema declares (its `properties`, in order).
+    pub fn columns(&self) -> Option<Vec<String>> {
+        let properties = self.schema.as_ref()?.get("properties")?.as_object()?;
+        Some(properties.keys().cloned().collect())
+    }
+
     /// The rows of `value` (what `from` named), or why it cannot be
     /// ingested.
     pub fn rows(&self, value: Option<&Value>) -> Result<Vec<Map<String, Value>>, String> {

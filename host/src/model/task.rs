@@ -400,6 +400,20 @@ impl TaskSpec {
         self.step(name).map(StepSpec::runnable)
     }
 
+    /// The most task runs one plan of this flow may create: a step's run,
+    /// a `parallel` step's runs, or a `for_each`'s first items.
+    pub fn most_new_runs(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match &s.for_each {
+                Some(f) => f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize,
+                None => s.children().len(),
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// The name of a new execution's first task run.
     pub fn first_step(&self) -> &str {
         self.steps.first().map_or("main", |s| s.name.as_str())

@@ -261,6 +261,8 @@ pub struct NewLog {
 pub struct ExecutionFilter {
     pub states: Vec<ExecutionState>,
     pub task_id: Option<String>,
+    /// Only the children of this execution.
+    pub parent_id: Option<String>,
     /// Created at or after: UTC RFC 3339 with microseconds, the form stored
     /// times have ([`crate::model::parse_instant`] makes it), so that they
     /// compare as text.

@@ -137,18 +137,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
             vars: serde_json::from_str(&variables)?,
             produced,
             items,
-            // As many as one plan may create: a step's run, or a for_each's
-            // first items.
-            new_ids: (0..spec
-                .steps
-                .iter()
-                .map(|s| match &s.for_each {
-                    Some(f) => f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize,
-                    None => s.children().len(),
-                })
-                .max()
-                .unwrap_or(0)
-                .max(1))
+            new_ids: (0..spec.most_new_runs())
                 .map(|_| uuid::Uuid::now_v7().to_string())
                 .collect(),
         })
@@ -448,39 +437,30 @@ fn write_report(
             .execute(params![cp.to_string(), run])?;
     }
     let succeeded = matches!(r.status, AttemptStatus::Success | AttemptStatus::Warning);
-    if spec.is_flow() {
-        if succeeded {
-            c.prepare_cached("UPDATE task_runs SET output = ? WHERE id = ?")?
-                .execute(params![produced(r).to_string(), run])?;
-        }
-        // A flow's outputs are its last successful step's, or the task's
-        // own `outputs` rendered at its end; a failed attempt leaves them.
+    if spec.is_flow() && succeeded {
+        c.prepare_cached("UPDATE task_runs SET output = ? WHERE id = ?")?
+            .execute(params![produced(r).to_string(), run])?;
+    }
+    // A one-action task's outputs and result are its last attempt's. A
+    // flow's are its last successful step's, or the task's own `outputs`
+    // rendered at its end: a failed attempt leaves them.
+    let (outputs, result) = if !spec.is_flow() {
+        (Some(serde_json::to_string(&r.outputs)?), true)
+    } else {
         let outputs = (succeeded && spec.outputs.is_none())
             .then(|| serde_json::to_string(&r.outputs))
             .transpose()?;
-        c.prepare_cached(
-            "UPDATE executions SET outputs = COALESCE(?, outputs), \
-             result = CASE WHEN ? THEN ? ELSE result END, error = ?, attempts = attempts + 1, \
-             fuel = fuel + ?, memory_peak = MAX(memory_peak, ?) WHERE id = ?",
-        )?
-        .execute(params![
-            outputs,
-            succeeded,
-            r.result.as_ref().map(|v| v.to_string()),
-            r.error.as_ref().map(serde_json::to_string).transpose()?,
-            r.usage.fuel_consumed as i64,
-            r.usage.memory_peak_bytes as i64,
-            execution_id
-        ])?;
-        return Ok(());
-    }
+        (outputs, succeeded)
+    };
     // With what the attempt used: analytics read these per execution.
     c.prepare_cached(
-        "UPDATE executions SET outputs = ?, result = ?, error = ?, attempts = attempts + 1, \
+        "UPDATE executions SET outputs = COALESCE(?, outputs), \
+         result = CASE WHEN ? THEN ? ELSE result END, error = ?, attempts = attempts + 1, \
          fuel = fuel + ?, memory_peak = MAX(memory_peak, ?) WHERE id = ?",
     )?
     .execute(params![
-        serde_json::to_string(&r.outputs)?,
+        outputs,
+        result,
         r.result.as_ref().map(|v| v.to_string()),
         r.error.as_ref().map(serde_json::to_string).transpose()?,
         r.usage.fuel_consumed as i64,

@@ -371,6 +371,9 @@ impl Store for SqliteStore {
         if let Some(t) = &f.task_id {
             q.push(" AND task_id = ").push_bind(t.clone());
         }
+        if let Some(p) = &f.parent_id {
+            q.push(" AND parent_id = ").push_bind(p.clone());
+        }
         if let Some(s) = &f.since {
             q.push(" AND created_at >= ").push_bind(s.clone());
         }
@@ -801,6 +804,53 @@ mod tests {
         r.status = AttemptStatus::Success;
         r.error = None;
         r
+    }
+
+    #[tokio::test]
+    async fn executions_are_listed_by_parent() {
+        let (_d, s) = store().await;
+        s.create_task(&task()).await.unwrap();
+        let (parent, _) = execution(&s, None).await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (child, _) = s
+                .create_execution(NewExecution {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    task: task(),
+                    task_run_id: uuid::Uuid::now_v7().to_string(),
+                    trigger: Trigger::Flow,
+                    input: json!({}),
+                    labels: Default::default(),
+                    idempotency_key: None,
+                    parent_id: Some(parent.id.clone()),
+                    variables: Default::default(),
+                    scheduled_at: None,
+                    replay: None,
+                })
+                .await
+                .unwrap();
+            ids.push(child.id);
+        }
+        let filter = ExecutionFilter {
+            parent_id: Some(parent.id.clone()),
+            limit: 50,
+            ..Default::default()
+        };
+        let children: Vec<String> = s
+            .executions(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        ids.reverse(); // newest first
+        assert_eq!(children, ids);
+        let none = ExecutionFilter {
+            parent_id: Some(ids[0].clone()),
+            limit: 50,
+            ..Default::default()
+        };
+        assert!(s.executions(&none).await.unwrap().is_empty());
     }
 
     #[tokio::test]

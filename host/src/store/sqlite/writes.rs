@@ -640,18 +640,8 @@ fn begin_flow(
             queue: spec.queue.clone(),
         });
     }
-    let most = spec
-        .steps
-        .iter()
-        .map(|s| match &s.for_each {
-            Some(f) => f.concurrency.min(crate::model::flow::MAX_CONCURRENCY) as usize,
-            None => s.children().len(),
-        })
-        .max()
-        .unwrap_or(1)
-        .max(1);
     let new_ids = std::iter::once(new.task_run_id.clone())
-        .chain((1..most).map(|_| uuid::Uuid::now_v7().to_string()))
+        .chain((1..spec.most_new_runs()).map(|_| uuid::Uuid::now_v7().to_string()))
         .collect();
     let loaded = Loaded {
         snap: Snapshot {
