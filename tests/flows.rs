@@ -1071,3 +1071,83 @@ async fn a_flow_may_start_with_a_for_each_or_a_parallel_step() {
         json!({"a": {"message": "Hello, a!"}, "b": {"message": "Hello, b!"}})
     );
 }
+
+#[tokio::test]
+async fn a_subflow_runs_another_task_as_a_child_and_a_cancel_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "child",
+        "steps": [{"name": "greet", "action": "hello", "input": {"name": "{{ inputs.who }}"}}]
+    }))
+    .await;
+    s.create_task(
+        json!({"name": "sleeper", "action": "chaos", "input": {"mode": "sleep", "ms": 60000}}),
+    )
+    .await;
+    s.create_task(json!({
+        "name": "parent",
+        "steps": [
+            {"name": "call", "subflow": {"task": "child", "input": {"who": "{{ inputs.who }}"}}},
+            {"name": "after", "action": "hello", "input": {"name": "{{ steps.call.outputs.message }}"}}
+        ]
+    }))
+    .await;
+    let (status, e) = s
+        .post(
+            "/tasks/parent/executions?wait=30s",
+            json!({"input": {"who": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(e["outputs"]["message"], "Hello, Hello, Ada!!");
+    let parent = e["id"].as_str().unwrap().to_string();
+    let (_, children) = s.get(&format!("/executions?parent_id={parent}")).await;
+    let children = children["executions"].as_array().unwrap().clone();
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0]["parent_id"], parent.as_str());
+    assert_eq!(children[0]["trigger"], "flow");
+    assert_eq!(children[0]["state"], "SUCCESS");
+    let e = s.execution(&parent).await;
+    assert_eq!(
+        run(&e, "call")["output"]["outputs"]["execution_id"],
+        children[0]["id"]
+    );
+
+    // Cancelling the parent cancels its child.
+    s.create_task(json!({
+        "name": "waits",
+        "steps": [{"name": "long", "subflow": {"task": "sleeper"}}]
+    }))
+    .await;
+    let id = s.start("waits", json!({})).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let child = loop {
+        let (_, c) = s.get(&format!("/executions?parent_id={id}")).await;
+        if let Some(c) = c["executions"].as_array().and_then(|a| a.first()).cloned()
+            && c["state"] == "RUNNING"
+        {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no running child");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, r) = s
+        .post(&format!("/executions/{id}/cancel"), json!(null))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let e = s.wait_for(&id, "KILLED", WAIT).await;
+    assert_eq!(e["state"], "KILLED");
+    s.wait_for(child["id"].as_str().unwrap(), "KILLED", WAIT)
+        .await;
+
+    // A subflow of a task that does not exist is refused at create.
+    let (status, p) = s
+        .post(
+            "/tasks",
+            json!({"name": "dangling", "steps": [{"name": "x", "subflow": {"task": "nope"}}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{p}");
+}

@@ -121,6 +121,7 @@ pub async fn start(
         idempotency_key: key,
         variables: start.variables,
         scheduled_at: None,
+        parent_id: None,
     };
     let (exec, created) = match wait {
         None => svc.start_execution(&task, request).await?,

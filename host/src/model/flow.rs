@@ -40,6 +40,10 @@ pub struct StepSpec {
     /// Runs `step` once per item instead of an action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEachSpec>,
+    /// Starts an execution of another task instead of an action (a child:
+    /// its `parent_id` is this execution), and by default waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subflow: Option<SubflowSpec>,
     /// Runs these action steps at once instead of an action; the step ends
     /// when all of them have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +104,25 @@ pub struct ForEachSpec {
 
 fn default_concurrency() -> u32 {
     4
+}
+
+/// A step that runs another task as a child execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubflowSpec {
+    /// The task: its id, or its name in this task's namespace.
+    pub task: String,
+    /// The child's input, a template (the child task's own when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Wait for the child to end and take its outputs (default); when
+    /// false, the step ends as the child starts, its output the child's id.
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Most items a `for_each` runs at once.
@@ -493,7 +516,25 @@ fn step_problems(
             seen.push(&step.name);
             continue;
         }
+        if let Some(sub) = &step.subflow {
+            if !step.action.trim().is_empty() || step.for_each.is_some() {
+                p.push(format!(
+                    "{at}: a subflow step has no action or for_each of its own"
+                ));
+            }
+            if sub.task.trim().is_empty() {
+                p.push(format!("{at}: subflow.task must name a task"));
+            }
+            let mut templates = Vec::new();
+            if let Some(input) = &sub.input {
+                strings(input, format!("{at}, subflow.input"), &mut templates);
+            }
+            for (place, t) in templates {
+                check_template(&place, t, &roots, &seen, &mut p);
+            }
+        }
         match &step.for_each {
+            None if step.subflow.is_some() => {}
             None if step.action.trim().is_empty() => p.push(format!(
                 "{at}: action must name a plugin (or for_each give one per item)"
             )),

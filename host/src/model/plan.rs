@@ -1016,7 +1016,12 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        match flow::render(&place, &step.input, &ctx) {
+        // A subflow's input is its child's (null: the child task's own).
+        let template = match &step.subflow {
+            Some(sub) => sub.input.clone().unwrap_or(Value::Null),
+            None => step.input.clone(),
+        };
+        match flow::render(&place, &template, &ctx) {
             Ok(input) => {
                 self.input = Some(input);
                 Ok(true)

@@ -396,7 +396,7 @@ impl TaskSpec {
 
     /// What the task runs of step `name` run: the step, or its `for_each`'s
     /// per-item step.
-    fn runnable(&self, name: &str) -> Option<&StepSpec> {
+    pub fn runnable(&self, name: &str) -> Option<&StepSpec> {
         self.step(name).map(StepSpec::runnable)
     }
 

@@ -84,6 +84,25 @@ impl Service {
                 ));
             }
         }
+        for step in &spec.steps {
+            for s in std::iter::once(step).chain(step.children()) {
+                let Some(sub) = &s.subflow else {
+                    continue;
+                };
+                let target = crate::model::task::TaskRef::new(&sub.task, &spec.namespace);
+                if sub.task == spec.name {
+                    problems.push(format!(
+                        "step {}: subflow.task {:?} is this task: a flow cannot start itself",
+                        s.name, sub.task
+                    ));
+                } else if self.task(&target).await?.is_none() {
+                    problems.push(format!(
+                        "step {}: subflow.task {:?} is no task in namespace {} (create it first)",
+                        s.name, sub.task, spec.namespace
+                    ));
+                }
+            }
+        }
         for (place, action) in &actions {
             if !action.trim().is_empty() && self.store.plugin(action).await?.is_none() {
                 problems.push(format!(

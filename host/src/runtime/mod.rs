@@ -16,4 +16,5 @@ mod reads;
 mod schedules;
 pub mod service;
 mod spans;
+mod subflow;
 mod worker;

@@ -85,6 +85,8 @@ pub struct StartRequest {
     pub variables: serde_json::Map<String, Value>,
     /// The tick of a scheduled execution (RFC 3339).
     pub scheduled_at: Option<String>,
+    /// The execution that started this one (a flow's subflow step).
+    pub parent_id: Option<String>,
 }
 
 /// Whether a new execution starts with a flow step that makes several task
@@ -257,6 +259,7 @@ impl Service {
             idempotency_key,
             variables,
             scheduled_at,
+            parent_id,
         } = request;
         let task = self
             .task(task)
@@ -295,7 +298,7 @@ impl Service {
             trigger,
             labels,
             idempotency_key,
-            parent_id: None,
+            parent_id,
             task,
         })
     }

@@ -76,7 +76,55 @@ impl Service {
         lock(&self.running).insert(run.task_run_id.clone(), cancel.clone());
 
         let step = started.step.as_str();
-        let report = match self.action_for(started.spec.action_of(step)).await {
+        let subflow = started.spec.runnable(step).and_then(|s| s.subflow.clone());
+        let report = if let Some(sub) = subflow {
+            let timeout = started
+                .spec
+                .runnable(step)
+                .and_then(|s| s.limits.as_ref())
+                .and_then(|l| l.timeout);
+            self.run_subflow(&run, &started, &sub, timeout, &cancel)
+                .await
+        } else {
+            self.run_action(&run, &started, &cancel).await
+        };
+        lock(&self.running).remove(&run.task_run_id);
+        let report = check_outputs(report, started.spec.outputs_schema_of(step));
+        crate::telemetry::attempt_ended(&report);
+        record_outcome(&report);
+
+        let finish = FinishAttempt {
+            attempt_id: started.attempt_id.clone(),
+            task_run_id: run.task_run_id.clone(),
+            execution_id: run.execution_id.clone(),
+            worker,
+            fence: started.fence,
+            shutdown: report.status == AttemptStatus::Killed
+                && self.stopping.load(AtomicOrdering::SeqCst),
+            report,
+            jitter: random_jitter(),
+        };
+        match self.store.finish_attempt(finish).await {
+            Ok(outcome) => self.act_on(&outcome),
+            Err(e) => {
+                tracing::error!(task_run = %run.task_run_id, error = %e, "recording an attempt failed")
+            }
+        }
+        // Only now: shutdown waits for this to record the attempt.
+        self.release(&run);
+    }
+}
+
+impl Service {
+    /// The attempt of an action step: the component, run on the sandbox.
+    async fn run_action(
+        &self,
+        run: &RunRef,
+        started: &StartedAttempt,
+        cancel: &CancellationToken,
+    ) -> AttemptReport {
+        let step = started.step.as_str();
+        match self.action_for(started.spec.action_of(step)).await {
             Err(e) => AttemptReport::failed_before_start(
                 started.number,
                 ErrorKind::LoadFailed,
@@ -117,31 +165,7 @@ impl Service {
                 }));
                 self.sandbox.run(&action, spec).await
             }
-        };
-        lock(&self.running).remove(&run.task_run_id);
-        let report = check_outputs(report, started.spec.outputs_schema_of(step));
-        crate::telemetry::attempt_ended(&report);
-        record_outcome(&report);
-
-        let finish = FinishAttempt {
-            attempt_id: started.attempt_id.clone(),
-            task_run_id: run.task_run_id.clone(),
-            execution_id: run.execution_id.clone(),
-            worker,
-            fence: started.fence,
-            shutdown: report.status == AttemptStatus::Killed
-                && self.stopping.load(AtomicOrdering::SeqCst),
-            report,
-            jitter: random_jitter(),
-        };
-        match self.store.finish_attempt(finish).await {
-            Ok(outcome) => self.act_on(&outcome),
-            Err(e) => {
-                tracing::error!(task_run = %run.task_run_id, error = %e, "recording an attempt failed")
-            }
         }
-        // Only now: shutdown waits for this to record the attempt.
-        self.release(&run);
     }
 }
 
