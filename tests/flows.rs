@@ -1142,7 +1142,8 @@ async fn a_subflow_runs_another_task_as_a_child_and_a_cancel_reaches_it() {
     s.wait_for(child["id"].as_str().unwrap(), "KILLED", WAIT)
         .await;
 
-    // A subflow of a task that does not exist is refused at create.
+    // A subflow of a task that does not exist is refused at create, and so
+    // is one that would start a cycle (child → parent → child).
     let (status, p) = s
         .post(
             "/tasks",
@@ -1150,4 +1151,14 @@ async fn a_subflow_runs_another_task_as_a_child_and_a_cancel_reaches_it() {
         )
         .await;
     assert_eq!(status, 422, "{p}");
+    let r = s
+        .http
+        .put(s.url("/tasks/child"))
+        .json(&json!({"name": "child", "steps": [{"name": "back", "subflow": {"task": "parent"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["problems"][0].as_str().unwrap().contains("cycle"), "{p}");
 }

@@ -100,6 +100,13 @@ impl Service {
                         "step {}: subflow.task {:?} is no task in namespace {} (create it first)",
                         s.name, sub.task, spec.namespace
                     ));
+                } else if let Some(path) = self.subflow_cycle(spec, &target).await? {
+                    problems.push(format!(
+                        "step {}: subflow.task {:?} leads back to this task ({}): a cycle",
+                        s.name,
+                        sub.task,
+                        path.join(" → ")
+                    ));
                 }
             }
         }
@@ -118,6 +125,40 @@ impl Service {
                 problems,
             })
         }
+    }
+
+    /// The chain of subflow tasks from `start` back to the task `spec`
+    /// defines (by name in its namespace), if there is one.
+    async fn subflow_cycle(
+        &self,
+        spec: &TaskSpec,
+        start: &TaskRef,
+    ) -> ServiceResult<Option<Vec<String>>> {
+        // Depth-first over the stored tasks' subflow steps, each task once.
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![(start.clone(), vec![spec.name.clone()])];
+        while let Some((at, path)) = stack.pop() {
+            let Some(task) = self.task(&at).await? else {
+                continue;
+            };
+            let mut path = path;
+            path.push(task.spec.name.clone());
+            if task.spec.namespace == spec.namespace && task.spec.name == spec.name {
+                return Ok(Some(path));
+            }
+            if !seen.insert(task.id.clone()) {
+                continue;
+            }
+            for step in &task.spec.steps {
+                for s in std::iter::once(step).chain(step.children()) {
+                    if let Some(sub) = &s.subflow {
+                        let next = TaskRef::new(&sub.task, &task.spec.namespace);
+                        stack.push((next, path.clone()));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     pub async fn create_task(&self, spec: TaskSpec) -> ServiceResult<Task> {
