@@ -13,11 +13,14 @@
 //! 5. flows: a 5-step sequential flow of `noop` steps and a `for_each` of
 //!    100 `noop` items, as flows/s and steps (task runs)/s, against the
 //!    single-action executions/s of the same run;
-//! 6. again with 1,000,000 finished executions already stored, and the
+//! 6. a task dataset of 1,000,000 rows: the first page, a page a million
+//!    rows in, and a whole CSV export streamed (the server's memory before
+//!    and after);
+//! 7. again with 1,000,000 finished executions already stored, and the
 //!    query plans of the hot queries.
 //!
 //! `WARD_LOAD_SECTIONS` picks sections (comma-separated: `throughput`,
-//! `wait`, `follow`, `flows`, `stored`; default all); `WARD_BIN` runs another
+//! `wait`, `follow`, `flows`, `dataset`, `stored`; default all); `WARD_BIN` runs another
 //! `ward` binary as the server (to compare builds in one run).
 //!
 //! Times on the server side come from the execution's `started_at` and
@@ -289,7 +292,7 @@ async fn flows(base: &str, single: f64) {
     let wall = load_task(base, "flow5", json!({}), n).await.as_secs_f64();
     let flows = n as f64 / wall;
     println!(
-        "5-step flow of noop steps, {n} flows at concurrency {CONCURRENCY}: {flows:.0} flows/s, {:.0} steps/s          (single-action executions in this run: {single:.0}/s; a step costs {:.2}x an execution)",
+        "5-step flow of noop steps, {n} flows at concurrency {CONCURRENCY}: {flows:.0} flows/s, {:.0} steps/s (single-action executions in this run: {single:.0}/s; a step costs {:.2}x an execution)",
         flows * 5.0,
         single / (flows * 5.0)
     );
@@ -300,9 +303,105 @@ async fn flows(base: &str, single: f64) {
         .as_secs_f64();
     let flows = n as f64 / wall;
     println!(
-        "for_each of 100 noop items (concurrency 10), {n} flows: {flows:.1} flows/s, {:.0} steps/s          (a step costs {:.2}x a single-action execution)",
+        "for_each of 100 noop items (concurrency 10), {n} flows: {flows:.1} flows/s, {:.0} steps/s (a step costs {:.2}x a single-action execution)",
         flows * 100.0,
         single / (flows * 100.0)
+    );
+}
+
+/// The server's resident anonymous memory, in MiB (Linux): what it
+/// allocated, not the database pages it maps.
+fn rss_mib(server: &Server) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A dataset of a million rows, read a page at a time and exported whole.
+async fn dataset(server: &Server, base: &str, db: &Path) {
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{base}/api/v1/tasks"))
+        .json(&json!({"name": "rows", "steps": [{"name": "a", "action": "noop"}],
+            "dataset": {"from": "steps.a.outputs.rows",
+                        "schema": {"type": "object", "properties": {"word": {"type": "string"}, "count": {"type": "integer"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    let task: Value = r.json().await.unwrap();
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let n = 1_000_000;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    // A thousand executions of a thousand rows each.
+    sqlx::query(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) INSERT INTO dataset_rows (task_id, execution_id, row_index, created_at, data) SELECT '{task_id}', printf('00000000-0000-7000-b000-%012d', i / 1000), i % 1000, '2026-11-01T00:00:00.000000Z', json_object('word', 'w' || i, 'count', i % 97) FROM n",
+        n - 1
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    println!(
+        "dataset: {n} rows preloaded in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let page = |url: String| {
+        let client = client.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let t = Instant::now();
+                let r = client.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["rows"].as_array().unwrap().len(), 1000);
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            pct(&times, 0.5)
+        }
+    };
+    use base64::Engine;
+    let deep = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("d1:990000");
+    let first = page(format!("{base}/api/v1/tasks/rows/dataset?limit=1000")).await;
+    let late = page(format!(
+        "{base}/api/v1/tasks/rows/dataset?limit=1000&cursor={deep}"
+    ))
+    .await;
+    println!(
+        "dataset pages of 1,000 rows (p50 of 20): the first {first:.1} ms, one 990,000 rows in {late:.1} ms"
+    );
+    let before = rss_mib(server);
+    let t = Instant::now();
+    let mut r = client
+        .get(format!("{base}/api/v1/tasks/rows/dataset?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    let (mut bytes, mut lines, mut peak) = (0usize, 0usize, before);
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        if lines % 100_000 < 1_000 {
+            peak = peak.max(rss_mib(server));
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(lines, n + 1, "every row and the header");
+    println!(
+        "dataset CSV export: {n} rows, {:.1} MB in {secs:.2} s ({:.0} rows/s); server memory {before:.0} MiB before, at most {peak:.0} MiB during",
+        bytes as f64 / 1e6,
+        n as f64 / secs
     );
 }
 
@@ -715,7 +814,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let sections: Vec<String> = std::env::var("WARD_LOAD_SECTIONS")
-        .unwrap_or_else(|_| "throughput,wait,follow,flows,stored".into())
+        .unwrap_or_else(|_| "throughput,wait,follow,flows,dataset,stored".into())
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
@@ -747,6 +846,9 @@ fn main() {
     }
     if has("flows") {
         rt.block_on(flows(&base, empty.throughput()));
+    }
+    if has("dataset") {
+        rt.block_on(dataset(&server, &base, &dir.path().join("ward.db")));
     }
     server.stop();
     if !has("stored") {
