@@ -39,6 +39,48 @@ pub struct Snapshot {
     pub flow: Option<FlowSnapshot>,
 }
 
+/// A JSON value as stored, parsed the first time it is read: a plan reads
+/// only the outputs its templates need, not every task run's.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    text: Option<String>,
+    value: std::sync::OnceLock<Value>,
+}
+
+impl Stored {
+    /// JSON text from the store (read as `null` if it is not JSON).
+    pub fn text(text: String) -> Stored {
+        Stored {
+            text: Some(text),
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &Value {
+        self.value.get_or_init(|| {
+            self.text
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
+}
+
+impl From<Value> for Stored {
+    fn from(v: Value) -> Stored {
+        Stored {
+            text: None,
+            value: std::sync::OnceLock::from(v),
+        }
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Stored) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// What planning a flow needs beyond its task runs' states.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowSnapshot {
@@ -50,9 +92,9 @@ pub struct FlowSnapshot {
     pub vars: Map<String, Value>,
     /// What each task run's successful attempt produced, by task run id:
     /// `{"outputs": {…}, "result": …}` (`steps.NAME.…`).
-    pub produced: BTreeMap<String, Value>,
+    pub produced: BTreeMap<String, Stored>,
     /// The item of each `for_each` item's task run, by task run id.
-    pub items: BTreeMap<String, Value>,
+    pub items: BTreeMap<String, Stored>,
     /// Ids for the task runs this plan may create, taken in order.
     pub new_ids: Vec<String>,
 }
@@ -813,7 +855,7 @@ impl<'a> Builder<'a> {
 
     /// What run `r` produced: `{"outputs", "result"}` once it succeeded.
     fn produced_field(&self, r: &RunSnapshot, field: &str) -> Option<Value> {
-        self.flow().produced.get(&r.id)?.get(field).cloned()
+        self.flow().produced.get(&r.id)?.get().get(field).cloned()
     }
 
     /// A `for_each` step's items (every item, even those not yet started),
@@ -991,8 +1033,7 @@ impl<'a> Builder<'a> {
                     .flow()
                     .items
                     .get(&run.id)
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                    .map_or(Value::Null, |v| v.get().clone());
                 ctx["index"] = json!(i);
                 format!("step {name}[{i}], input")
             }
@@ -1245,32 +1286,36 @@ impl<'a> Builder<'a> {
             if let Some(last) = self.runs.last().cloned() {
                 let step = flow.spec.step(&last.step);
                 // The current step's task runs: its own, each item's, or each
-                // of its parallel steps' (the latest of each).
-                let top = flow.spec.top_level(&last.step);
-                let current: Vec<RunSnapshot> = match top.filter(|t| t.parallel.is_some()) {
-                    Some(t) => t
-                        .children()
-                        .iter()
-                        .filter_map(|c| self.runs.iter().rev().find(|r| r.step == c.name))
-                        .cloned()
-                        .collect(),
-                    None => self
-                        .runs
-                        .iter()
-                        .filter(|r| r.step == last.step)
-                        .cloned()
-                        .collect(),
+                // of its parallel steps' (restart re-runs a task run in place,
+                // so each has one). Counted in place: a for_each has many.
+                let parallel = flow
+                    .spec
+                    .top_level(&last.step)
+                    .filter(|t| t.parallel.is_some());
+                let in_step = |r: &RunSnapshot| match parallel {
+                    Some(t) => t.children().iter().any(|c| c.name == r.step),
+                    None => r.step == last.step,
                 };
-                let running = current.iter().filter(|r| !r.state.is_terminal()).count();
-                let stopped = current.iter().find(|r| {
-                    r.state == TaskRunState::Killed
-                        || (r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
-                });
+                let running = self
+                    .runs
+                    .iter()
+                    .filter(|r| in_step(r) && !r.state.is_terminal())
+                    .count();
+                let started = self.runs.iter().filter(|r| in_step(r)).count();
+                let stopped = self
+                    .runs
+                    .iter()
+                    .filter(|r| in_step(r))
+                    .find(|r| {
+                        r.state == TaskRunState::Killed
+                            || (r.state == TaskRunState::Failed && !self.allowed_to_fail(r))
+                    })
+                    .map(|r| r.state);
                 if let Some(stop) = stopped {
                     if running > 0 {
                         return Ok(()); // the others end first
                     }
-                    let to = if stop.state == TaskRunState::Killed {
+                    let to = if stop == TaskRunState::Killed {
                         ExecutionState::Killed
                     } else {
                         ExecutionState::Failed
@@ -1290,7 +1335,6 @@ impl<'a> Builder<'a> {
                                 .move_execution(ExecutionState::Failed, json!({ "error": e }));
                         }
                     };
-                    let started = current.len();
                     let room = (f.concurrency as usize).saturating_sub(running);
                     if started < items.len() && room > 0 {
                         let more = room.min(items.len() - started);

@@ -95,11 +95,10 @@ impl Sim {
         let r = self.snap.runs.iter().find(|r| r.id == run).unwrap().clone();
         let mut snap = self.snap.clone();
         if matches!(status, AttemptStatus::Success | AttemptStatus::Warning) {
-            snap.flow
-                .as_mut()
-                .unwrap()
-                .produced
-                .insert(r.id.clone(), json!({"outputs": outputs, "result": null}));
+            snap.flow.as_mut().unwrap().produced.insert(
+                r.id.clone(),
+                json!({"outputs": outputs, "result": null}).into(),
+            );
         }
         let error = (status == AttemptStatus::Failed).then_some(ErrorKind::ActionFatal);
         let p = plan(
@@ -150,10 +149,10 @@ impl Sim {
             });
             let flow = self.snap.flow.as_mut().unwrap();
             if let Some((_, item)) = &new.item {
-                flow.items.insert(new.id.clone(), item.clone());
+                flow.items.insert(new.id.clone(), item.clone().into());
             }
             if let Some(output) = &new.output {
-                flow.produced.insert(new.id.clone(), output.clone());
+                flow.produced.insert(new.id.clone(), output.clone().into());
             }
             self.next += 1;
             let id = format!("r{}", self.next + 1000);
@@ -193,11 +192,10 @@ impl Sim {
         let run = self.run(step).clone();
         let mut snap = self.snap.clone();
         if matches!(status, AttemptStatus::Success | AttemptStatus::Warning) {
-            snap.flow
-                .as_mut()
-                .unwrap()
-                .produced
-                .insert(run.id.clone(), json!({"outputs": outputs, "result": null}));
+            snap.flow.as_mut().unwrap().produced.insert(
+                run.id.clone(),
+                json!({"outputs": outputs, "result": null}).into(),
+            );
         }
         let error = (status == AttemptStatus::Failed).then_some(ErrorKind::ActionFatal);
         let p = plan(

@@ -102,10 +102,10 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         let state: String = r.get(7)?;
         let id: String = r.get(6)?;
         if let Some(output) = r.get::<_, Option<String>>(18)? {
-            produced.insert(id.clone(), serde_json::from_str(&output)?);
+            produced.insert(id.clone(), plan::Stored::text(output));
         }
         if let Some(item) = r.get::<_, Option<String>>(20)? {
-            items.insert(id.clone(), serde_json::from_str(&item)?);
+            items.insert(id.clone(), plan::Stored::text(item));
         }
         snaps.push(RunSnapshot {
             id,
@@ -596,7 +596,7 @@ pub(super) fn finish_attempt(
         )
     {
         flow.produced
-            .insert(f.task_run_id.clone(), produced(&f.report));
+            .insert(f.task_run_id.clone(), produced(&f.report).into());
     }
     let event = if f.shutdown {
         Event::Shutdown {

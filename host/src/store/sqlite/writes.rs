@@ -617,10 +617,10 @@ fn begin_flow(
     let mut rows = Vec::new();
     for run in copied {
         if let Some(output) = &run.output {
-            produced.insert(run.id.clone(), output.clone());
+            produced.insert(run.id.clone(), output.clone().into());
         }
         if let Some((_, item)) = &run.item {
-            items.insert(run.id.clone(), item.clone());
+            items.insert(run.id.clone(), item.clone().into());
         }
         runs.push(RunSnapshot {
             id: run.id.clone(),
