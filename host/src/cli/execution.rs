@@ -488,7 +488,10 @@ async fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<u8> {
             // Home, then each line clears its rest, then clear below.
             let frame = watch_frame(e, &logs, SystemTime::now()).replace('\n', "\x1b[K\n");
             out!("\x1b[H{frame}\x1b[J");
-        } else if last_change.as_ref() != Some(&change) {
+        } else if last_change.as_ref() != Some(&change)
+            // The end is printed last: after every log line has come in.
+            && !(e.state.is_terminal() && log_stream.is_some())
+        {
             if json {
                 outln!("{}", reply.json);
             } else {
