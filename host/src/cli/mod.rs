@@ -132,24 +132,37 @@ fn init_tracing(json: bool, otlp: Option<&str>) -> Result<Option<crate::traces::
     // and never under NO_COLOR.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(colour);
-    let logs = if json {
-        logs.json().flatten_event(true).boxed()
-    } else {
-        logs.boxed()
-    };
-    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    // The log layer, typed for the subscriber it is added to.
+    macro_rules! logs {
+        () => {{
+            let logs = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour);
+            if json {
+                logs.json().flatten_event(true).boxed()
+            } else {
+                logs.boxed()
+            }
+        }};
+    }
     match otlp {
+        // One global filter, as cheap as filtering gets: a callsite it
+        // disables costs nothing after its first call.
         None => {
-            let _ = registry.try_init();
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(logs!())
+                .try_init();
             Ok(None)
         }
+        // The exported spans have a filter of their own (`traces::start`).
         Some(endpoint) => {
             let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
             let (layer, exporter) = crate::traces::start(endpoint, &instance)?;
-            let _ = registry.with(layer).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(logs!().with_filter(filter))
+                .with(layer)
+                .try_init();
             Ok(Some(exporter))
         }
     }
