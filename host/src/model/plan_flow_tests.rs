@@ -173,47 +173,14 @@ impl Sim {
     /// Claims the step's task run; returns the plan (applied).
     fn claim(&mut self, step: &str) -> Plan {
         let run = self.run(step).id.clone();
-        let p = plan(
-            &self.snap,
-            &Event::Claim {
-                run,
-                worker: "w".into(),
-                now_ms: 0,
-            },
-        )
-        .unwrap();
-        self.apply(&p);
-        p
+        self.claim_run(&run)
     }
 
     /// Ends the step's running attempt with `status`, having produced
     /// `outputs` (when it succeeded); returns the plan (applied).
     fn finish(&mut self, step: &str, status: AttemptStatus, outputs: Value) -> Plan {
-        let run = self.run(step).clone();
-        let mut snap = self.snap.clone();
-        if matches!(status, AttemptStatus::Success | AttemptStatus::Warning) {
-            snap.flow.as_mut().unwrap().produced.insert(
-                run.id.clone(),
-                json!({"outputs": outputs, "result": null}).into(),
-            );
-        }
-        let error = (status == AttemptStatus::Failed).then_some(ErrorKind::ActionFatal);
-        let p = plan(
-            &snap,
-            &Event::AttemptFinished {
-                run: run.id.clone(),
-                worker: "w".into(),
-                fence: run.fence,
-                status,
-                error,
-                now_ms: 0,
-                jitter: 0.0,
-            },
-        )
-        .unwrap();
-        self.snap.flow = snap.flow;
-        self.apply(&p);
-        p
+        let run = self.run(step).id.clone();
+        self.finish_run(&run, status, outputs)
     }
 
     fn states(&self) -> Vec<(String, R)> {
