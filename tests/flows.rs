@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::Server;
+use common::{millis, unix_ms};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -391,11 +392,9 @@ async fn hook(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Now, as Unix seconds (the webhook timestamp).
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    unix_ms() / 1000
 }
 
 #[tokio::test]
@@ -514,21 +513,6 @@ async fn scheduled(s: &Server, task: &str) -> Vec<Value> {
     e
 }
 
-fn millis_of(ts: &Value) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts.as_str().unwrap())
-        .unwrap()
-        .timestamp_millis()
-}
-
-fn sigterm(s: Server) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &s.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(s.wait_exit(Duration::from_secs(30)), "the server exits");
-}
-
 #[tokio::test]
 async fn a_per_second_schedule_fires_each_tick_exactly_once_across_a_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -547,7 +531,7 @@ async fn a_per_second_schedule_fires_each_tick_exactly_once_across_a_crash() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let e = scheduled(&s, "tick").await;
     assert!(e.len() >= 4, "{} executions", e.len());
-    let ticks: Vec<i64> = e.iter().map(|x| millis_of(&x["scheduled_at"])).collect();
+    let ticks: Vec<i64> = e.iter().map(|x| millis(&x["scheduled_at"])).collect();
     for pair in ticks.windows(2) {
         // Every second once: catch_up all fills the downtime, no tick twice.
         assert_eq!(pair[1] - pair[0], 1_000, "{ticks:?}");
@@ -582,12 +566,7 @@ async fn a_per_second_schedule_fires_each_tick_exactly_once_across_a_crash() {
 async fn missed_ticks_follow_each_catch_up_policy() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::launch(dir.path());
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
+    let now_ms = unix_ms;
     // Made and paused well between two ticks: this server fires none.
     while !(1_000..3_000).contains(&(now_ms() % 10_000)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -604,7 +583,7 @@ async fn missed_ticks_follow_each_catch_up_policy() {
         assert_eq!(status, 200, "{t}");
     }
     let data = s.data.clone();
-    sigterm(s);
+    s.terminate();
     // Restart between ticks (5-8 s past one), so that no tick is on time.
     while !(5_000..6_000).contains(&(now_ms() % 10_000)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -627,14 +606,14 @@ async fn missed_ticks_follow_each_catch_up_policy() {
     // whatever the policy (should the start be slow).
     let missed = |e: Vec<Value>| -> Vec<Value> {
         e.into_iter()
-            .filter(|x| millis_of(&x["scheduled_at"]) < relaunched)
+            .filter(|x| millis(&x["scheduled_at"]) < relaunched)
             .collect()
     };
     let none = missed(scheduled(&s, "every10-none").await);
     assert!(none.is_empty(), "none fires no missed tick: {none:?}");
     let latest = missed(scheduled(&s, "every10-latest").await);
     assert_eq!(latest.len(), 1, "{latest:?}");
-    assert_eq!(millis_of(&latest[0]["scheduled_at"]), newest_tick);
+    assert_eq!(millis(&latest[0]["scheduled_at"]), newest_tick);
     assert_eq!(
         latest[0]["input"],
         json!({"mode": "ok", "from": "schedule"})
@@ -642,13 +621,13 @@ async fn missed_ticks_follow_each_catch_up_policy() {
     s.wait_for(latest[0]["id"].as_str().unwrap(), "SUCCESS", WAIT)
         .await;
     let all = missed(scheduled(&s, "every10-all").await);
-    let ticks: Vec<i64> = all.iter().map(|x| millis_of(&x["scheduled_at"])).collect();
+    let ticks: Vec<i64> = all.iter().map(|x| millis(&x["scheduled_at"])).collect();
     assert_eq!(ticks.len(), 6, "{ticks:?}");
     assert_eq!(*ticks.last().unwrap(), newest_tick);
     assert!(ticks[0] > last);
     // The next tick fires on time for all three.
     let (_, t) = s.get("/tasks/every10-none").await;
-    let next = millis_of(&t["schedule_state"]["next_fire_at"]);
+    let next = millis(&t["schedule_state"]["next_fire_at"]);
     assert_eq!(next % 10_000, 0);
     assert!(next > newest_tick && next <= now_ms() + 10_000, "{t}");
 }
@@ -893,7 +872,7 @@ async fn for_each_runs_a_step_per_item_within_its_concurrency() {
         assert_eq!(r["input"]["at"], i);
     }
     // Never more than two at once: at each attempt's start, count those running.
-    let spans: Vec<(f64, f64)> = items
+    let spans: Vec<(i64, i64)> = items
         .iter()
         .map(|r| {
             let a = &r["attempts"][0];
@@ -908,10 +887,6 @@ async fn for_each_runs_a_step_per_item_within_its_concurrency() {
         assert!(at_once <= 2, "{at_once} at once: {spans:?}");
     }
     assert_eq!(run(&e, "total")["input"], json!({"text": "2 2 2 2 2 "}));
-}
-
-fn millis(ts: &Value) -> f64 {
-    millis_of(ts) as f64
 }
 
 #[tokio::test]

@@ -1096,15 +1096,7 @@ async fn traces_follow_an_execution_through_task_runs_attempts_and_host_calls() 
 
     // Log lines written during an attempt carry its trace id.
     let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &s.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(
-        s.wait_exit(Duration::from_secs(30)),
-        "the server exits, traces flushed"
-    );
+    s.terminate(); // a graceful exit flushes the traces
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let ended: Vec<&str> = logs
         .lines()

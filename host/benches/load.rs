@@ -335,13 +335,7 @@ async fn dataset(server: &Server, base: &str, db: &Path) {
     let task: Value = r.json().await.unwrap();
     let task_id = task["id"].as_str().unwrap().to_string();
     let n = 1_000_000;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("PRAGMA busy_timeout = 10000")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    let mut c = connect(db, "PRAGMA busy_timeout = 10000").await;
     let t = Instant::now();
     // A thousand executions of a thousand rows each.
     sqlx::query(&format!(
@@ -716,14 +710,17 @@ async fn analytics_timing(base: &str) {
 
 /// Adds `count` finished executions (with task runs and attempts) straight
 /// into the database, as a year of history would.
-async fn preload(db: &Path, task_id: &str, count: u64) {
+/// A connection to the server's database, set up by `pragma`.
+async fn connect(db: &Path, pragma: &str) -> sqlx::SqliteConnection {
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    sqlx::query("PRAGMA journal_mode = WAL")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    sqlx::query(pragma).execute(&mut c).await.unwrap();
+    c
+}
+
+async fn preload(db: &Path, task_id: &str, count: u64) {
+    let mut c = connect(db, "PRAGMA journal_mode = WAL").await;
     let t = Instant::now();
     let rows = format!(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {})",

@@ -9,6 +9,21 @@ use ward::sandbox::{
     AttemptSpec, EngineConfig, Invocation, LoadedAction, MediaStore, MediaUrls, Sandbox,
 };
 
+/// An RFC 3339 time from the API, as Unix milliseconds.
+pub fn millis(ts: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts.as_str().expect("a time"))
+        .expect("an RFC 3339 time")
+        .timestamp_millis()
+}
+
+/// Now, as Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// A plugin built by `plugins/` (the test command builds them first).
 pub fn plugin(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

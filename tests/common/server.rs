@@ -85,6 +85,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits up to 30 s for a graceful exit (asserted).
+    pub fn terminate(self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        assert!(self.wait_exit(Duration::from_secs(30)), "the server exits");
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait_exit(mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;

@@ -152,7 +152,7 @@ impl Service {
             last_tick_ms: self.clock.now_ms(),
             paused,
         };
-        let current = self.store.schedules().await?.get(&task.id).copied();
+        let current = self.store.schedule(&task.id).await?;
         let row = match current {
             // Pausing keeps the last tick; resuming starts from now.
             Some(c) if paused => ScheduleRow {
@@ -172,7 +172,7 @@ impl Service {
         let Some(schedule) = &task.spec.schedule else {
             return Ok(None);
         };
-        let row = self.store.schedules().await?.get(&task.id).copied();
+        let row = self.store.schedule(&task.id).await?;
         let paused = row.is_some_and(|r| r.paused);
         let from = row.map_or(self.clock.now_ms(), |r| r.last_tick_ms);
         let next = match schedule.parse() {

@@ -192,6 +192,7 @@ pub enum Claimed {
     Settled(PlanOutcome),
 }
 
+#[cfg(test)]
 impl Claimed {
     /// The started attempt (tests of one-action tasks, which always start one).
     pub fn started(self) -> Option<StartedAttempt> {
@@ -372,6 +373,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<crate::model::dataset::DatasetRow>>;
     /// Every task's schedule row, by task id.
     async fn schedules(&self) -> StoreResult<std::collections::HashMap<String, ScheduleRow>>;
+    /// One task's schedule row.
+    async fn schedule(&self, task_id: &str) -> StoreResult<Option<ScheduleRow>>;
     /// Sets a task's schedule row (created when missing).
     async fn set_schedule(&self, task_id: &str, row: ScheduleRow) -> StoreResult<()>;
     /// Records that a task's ticks up to `tick_ms` were handled (never

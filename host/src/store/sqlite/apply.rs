@@ -61,14 +61,15 @@ pub(super) enum Key<'a> {
 type Head = (String, String, Option<String>, String, i64, String, String);
 
 /// Reads an execution and its task runs in one query, or `None` if there
-/// is none. One read per event: the writer thread is the service's
-/// bottleneck at saturation.
+/// is none (an execution being created may have no task run yet). One
+/// read per event: the writer thread is the service's bottleneck at
+/// saturation.
 pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> {
     const COLUMNS: &str = "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, \
          tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, tr.not_before, \
          tr.step, tr.checkpoint, tr.priority, tr.queue, e.variables, tr.output, \
          tr.item_index, tr.item \
-         FROM executions e JOIN task_runs tr ON tr.execution_id = e.id";
+         FROM executions e LEFT JOIN task_runs tr ON tr.execution_id = e.id";
     let (mut st, id) = match key {
         Key::Execution(id) => (
             c.prepare_cached(&format!("SELECT {COLUMNS} WHERE e.id = ? ORDER BY tr.rowid"))?,
@@ -99,8 +100,10 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
                 r.get(17)?,
             ));
         }
+        let Some(id) = r.get::<_, Option<String>>(6)? else {
+            continue; // no task run
+        };
         let state: String = r.get(7)?;
-        let id: String = r.get(6)?;
         if let Some(output) = r.get::<_, Option<String>>(18)? {
             produced.insert(id.clone(), plan::Stored::text(output));
         }

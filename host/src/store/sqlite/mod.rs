@@ -480,6 +480,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn schedule(&self, task_id: &str) -> StoreResult<Option<ScheduleRow>> {
+        let mut c = self.reader().await?;
+        let row = sqlx::query("SELECT last_tick_ms, paused FROM schedules WHERE task_id = ?")
+            .bind(task_id)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.map(|r| {
+            Ok(ScheduleRow {
+                last_tick_ms: r.integer("last_tick_ms")?,
+                paused: r.integer("paused")? != 0,
+            })
+        })
+        .transpose()
+    }
+
     async fn set_schedule(&self, task_id: &str, row: ScheduleRow) -> StoreResult<()> {
         let task = task_id.to_string();
         self.writer

@@ -567,7 +567,7 @@ pub(super) fn create_execution(
         &created.detail,
     );
     let (state, started_at) = if container {
-        let state = begin_flow(c, clock, &new)?;
+        let state = begin_flow(c, clock, &new.id)?;
         (state, Some(created_at.clone()))
     } else {
         (state, None)
@@ -601,70 +601,15 @@ pub(super) fn create_execution(
 
 /// Starts a new flow whose first step (or a replay's `from_step`) is a
 /// `parallel` or `for_each` step: the planner's `Begin`, applied like any
-/// other plan. Returns the execution's state after it.
+/// other plan to the execution as just written. Returns its state after.
 fn begin_flow(
     c: &Connection,
     clock: &dyn Clock,
-    new: &NewExecution,
+    execution_id: &str,
 ) -> StoreResult<crate::model::state::ExecutionState> {
-    use super::apply::{Extra, Loaded, RunRow, plan_and_apply};
-    use crate::model::plan::{FlowSnapshot, RunSnapshot, Snapshot};
-    let spec = Arc::new(new.task.spec.clone());
-    let copied = new.replay.iter().flat_map(|r| &r.copied);
-    let mut produced = std::collections::BTreeMap::new();
-    let mut items = std::collections::BTreeMap::new();
-    let mut runs = Vec::new();
-    let mut rows = Vec::new();
-    for run in copied {
-        if let Some(output) = &run.output {
-            produced.insert(run.id.clone(), output.clone().into());
-        }
-        if let Some((_, item)) = &run.item {
-            items.insert(run.id.clone(), item.clone().into());
-        }
-        runs.push(RunSnapshot {
-            id: run.id.clone(),
-            step: run.step.clone(),
-            item: run.item.as_ref().map(|(i, _)| *i),
-            state: run.state,
-            attempts: 0,
-            max_attempts: spec.retry_of(&run.step).max_attempts,
-            fence: 0,
-            owner: None,
-            not_before: None,
-        });
-        rows.push(RunRow {
-            step: run.step.clone(),
-            checkpoint: None,
-            priority: spec.priority,
-            queue: spec.queue.clone(),
-        });
-    }
-    let new_ids = std::iter::once(new.task_run_id.clone())
-        .chain((1..spec.most_new_runs()).map(|_| uuid::Uuid::now_v7().to_string()))
-        .collect();
-    let loaded = Loaded {
-        snap: Snapshot {
-            execution_id: new.id.clone(),
-            state: crate::model::state::ExecutionState::Created,
-            retry: spec.retry,
-            runs,
-            flow: Some(FlowSnapshot {
-                spec: spec.clone(),
-                input: new.input.clone(),
-                vars: new.variables.clone(),
-                produced,
-                items,
-                new_ids,
-            }),
-        },
-        started_at: None,
-        task_id: new.task.id.clone(),
-        task_version: new.task.version,
-        input: new.input.to_string(),
-        spec,
-        runs: rows,
-    };
+    use super::apply::{Extra, Key, load, plan_and_apply};
+    let loaded = load(c, Key::Execution(execution_id))?
+        .ok_or_else(|| StoreError::Corrupt(format!("execution {execution_id} was just written")))?;
     let applied = plan_and_apply(c, clock, &loaded, &plan::Event::Begin, Extra::default())?;
     Ok(applied.plan.state)
 }
