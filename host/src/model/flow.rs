@@ -369,6 +369,82 @@ fn reads(template: &str) -> Result<BTreeSet<String>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// What some templates read of a flow's context: the top-level names, and
+/// under `steps` the steps they name. A plan builds only that much of the
+/// context, so that a step's templates cost what they read, not what every
+/// step before produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reads {
+    pub roots: BTreeSet<String>,
+    /// `None`: `steps` is read whole (`steps | length`, `steps[name]`).
+    pub steps: Option<BTreeSet<String>>,
+}
+
+impl Reads {
+    /// Just one step (of `steps`).
+    pub fn step(name: &str) -> Reads {
+        Reads {
+            roots: BTreeSet::from(["steps".to_string()]),
+            steps: Some(BTreeSet::from([name.to_string()])),
+        }
+    }
+
+    pub fn reads(&self, root: &str) -> bool {
+        self.roots.contains(root)
+    }
+
+    pub fn reads_step(&self, name: &str) -> bool {
+        self.reads("steps") && self.steps.as_ref().is_none_or(|s| s.contains(name))
+    }
+}
+
+/// What `templates` (JSON with template strings, or bare expressions)
+/// read, or `None` when a template does not parse (its render says why).
+/// Remembered per template text: the same few templates are read at every
+/// event of a flow.
+pub fn reads_of(templates: &[&Value]) -> Option<Reads> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<BTreeMap<String, Option<BTreeSet<String>>>> =
+            const { std::cell::RefCell::new(BTreeMap::new()) };
+    }
+    let mut texts = Vec::new();
+    for t in templates {
+        strings(t, String::new(), &mut texts);
+    }
+    let mut out = Reads {
+        roots: BTreeSet::new(),
+        steps: Some(BTreeSet::new()),
+    };
+    for (_, text) in texts {
+        let names = SEEN.with(|seen| {
+            if let Some(n) = seen.borrow().get(text) {
+                return n.clone();
+            }
+            let n = reads(text).ok();
+            let mut seen = seen.borrow_mut();
+            if seen.len() >= 4096 {
+                seen.clear();
+            }
+            seen.insert(text.to_string(), n.clone());
+            n
+        })?;
+        for name in names {
+            let mut parts = name.split('.');
+            let root = parts.next().unwrap_or_default();
+            if root == "steps" {
+                match (parts.next(), &mut out.steps) {
+                    (Some(step), Some(steps)) => {
+                        steps.insert(step.to_string());
+                    }
+                    _ => out.steps = None,
+                }
+            }
+            out.roots.insert(root.to_string());
+        }
+    }
+    Some(out)
+}
+
 fn strings<'a>(v: &'a Value, place: String, out: &mut Vec<(String, &'a str)>) {
     match v {
         Value::String(s) => out.push((place, s)),

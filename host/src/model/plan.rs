@@ -86,8 +86,8 @@ impl PartialEq for Stored {
 pub struct FlowSnapshot {
     /// The execution's task version.
     pub spec: Arc<TaskSpec>,
-    /// The execution's input (`inputs` in templates).
-    pub input: Value,
+    /// The execution's input (`inputs` in templates), parsed if read.
+    pub input: Stored,
     /// The execution's variables now (`vars`).
     pub vars: Map<String, Value>,
     /// What each task run's successful attempt produced, by task run id:
@@ -97,6 +97,34 @@ pub struct FlowSnapshot {
     pub items: BTreeMap<String, Stored>,
     /// Ids for the task runs this plan may create, taken in order.
     pub new_ids: Vec<String>,
+    /// Set when the store left out the task runs that succeeded as
+    /// `for_each` items (all but the event's own), so that an item's
+    /// events read the items still running, not all of them. A plan that
+    /// needs what they produced is refused as [`Refusal::Incomplete`], to
+    /// be planned again on every task run.
+    pub left_out: Option<LeftOut>,
+    /// The latest `for_each` step's items as rendered when it started, from
+    /// the first not started yet; `None`: rendered again from its template.
+    pub items_ahead: Option<ItemsAhead>,
+}
+
+/// What a snapshot without the succeeded `for_each` items still says of them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeftOut {
+    /// The event's task run's `for_each` step (when it is an item's) and
+    /// how many of its task runs were left out.
+    pub runs: Option<(String, u32)>,
+}
+
+/// Items of a `for_each` step not started yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemsAhead {
+    pub step: String,
+    /// How many items the step has in all.
+    pub total: u32,
+    /// The next items by index, from the first not started (at most the
+    /// step's concurrency of them).
+    pub next: Vec<(u32, Stored)>,
 }
 
 /// One task run as the planner sees it.
@@ -300,6 +328,9 @@ pub struct Plan {
     pub run_error: Option<(String, AttemptError)>,
     /// Rows the flow's successful end adds to the task's dataset.
     pub dataset: Option<Vec<Map<String, Value>>>,
+    /// A `for_each` step that started: its items as rendered, kept for
+    /// the items started later ([`FlowSnapshot::items_ahead`]).
+    pub items: Option<(String, Vec<Value>)>,
     /// Why the flow failed after its last step (its `outputs` or dataset).
     pub execution_error: Option<AttemptError>,
 }
@@ -317,6 +348,10 @@ pub enum Refusal {
     /// The task run's backoff has not run out.
     #[error("task run {run} is not due before {not_before} (unix ms)")]
     NotDue { run: String, not_before: i64 },
+    /// The snapshot left out task runs this plan needs (see
+    /// [`FlowSnapshot::left_out`]): plan again with all of them.
+    #[error("the snapshot left out task runs this plan reads")]
+    Incomplete,
     /// The execution has no such task run.
     #[error("no task run {0} in this execution")]
     UnknownRun(String),
@@ -349,71 +384,92 @@ pub fn trigger(trigger: &str) -> (ExecutionState, TaskRunState, PlannedEvent) {
 /// Decides what `event` does to the execution in `snap`.
 pub fn plan(snap: &Snapshot, event: &Event) -> Result<Plan, Refusal> {
     let mut b = Builder::new(snap);
-    match event {
-        Event::Claim {
-            run,
-            worker,
-            now_ms,
-        } => b.claim(run, worker, *now_ms)?,
-        Event::AttemptFinished {
-            run,
-            worker,
-            fence,
-            status,
-            error,
-            now_ms,
-            jitter,
-        } => {
-            let r = b.owned_run(run, worker, *fence)?;
-            b.finish(r, *status, *error, None, *now_ms, *jitter)?;
-        }
-        Event::HostLost {
-            run,
-            now_ms,
-            jitter,
-        } => {
-            let r = b.run_index(run)?;
-            if b.runs[r].state != TaskRunState::Running {
-                return Err(Refusal::Stale(format!("task run {run} is not running")));
-            }
-            let error = AttemptError {
-                kind: ErrorKind::HostCrash,
-                message: "the host running this attempt stopped before it finished".into(),
-            };
-            b.finish(
-                r,
-                AttemptStatus::Failed,
-                Some(ErrorKind::HostCrash),
-                Some(error),
-                *now_ms,
-                *jitter,
-            )?;
-        }
-        Event::Shutdown {
-            run,
-            worker,
-            fence,
-            now_ms,
-        } => {
-            let r = b.owned_run(run, worker, *fence)?;
-            b.shutdown(r, *now_ms)?;
-        }
-        Event::Cancel => b.cancel()?,
-        Event::Pause => b.pause()?,
-        Event::Resume => b.resume()?,
-        Event::Restart => b.restart()?,
-        Event::Begin => {
-            if b.snap.flow.is_none() || b.state != ExecutionState::Created {
-                return Err(Refusal::forbidden(
-                    b.state,
-                    "RUNNING (a new flow's first step)",
-                ));
-            }
-            b.move_execution(ExecutionState::Running, json!({}))?;
-            b.advance(json!({}))?;
-        }
+    let planned = b.plan(event);
+    // Whatever was decided on a context without the task runs it needed.
+    if b.incomplete.get() {
+        return Err(Refusal::Incomplete);
     }
-    Ok(b.build())
+    planned.map(|()| b.build())
+}
+
+impl Builder<'_> {
+    fn plan(&mut self, event: &Event) -> Result<(), Refusal> {
+        let b = self;
+        match event {
+            Event::Claim {
+                run,
+                worker,
+                now_ms,
+            } => b.claim(run, worker, *now_ms)?,
+            Event::AttemptFinished {
+                run,
+                worker,
+                fence,
+                status,
+                error,
+                now_ms,
+                jitter,
+            } => {
+                let r = b.owned_run(run, worker, *fence)?;
+                b.finish(r, *status, *error, None, *now_ms, *jitter)?;
+            }
+            Event::HostLost {
+                run,
+                now_ms,
+                jitter,
+            } => {
+                let r = b.run_index(run)?;
+                if b.runs[r].state != TaskRunState::Running {
+                    return Err(Refusal::Stale(format!("task run {run} is not running")));
+                }
+                let error = AttemptError {
+                    kind: ErrorKind::HostCrash,
+                    message: "the host running this attempt stopped before it finished".into(),
+                };
+                b.finish(
+                    r,
+                    AttemptStatus::Failed,
+                    Some(ErrorKind::HostCrash),
+                    Some(error),
+                    *now_ms,
+                    *jitter,
+                )?;
+            }
+            Event::Shutdown {
+                run,
+                worker,
+                fence,
+                now_ms,
+            } => {
+                let r = b.owned_run(run, worker, *fence)?;
+                b.shutdown(r, *now_ms)?;
+            }
+            Event::Cancel => b.cancel()?,
+            Event::Pause => b.pause()?,
+            Event::Resume => b.resume()?,
+            Event::Restart => b.restart()?,
+            Event::Begin => {
+                if b.snap.flow.is_none() || b.state != ExecutionState::Created {
+                    return Err(Refusal::forbidden(
+                        b.state,
+                        "RUNNING (a new flow's first step)",
+                    ));
+                }
+                b.move_execution(ExecutionState::Running, json!({}))?;
+                b.advance(json!({}))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `if` or `items` expression as a template, for what it reads.
+fn expression(expr: &str) -> Value {
+    if expr.contains("{{") {
+        Value::String(expr.to_string())
+    } else {
+        Value::String(format!("{{{{ {expr} }}}}"))
+    }
 }
 
 /// Accumulates a plan over a working copy of the snapshot.
@@ -432,6 +488,10 @@ struct Builder<'a> {
     run_error: Option<(String, AttemptError)>,
     dataset: Option<Vec<Map<String, Value>>>,
     execution_error: Option<AttemptError>,
+    /// Kept as rendered by any query of them (a restart's too).
+    items: std::cell::RefCell<Option<(String, Vec<Value>)>>,
+    /// Set when a template needed task runs the snapshot left out.
+    incomplete: std::cell::Cell<bool>,
 }
 
 impl<'a> Builder<'a> {
@@ -451,6 +511,8 @@ impl<'a> Builder<'a> {
             run_error: None,
             dataset: None,
             execution_error: None,
+            items: std::cell::RefCell::new(None),
+            incomplete: std::cell::Cell::new(false),
         }
     }
 
@@ -473,6 +535,7 @@ impl<'a> Builder<'a> {
             run_error: self.run_error,
             dataset: self.dataset,
             execution_error: self.execution_error,
+            items: self.items.into_inner(),
         }
     }
 
@@ -872,7 +935,8 @@ impl<'a> Builder<'a> {
         } else {
             format!("{{{{ {} }}}}", f.items)
         };
-        match flow::render(&place, &Value::String(template), &self.context()) {
+        let template = Value::String(template);
+        match self.with_context(&[&template], |ctx| flow::render(&place, &template, &ctx)) {
             Ok(Value::Array(items)) if items.len() <= flow::MAX_ITEMS => Ok(items),
             Ok(Value::Array(items)) => Err(error(format!(
                 "{place}: {} items, over {}",
@@ -895,15 +959,96 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Runs `f` on the context `templates` read, built only as far as they
+    /// read it; should that fail (a name the analysis missed), on the whole
+    /// context, whose error is the one to report.
+    fn with_context<T, E>(
+        &self,
+        templates: &[&Value],
+        f: impl Fn(Value) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(reads) = flow::reads_of(templates) {
+            let incomplete = self.incomplete.get();
+            if let Ok(v) = f(self.context(Some(&reads))) {
+                return Ok(v);
+            }
+            self.incomplete.set(incomplete);
+        }
+        f(self.context(None))
+    }
+
+    /// How many task runs of `step` the snapshot left out (succeeded
+    /// `for_each` items).
+    fn left_out_of(&self, step: &str) -> usize {
+        match self.flow().left_out.as_ref().and_then(|l| l.runs.as_ref()) {
+            Some((s, n)) if s == step => *n as usize,
+            _ => 0,
+        }
+    }
+
+    /// A `for_each` step's item count and up to `count` of its items from
+    /// index `started`: the ones kept when it started, or its `items`
+    /// rendered again.
+    fn items_from(
+        &self,
+        step: &StepSpec,
+        started: usize,
+        count: usize,
+    ) -> Result<(usize, Vec<(u32, Value)>), AttemptError> {
+        if let Some(ahead) = self
+            .flow()
+            .items_ahead
+            .as_ref()
+            .filter(|a| a.step == step.name)
+        {
+            let total = ahead.total as usize;
+            let next: Vec<(u32, Value)> = ahead
+                .next
+                .iter()
+                .filter(|(i, _)| *i as usize >= started)
+                .take(count)
+                .map(|(i, v)| (*i, v.get().clone()))
+                .collect();
+            // What was kept starts where the step is (else render again).
+            let from_here = started >= total
+                || count == 0
+                || next.first().is_some_and(|(i, _)| *i as usize == started);
+            if from_here {
+                return Ok((total, next));
+            }
+        }
+        let items = self.items_of(step)?;
+        let total = items.len();
+        self.items
+            .borrow_mut()
+            .get_or_insert_with(|| (step.name.clone(), items.clone()));
+        let next = items
+            .into_iter()
+            .enumerate()
+            .skip(started)
+            .take(count)
+            .map(|(i, v)| (i as u32, v))
+            .collect();
+        Ok((total, next))
+    }
+
     /// What a flow's templates see: `inputs`, `vars` and, for every step
     /// that has ended, `steps.NAME` with its `outputs`, `result` and
-    /// `state` (a `for_each` step's are its items', in order).
-    fn context(&self) -> Value {
+    /// `state` (a `for_each` step's are its items', in order). Only what
+    /// `reads` names, when given.
+    fn context(&self, reads: Option<&flow::Reads>) -> Value {
         let Some(flow) = &self.snap.flow else {
             return Value::Null;
         };
+        let wants = |root: &str| reads.is_none_or(|r| r.reads(root));
+        let wants_step = |name: &str| reads.is_none_or(|r| r.reads_step(name));
         let mut steps = Map::new();
         for step in &flow.spec.steps {
+            let read =
+                wants_step(&step.name) || step.children().iter().any(|c| wants_step(&c.name));
+            if !read {
+                continue;
+            }
             if let Some(children) = &step.parallel {
                 // Each of the steps run at once is steps.NAME; the parallel
                 // step, once all have ended, has their outputs by name.
@@ -950,6 +1095,14 @@ impl<'a> Builder<'a> {
             }
             let runs: Vec<&RunSnapshot> =
                 self.runs.iter().filter(|r| r.step == step.name).collect();
+            if step.for_each.is_some()
+                && flow.left_out.is_some()
+                && !runs.iter().any(|r| r.item.is_none())
+            {
+                // Its items' outputs are not all here.
+                self.incomplete.set(true);
+                continue;
+            }
             let Some(last) = runs.last() else {
                 continue;
             };
@@ -1002,11 +1155,18 @@ impl<'a> Builder<'a> {
                 }),
             );
         }
-        json!({
-            "inputs": flow.input,
-            "vars": self.vars.as_ref().unwrap_or(&flow.vars),
-            "steps": steps,
-        })
+        let mut ctx = Map::new();
+        if wants("inputs") {
+            ctx.insert("inputs".into(), flow.input.get().clone());
+        }
+        if wants("vars") {
+            let vars = self.vars.as_ref().unwrap_or(&flow.vars);
+            ctx.insert("vars".into(), Value::Object(vars.clone()));
+        }
+        if wants("steps") {
+            ctx.insert("steps".into(), Value::Object(steps));
+        }
+        Value::Object(ctx)
     }
 
     /// Before a flow step's attempt: its `if` (first attempt only) and its
@@ -1026,24 +1186,30 @@ impl<'a> Builder<'a> {
             self.fail_step(r, e)?;
             return Ok(false);
         };
-        let mut ctx = self.context();
-        let place = match run.item {
-            Some(i) => {
-                ctx["item"] = self
-                    .flow()
-                    .items
-                    .get(&run.id)
-                    .map_or(Value::Null, |v| v.get().clone());
+        let item = run.item.map(|i| {
+            let value = self.flow().items.get(&run.id);
+            (i, value.map_or(Value::Null, |v| v.get().clone()))
+        });
+        let with_item = |mut ctx: Value| {
+            if let Some((i, value)) = &item {
+                ctx["item"] = value.clone();
                 ctx["index"] = json!(i);
-                format!("step {name}[{i}], input")
             }
+            ctx
+        };
+        let place = match run.item {
+            Some(i) => format!("step {name}[{i}], input"),
             None => format!("step {name}, input"),
         };
         if run.attempts == 0
             && run.item.is_none()
             && let Some(condition) = &step.condition
         {
-            match flow::condition(&format!("step {name}, if"), condition, &ctx) {
+            let place = format!("step {name}, if");
+            let read = expression(condition);
+            match self.with_context(&[&read], |ctx| {
+                flow::condition(&place, condition, &with_item(ctx))
+            }) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.move_run(r, TaskRunState::Skipped, Lease::Release, None)?;
@@ -1062,7 +1228,9 @@ impl<'a> Builder<'a> {
             Some(sub) => sub.input.clone().unwrap_or(Value::Null),
             None => step.input.clone(),
         };
-        match flow::render(&place, &template, &ctx) {
+        match self.with_context(&[&template], |ctx| {
+            flow::render(&place, &template, &with_item(ctx))
+        }) {
             Ok(input) => {
                 self.input = Some(input);
                 Ok(true)
@@ -1097,20 +1265,23 @@ impl<'a> Builder<'a> {
         else {
             return Ok(());
         };
-        let mut ctx = self.context();
-        ctx["outputs"] = self
+        let outputs = self
             .produced_field(&run, "outputs")
             .unwrap_or_else(|| json!({}));
-        ctx["result"] = self.produced_field(&run, "result").unwrap_or(Value::Null);
+        let result = self.produced_field(&run, "result").unwrap_or(Value::Null);
         let mut vars = self.vars.clone().unwrap_or_else(|| flow.vars.clone());
         for (var, template) in &step.save {
             let place = format!("step {}, save.{var}", run.step);
-            let value =
-                flow::render(&place, &Value::String(template.clone()), &ctx).map_err(|e| {
-                    AttemptError {
-                        kind: ErrorKind::TemplateError,
-                        message: e.to_string(),
-                    }
+            let template = Value::String(template.clone());
+            let value = self
+                .with_context(&[&template], |mut ctx| {
+                    ctx["outputs"] = outputs.clone();
+                    ctx["result"] = result.clone();
+                    flow::render(&place, &template, &ctx)
+                })
+                .map_err(|e| AttemptError {
+                    kind: ErrorKind::TemplateError,
+                    message: e.to_string(),
                 })?;
             vars.insert(var.clone(), value);
         }
@@ -1191,7 +1362,10 @@ impl<'a> Builder<'a> {
                 None => TaskRunState::Created,
                 Some(condition) => {
                     let place = format!("step {}, if", next.name);
-                    match flow::condition(&place, condition, &self.context()) {
+                    let read = expression(condition);
+                    match self
+                        .with_context(&[&read], |ctx| flow::condition(&place, condition, &ctx))
+                    {
                         Ok(true) => TaskRunState::Created,
                         Ok(false) => TaskRunState::Skipped,
                         Err(e) => {
@@ -1215,7 +1389,8 @@ impl<'a> Builder<'a> {
         };
         if let Some(condition) = &next.condition {
             let place = format!("step {}, if", next.name);
-            match flow::condition(&place, condition, &self.context()) {
+            let read = expression(condition);
+            match self.with_context(&[&read], |ctx| flow::condition(&place, condition, &ctx)) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.create_run(next, TaskRunState::Skipped, None, None)?;
@@ -1243,6 +1418,7 @@ impl<'a> Builder<'a> {
             return Ok(false);
         }
         let first = (f.concurrency as usize).min(items.len());
+        *self.items.borrow_mut() = Some((next.name.clone(), items.clone()));
         for (i, item) in items.into_iter().take(first).enumerate() {
             self.create_run(next, TaskRunState::Created, Some((i as u32, item)), None)?;
         }
@@ -1267,8 +1443,12 @@ impl<'a> Builder<'a> {
             && step.for_each.is_some()
             && last.item.is_some()
         {
-            let started = self.runs.iter().filter(|r| r.step == last.step).count();
-            if self.items_of(step).is_ok_and(|items| started < items.len()) {
+            let started = self.runs.iter().filter(|r| r.step == last.step).count()
+                + self.left_out_of(&last.step);
+            if self
+                .items_from(step, started, 0)
+                .is_ok_and(|(total, _)| started < total)
+            {
                 return true;
             }
         }
@@ -1301,7 +1481,8 @@ impl<'a> Builder<'a> {
                     .iter()
                     .filter(|r| in_step(r) && !r.state.is_terminal())
                     .count();
-                let started = self.runs.iter().filter(|r| in_step(r)).count();
+                let started =
+                    self.runs.iter().filter(|r| in_step(r)).count() + self.left_out_of(&last.step);
                 let stopped = self
                     .runs
                     .iter()
@@ -1324,7 +1505,8 @@ impl<'a> Builder<'a> {
                 }
                 if let Some(step) = step.filter(|s| s.for_each.is_some() && last.item.is_some()) {
                     let f = step.for_each.as_ref().expect("a for_each step");
-                    let items = match self.items_of(step) {
+                    let room = (f.concurrency as usize).saturating_sub(running);
+                    let (total, items) = match self.items_from(step, started, room) {
                         Ok(items) => items,
                         Err(e) => {
                             self.execution_error = Some(e.clone());
@@ -1335,20 +1517,13 @@ impl<'a> Builder<'a> {
                                 .move_execution(ExecutionState::Failed, json!({ "error": e }));
                         }
                     };
-                    let room = (f.concurrency as usize).saturating_sub(running);
-                    if started < items.len() && room > 0 {
-                        let more = room.min(items.len() - started);
-                        for (i, item) in items.into_iter().enumerate().skip(started).take(more) {
-                            self.create_run(
-                                step,
-                                TaskRunState::Created,
-                                Some((i as u32, item)),
-                                None,
-                            )?;
+                    if !items.is_empty() {
+                        for (i, item) in items {
+                            self.create_run(step, TaskRunState::Created, Some((i, item)), None)?;
                         }
                         return Ok(());
                     }
-                    if running > 0 || started < items.len() {
+                    if running > 0 || started < total {
                         return Ok(());
                     }
                 } else if running > 0 {
@@ -1374,10 +1549,10 @@ impl<'a> Builder<'a> {
     fn finish_flow(&mut self, detail: Value) -> Result<(), Refusal> {
         let flow = self.flow();
         if let Some(outputs) = &flow.spec.outputs {
-            let ctx = self.context();
             let mut rendered = BTreeMap::new();
             for (name, template) in outputs {
-                match flow::render(&format!("outputs.{name}"), template, &ctx) {
+                let place = format!("outputs.{name}");
+                match self.with_context(&[template], |ctx| flow::render(&place, template, &ctx)) {
                     Ok(v) => {
                         rendered.insert(name.clone(), v);
                     }
@@ -1397,7 +1572,7 @@ impl<'a> Builder<'a> {
         if let Some(dataset) = &flow.spec.dataset
             && let Some((step, output)) = dataset.source()
         {
-            let ctx = self.context();
+            let ctx = self.context(Some(&flow::Reads::step(step)));
             let value = ctx["steps"].get(step);
             let rows = match value {
                 Some(v) if matches!(v["state"].as_str(), Some("SUCCESS" | "WARNING")) => {

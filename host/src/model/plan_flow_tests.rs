@@ -44,12 +44,14 @@ impl Sim {
                     not_before: None,
                 }],
                 flow: Some(FlowSnapshot {
-                    input: json!({"who": "Ada", "n": 2}),
+                    input: json!({"who": "Ada", "n": 2}).into(),
                     vars: spec.variables.clone(),
                     spec: Arc::new(spec),
                     produced: BTreeMap::new(),
                     items: BTreeMap::new(),
                     new_ids: (2..200).map(|i| format!("r{i}")).collect(),
+                    left_out: None,
+                    items_ahead: None,
                 }),
             },
             outputs: None,
@@ -775,4 +777,79 @@ fn parallel_definitions_are_checked() {
     spec.steps[0].parallel.as_mut().unwrap()[1].name = "b".into();
     let p = spec.problems(&Default::default());
     assert!(p.iter().any(|x| x.contains("used twice")), "{p:?}");
+}
+
+/// What a store reads for an item's event: the items that succeeded left
+/// out (but counted), the items not started yet as kept when the step
+/// started. The next item comes from what was kept (its template is not
+/// rendered again), and a template that reads the step's outputs gets the
+/// plan refused as incomplete, to be planned on every task run.
+#[test]
+fn an_item_is_planned_without_the_items_that_succeeded() {
+    let mut sim = Sim::new(each(
+        2,
+        json!({"action": "noop", "input": {"url": "{{ item }}"}}),
+    ));
+    sim.claim("list");
+    let urls = json!(["u0", "u1", "u2", "u3", "u4"]);
+    let p = sim.finish("list", AttemptStatus::Success, json!({"urls": urls}));
+    let kept = p
+        .items
+        .clone()
+        .expect("the items are kept as the step starts");
+    assert_eq!(
+        kept,
+        ("pages".to_string(), urls.as_array().unwrap().clone())
+    );
+    for i in [0, 1] {
+        let id = sim.item("pages", i).id.clone();
+        sim.claim_run(&id);
+        sim.finish_run(&id, AttemptStatus::Success, json!({"v": i}));
+    }
+    // As read for item 2's events: items 0 and 1 left out, and the list's
+    // outputs gone, so that rendering `items` again would fail.
+    let mut compact = sim.snap.clone();
+    compact
+        .runs
+        .retain(|r| r.step != "pages" || r.item >= Some(2));
+    let flow = compact.flow.as_mut().unwrap();
+    flow.produced.clear();
+    flow.left_out = Some(LeftOut {
+        runs: Some(("pages".into(), 2)),
+    });
+    flow.items_ahead = Some(ItemsAhead {
+        step: "pages".into(),
+        total: 5,
+        next: vec![(4, json!("u4").into())],
+    });
+    let mut part = Sim {
+        snap: compact,
+        outputs: None,
+        errors: Vec::new(),
+        next: sim.next,
+    };
+    let r2 = part.item("pages", 2).id.clone();
+    let p = part.claim_run(&r2);
+    assert_eq!(started_input(&p), json!({"url": "u2"}));
+    let p = part.finish_run(&r2, AttemptStatus::Success, json!({"v": 2}));
+    let made: Vec<_> = p.new_runs.iter().map(|n| n.item.clone()).collect();
+    assert_eq!(
+        made,
+        [Some((4, json!("u4")))],
+        "the last item, from what was kept"
+    );
+    assert!(p.items.is_none(), "nothing rendered again");
+    for i in [3, 4] {
+        let id = part.item("pages", i).id.clone();
+        part.claim_run(&id);
+        part.finish_run(&id, AttemptStatus::Success, json!({"v": i}));
+    }
+    assert_eq!(part.snap.state, E::Running, "the report step is next");
+    let report = part.run("report").id.clone();
+    let claim = Event::Claim {
+        run: report,
+        worker: "w".into(),
+        now_ms: 0,
+    };
+    assert_eq!(plan(&part.snap, &claim), Err(Refusal::Incomplete));
 }

@@ -25,6 +25,8 @@ impl From<Refusal> for StoreError {
             Refusal::Stale(m) => StoreError::Fenced(m),
             Refusal::NotDue { run, not_before } => StoreError::NotDue { run, not_before },
             Refusal::UnknownRun(run) => StoreError::NotFound(format!("no task run {run}")),
+            // Planned again on a whole snapshot before it gets here.
+            Refusal::Incomplete => StoreError::Corrupt(r.to_string()),
         }
     }
 }
@@ -40,6 +42,8 @@ pub(super) struct Loaded {
     pub spec: std::sync::Arc<crate::model::task::TaskSpec>,
     /// Per task run, in the snapshot's order.
     pub runs: Vec<RunRow>,
+    /// The flow's step shown as running (JSON), as stored.
+    pub current_step: Option<String>,
 }
 
 /// A task run's columns the planner does not need.
@@ -51,43 +55,123 @@ pub(super) struct RunRow {
 }
 
 /// Which execution to read: by its id, or as the one a task run is in.
+#[derive(Clone, Copy)]
 pub(super) enum Key<'a> {
     Execution(&'a str),
     TaskRun(&'a str),
 }
 
-/// The execution's columns of `load`'s rows: id, state, started_at,
-/// task_id, task_version, input, variables.
-type Head = (String, String, Option<String>, String, i64, String, String);
+/// The execution's columns of `load`'s first query.
+const HEAD: &str =
+    "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, e.variables, e.current_step";
+/// A task run's columns, from index `HEAD_LEN` in the first query and 0
+/// in the others.
+const RUN: &str = "tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, \
+     tr.not_before, tr.step, tr.checkpoint, tr.priority, tr.queue, tr.output, tr.item_index, \
+     tr.item, tr.rowid";
+const HEAD_LEN: usize = 8;
 
-/// Reads an execution and its task runs in one query, or `None` if there
-/// is none (an execution being created may have no task run yet). One
-/// read per event: the writer thread is the service's bottleneck at
-/// saturation.
-pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> {
-    const COLUMNS: &str = "e.id, e.state, e.started_at, e.task_id, e.task_version, e.input, \
-         tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.owner, tr.not_before, \
-         tr.step, tr.checkpoint, tr.priority, tr.queue, e.variables, tr.output, \
-         tr.item_index, tr.item \
-         FROM executions e LEFT JOIN task_runs tr ON tr.execution_id = e.id";
+/// The execution's columns of `load`'s first query: id, state,
+/// started_at, task_id, task_version, input, variables, current_step.
+type Head = (
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+);
+
+/// One task run read: what the planner sees, what applying needs, and
+/// its row id (the order the runs were made in).
+struct ReadRun {
+    rowid: i64,
+    snap: RunSnapshot,
+    row: RunRow,
+    output: Option<String>,
+    item: Option<String>,
+}
+
+fn read_run(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<Option<ReadRun>> {
+    let Some(id) = r.get::<_, Option<String>>(at)? else {
+        return Ok(None); // an execution without task runs (left join)
+    };
+    let state: String = r.get(at + 1)?;
+    Ok(Some(ReadRun {
+        rowid: r.get(at + 14)?,
+        snap: RunSnapshot {
+            id,
+            step: r.get(at + 7)?,
+            item: r.get::<_, Option<i64>>(at + 12)?.map(|i| i as u32),
+            state: state.parse().map_err(StoreError::Corrupt)?,
+            attempts: r.get::<_, i64>(at + 2)? as u32,
+            max_attempts: r.get::<_, i64>(at + 3)? as u32,
+            fence: r.get(at + 4)?,
+            owner: r.get(at + 5)?,
+            not_before: r.get(at + 6)?,
+        },
+        row: RunRow {
+            step: r.get(at + 7)?,
+            checkpoint: r.get(at + 8)?,
+            priority: r.get::<_, i64>(at + 9)? as i32,
+            queue: r.get(at + 10)?,
+        },
+        output: r.get(at + 11)?,
+        item: r.get(at + 13)?,
+    }))
+}
+
+/// Reads an execution and its task runs, or `None` if there is none (an
+/// execution being created may have no task run yet). One read per event:
+/// the writer thread is the service's bottleneck at saturation.
+///
+/// How much of an execution an event reads.
+#[derive(Clone, Copy)]
+pub(super) enum Read<'a> {
+    /// Every task run: controls, a flow's start, a plan that asked for all.
+    Whole,
+    /// What an event about task run `run` needs (see [`load`]); `starts`:
+    /// whether it may start more `for_each` items (an attempt's end may; a
+    /// claim only starts its own attempt).
+    Around { run: &'a str, starts: bool },
+}
+
+/// `read`: `Around` the task run an event is about: the `for_each` items
+/// that succeeded (but that one) are left out, so that an item's events
+/// cost the items still running, not the whole step; the planner says
+/// when it needs them ([`plan::Refusal::Incomplete`]).
+pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResult<Option<Loaded>> {
+    let (around, starts) = match read_as {
+        Read::Whole => (None, true),
+        Read::Around { run, starts } => (Some(run), starts),
+    };
+    let only_plain = if around.is_some() {
+        " AND tr.item_index IS NULL"
+    } else {
+        ""
+    };
     let (mut st, id) = match key {
         Key::Execution(id) => (
-            c.prepare_cached(&format!("SELECT {COLUMNS} WHERE e.id = ? ORDER BY tr.rowid"))?,
+            c.prepare_cached(&format!(
+                "SELECT {HEAD}, {RUN} FROM executions e LEFT JOIN task_runs tr \
+                 ON tr.execution_id = e.id{only_plain} WHERE e.id = ? ORDER BY tr.rowid"
+            ))?,
             id,
         ),
         Key::TaskRun(run) => (
             c.prepare_cached(&format!(
-                "SELECT {COLUMNS} WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = ?) ORDER BY tr.rowid"
+                "SELECT {HEAD}, {RUN} FROM executions e LEFT JOIN task_runs tr \
+                 ON tr.execution_id = e.id{only_plain} \
+                 WHERE e.id = (SELECT execution_id FROM task_runs WHERE id = ?) ORDER BY tr.rowid"
             ))?,
             run,
         ),
     };
     let mut rows = st.query([id])?;
     let mut head: Option<Head> = None;
-    let mut snaps = Vec::new();
-    let mut runs = Vec::new();
-    let mut produced = std::collections::BTreeMap::new();
-    let mut items = std::collections::BTreeMap::new();
+    let mut read = Vec::new();
     while let Some(r) = rows.next()? {
         if head.is_none() {
             head = Some((
@@ -97,52 +181,104 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
-                r.get(17)?,
+                r.get(6)?,
+                r.get(7)?,
             ));
         }
-        let Some(id) = r.get::<_, Option<String>>(6)? else {
-            continue; // no task run
-        };
-        let state: String = r.get(7)?;
-        if let Some(output) = r.get::<_, Option<String>>(18)? {
-            produced.insert(id.clone(), plan::Stored::text(output));
-        }
-        if let Some(item) = r.get::<_, Option<String>>(20)? {
-            items.insert(id.clone(), plan::Stored::text(item));
-        }
-        snaps.push(RunSnapshot {
-            id,
-            step: r.get(13)?,
-            item: r.get::<_, Option<i64>>(19)?.map(|i| i as u32),
-            state: state.parse().map_err(StoreError::Corrupt)?,
-            attempts: r.get::<_, i64>(8)? as u32,
-            max_attempts: r.get::<_, i64>(9)? as u32,
-            fence: r.get(10)?,
-            owner: r.get(11)?,
-            not_before: r.get(12)?,
-        });
-        runs.push(RunRow {
-            step: r.get(13)?,
-            checkpoint: r.get(14)?,
-            priority: r.get::<_, i64>(15)? as i32,
-            queue: r.get(16)?,
-        });
+        read.extend(read_run(r, HEAD_LEN)?);
     }
-    let Some((execution_id, state, started_at, task_id, task_version, input, variables)) = head
+    drop(rows);
+    let Some((execution_id, state, started_at, task_id, task_version, input, variables, current)) =
+        head
     else {
         return Ok(None);
     };
     let spec = task_version_spec(c, &task_id, task_version)?;
+    let has_items = spec.steps.iter().any(|s| s.for_each.is_some());
+    let mut left_out = None;
+    if let Some(run) = around.filter(|_| has_items) {
+        // The items still to succeed, and the event's own.
+        let mut items = c.prepare_cached(&format!(
+            "SELECT {RUN} FROM task_runs tr INDEXED BY task_runs_items_left \
+             WHERE tr.execution_id = ? AND tr.item_index IS NOT NULL AND tr.state != 'SUCCESS'"
+        ))?;
+        let mut rows = items.query([&execution_id])?;
+        while let Some(r) = rows.next()? {
+            read.extend(read_run(r, 0)?);
+        }
+        drop(rows);
+        if !read.iter().any(|r| r.snap.id == run) {
+            let mut own = c.prepare_cached(&format!(
+                "SELECT {RUN} FROM task_runs tr WHERE tr.id = ? AND tr.execution_id = ?"
+            ))?;
+            let mut rows = own.query([run, &execution_id])?;
+            while let Some(r) = rows.next()? {
+                read.extend(read_run(r, 0)?);
+            }
+        }
+        read.sort_by_key(|r| r.rowid);
+        let step = read
+            .iter()
+            .find(|r| r.snap.id == run && r.snap.item.is_some())
+            .map(|r| r.snap.step.clone());
+        let runs = match step {
+            Some(step) => {
+                let here = read.iter().filter(|r| r.snap.step == step).count() as u32;
+                let started = items_started(c, &execution_id, &step)?;
+                Some((step, started.saturating_sub(here)))
+            }
+            None => None,
+        };
+        left_out = Some(plan::LeftOut { runs });
+    }
+    // The current step's items not started yet, when it is a for_each.
+    let mut items_ahead = None;
+    if has_items
+        && starts
+        && let Some(last) = read.last().filter(|r| r.snap.item.is_some())
+        && let Some(f) = spec.step(&last.snap.step).and_then(|s| s.for_each.as_ref())
+    {
+        let step = last.snap.step.clone();
+        let here = read.iter().filter(|r| r.snap.step == step).count() as u32;
+        let started = match &left_out {
+            Some(plan::LeftOut { runs: Some((s, n)) }) if *s == step => here + n,
+            _ => here,
+        };
+        // As many as may start: a place for each item that is ending.
+        let live = read
+            .iter()
+            .filter(|r| r.snap.step == step && !r.snap.state.is_terminal())
+            .count() as u32;
+        let room = match around {
+            Some(_) => f.concurrency.saturating_sub(live).saturating_add(1),
+            None => f.concurrency,
+        };
+        items_ahead = read_items_ahead(c, &execution_id, &step, started, room.min(f.concurrency))?;
+    }
+    let mut snaps = Vec::with_capacity(read.len());
+    let mut runs = Vec::with_capacity(read.len());
+    let mut produced = std::collections::BTreeMap::new();
+    let mut items = std::collections::BTreeMap::new();
+    for r in read {
+        if let Some(output) = r.output {
+            produced.insert(r.snap.id.clone(), plan::Stored::text(output));
+        }
+        if let Some(item) = r.item {
+            items.insert(r.snap.id.clone(), plan::Stored::text(item));
+        }
+        snaps.push(r.snap);
+        runs.push(r.row);
+    }
     let flow = if spec.is_flow() {
         Some(FlowSnapshot {
             spec: spec.clone(),
-            input: serde_json::from_str(&input)?,
+            input: plan::Stored::text(input.clone()),
             vars: serde_json::from_str(&variables)?,
             produced,
             items,
-            new_ids: (0..spec.most_new_runs())
-                .map(|_| uuid::Uuid::now_v7().to_string())
-                .collect(),
+            new_ids: new_ids(spec.most_new_runs()),
+            left_out,
+            items_ahead,
         })
     } else {
         None
@@ -161,7 +297,124 @@ pub(super) fn load(c: &Connection, key: Key<'_>) -> StoreResult<Option<Loaded>> 
         input,
         spec,
         runs,
+        current_step: current,
     }))
+}
+
+/// Ids for the task runs a plan may create: one UUID v7 and the ones
+/// after it (a plan uses few of them; one clock read and one random draw
+/// instead of one per id).
+fn new_ids(n: usize) -> Vec<String> {
+    let first = uuid::Uuid::now_v7().as_u128();
+    (0..n as u128)
+        .map(|i| uuid::Uuid::from_u128(first.wrapping_add(i)).to_string())
+        .collect()
+}
+
+/// How many items a `for_each` step has started: its latest item's index
+/// and one (items start in order; a restart re-runs one in place).
+fn items_started(c: &Connection, execution_id: &str, step: &str) -> StoreResult<u32> {
+    let max: Option<i64> = c
+        .prepare_cached(
+            "SELECT MAX(item_index) FROM task_runs \
+             WHERE execution_id = ? AND step = ? AND item_index IS NOT NULL",
+        )?
+        .query_row([execution_id, step], |r| r.get(0))?;
+    Ok(max.map_or(0, |m| m as u32 + 1))
+}
+
+/// A for_each step's kept items from index `started` (as many as it runs
+/// at once), or `None` if none were kept (it started before they were).
+fn read_items_ahead(
+    c: &Connection,
+    execution_id: &str,
+    step: &str,
+    started: u32,
+    concurrency: u32,
+) -> StoreResult<Option<plan::ItemsAhead>> {
+    // From the item before `started` (every item is kept), so that a step
+    // with all its items started still says how many it has.
+    let mut total = None;
+    let next = c
+        .prepare_cached(
+            "SELECT idx, item, total FROM flow_items WHERE execution_id = ? AND step = ? \
+             AND idx >= ? ORDER BY idx LIMIT ?",
+        )?
+        .query_map(
+            params![
+                execution_id,
+                step,
+                started.saturating_sub(1),
+                concurrency + 1
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u32,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )?
+        .filter_map(|row| match row {
+            Ok((i, item, n)) => {
+                total = Some(n as u32);
+                (i >= started).then(|| Ok((i, plan::Stored::text(item))))
+            }
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(total.map(|total| plan::ItemsAhead {
+        step: step.to_string(),
+        total,
+        next,
+    }))
+}
+
+/// Plans `event` for the execution `key` names, reading only what the
+/// event's task run needs (see [`load`]) unless the planner asks
+/// for all; `adjust` adds to the snapshot what the event carries.
+pub(super) fn load_and_plan(
+    c: &Connection,
+    key: Key<'_>,
+    read: Read<'_>,
+    adjust: impl Fn(&mut Loaded),
+    event: &Event,
+) -> StoreResult<Option<(Loaded, Plan)>> {
+    let around = matches!(read, Read::Around { .. });
+    let Some(mut loaded) = load(c, key, read)? else {
+        return Ok(None);
+    };
+    adjust(&mut loaded);
+    match plan::plan(&loaded.snap, event) {
+        Ok(plan) => {
+            #[cfg(test)]
+            if around {
+                // What was left out never changes a plan made without it.
+                let mut whole = load(c, key, Read::Whole)?.expect("read just now");
+                adjust(&mut whole);
+                if let (Some(w), Some(l)) = (&mut whole.snap.flow, &loaded.snap.flow) {
+                    w.new_ids = l.new_ids.clone();
+                }
+                // (Items rendered again are kept again: the same rows.)
+                let kept = |mut p: Plan| {
+                    p.items = None;
+                    p
+                };
+                let planned = plan::plan(&whole.snap, event).map(kept);
+                assert_eq!(planned, Ok(kept(plan.clone())), "{event:?}");
+            }
+            Ok(Some((loaded, plan)))
+        }
+        Err(Refusal::Incomplete) if around => {
+            let Some(mut loaded) = load(c, key, Read::Whole)? else {
+                return Ok(None);
+            };
+            adjust(&mut loaded);
+            let plan = plan::plan(&loaded.snap, event)?;
+            Ok(Some((loaded, plan)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What applying a plan produced for the caller.
@@ -180,7 +433,7 @@ pub(super) struct Extra<'a> {
     pub report: Option<&'a AttemptReport>,
 }
 
-/// Plans `event` for the loaded execution and writes the plan.
+/// Plans `event` for the loaded execution (read whole) and writes the plan.
 pub(super) fn plan_and_apply(
     c: &Connection,
     clock: &dyn Clock,
@@ -190,6 +443,17 @@ pub(super) fn plan_and_apply(
 ) -> StoreResult<Applied> {
     // Every refusal happens here, before the first write.
     let plan = plan::plan(&loaded.snap, event)?;
+    apply(c, clock, loaded, plan, extra)
+}
+
+/// Writes `plan`, made for `loaded`.
+pub(super) fn apply(
+    c: &Connection,
+    clock: &dyn Clock,
+    loaded: &Loaded,
+    plan: Plan,
+    extra: Extra<'_>,
+) -> StoreResult<Applied> {
     let id = &loaded.snap.execution_id;
     let ts = clock.now_rfc3339();
     let mut attempt_id = None;
@@ -268,7 +532,7 @@ pub(super) fn plan_and_apply(
             Lease::Take { worker, fence } => c
                 .prepare_cached(
                     "UPDATE task_runs SET state = ?, attempts = ?, max_attempts = ?, not_before = ?, \
-                     owner = ?, fence = ?, lease_until = ? WHERE id = ?",
+                     owner = ?, fence = ?, lease_until = ?, input = COALESCE(?, input) WHERE id = ?",
                 )?
                 .execute(params![
                     ch.to.as_str(),
@@ -278,6 +542,8 @@ pub(super) fn plan_and_apply(
                     worker,
                     fence,
                     extra.lease_until,
+                    // The input rendered for the attempt this claim starts.
+                    plan.input.as_ref().map(|v| v.to_string()),
                     ch.run
                 ])?,
             Lease::Release => c
@@ -310,9 +576,22 @@ pub(super) fn plan_and_apply(
             new.output.as_ref().map(|v| v.to_string()),
         ])?;
     }
-    if let (Some(input), Some(AttemptChange::Start { run, .. })) = (&plan.input, &plan.attempt) {
-        c.prepare_cached("UPDATE task_runs SET input = ? WHERE id = ?")?
-            .execute(params![input.to_string(), run])?;
+    if let Some((step, items)) = &plan.items {
+        let mut insert = c.prepare_cached(
+            "INSERT OR REPLACE INTO flow_items (execution_id, step, idx, item, total) \
+             VALUES (?, ?, ?, ?, ?)",
+        )?;
+        for (i, item) in items.iter().enumerate() {
+            insert.execute(params![
+                id,
+                step,
+                i as i64,
+                item.to_string(),
+                items.len() as i64
+            ])?;
+        }
+    }
+    if let (Some(_), Some(AttemptChange::Start { run, .. })) = (&plan.input, &plan.attempt) {
         // A flow's step running now, for the grid.
         let step = loaded
             .snap
@@ -325,8 +604,12 @@ pub(super) fn plan_and_apply(
             "name": step,
             "description": loaded.spec.step(step).and_then(|s| s.description.clone()),
         });
-        c.prepare_cached("UPDATE executions SET current_step = ? WHERE id = ?")?
-            .execute(params![current.to_string(), id])?;
+        let current = current.to_string();
+        // A for_each's items all show the same step: written once.
+        if loaded.current_step.as_deref() != Some(current.as_str()) {
+            c.prepare_cached("UPDATE executions SET current_step = ? WHERE id = ?")?
+                .execute(params![current, id])?;
+        }
     }
     if let Some((run, error)) = &plan.run_error {
         let error = serde_json::to_string(error)?;
@@ -372,6 +655,11 @@ pub(super) fn plan_and_apply(
     if let Some(t) = plan.execution {
         use ExecutionState as E;
         if t.to.is_terminal() {
+            if loaded.spec.steps.iter().any(|s| s.for_each.is_some()) {
+                // A restart renders what it needs again.
+                c.prepare_cached("DELETE FROM flow_items WHERE execution_id = ?")?
+                    .execute([id])?;
+            }
             let duration = loaded
                 .started_at
                 .as_deref()
@@ -519,7 +807,7 @@ pub(super) fn control(
     id: &str,
     control: Control,
 ) -> StoreResult<PlanOutcome> {
-    let loaded = load(c, Key::Execution(id))?
+    let loaded = load(c, Key::Execution(id), Read::Whole)?
         .ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
     let event = match control {
         Control::Cancel => Event::Cancel,
@@ -539,18 +827,27 @@ pub(super) fn start_attempt(
     worker: &str,
     lease_until: i64,
 ) -> StoreResult<Claimed> {
-    let loaded = load(c, Key::TaskRun(run_id))?
-        .ok_or_else(|| StoreError::NotFound(format!("no task run {run_id}")))?;
     let event = Event::Claim {
         run: run_id.to_string(),
         worker: worker.to_string(),
         now_ms: clock.now_ms(),
     };
-    let applied = plan_and_apply(
+    let (loaded, plan) = load_and_plan(
+        c,
+        Key::TaskRun(run_id),
+        Read::Around {
+            run: run_id,
+            starts: false,
+        },
+        |_| {},
+        &event,
+    )?
+    .ok_or_else(|| StoreError::NotFound(format!("no task run {run_id}")))?;
+    let applied = apply(
         c,
         clock,
         &loaded,
-        &event,
+        plan,
         Extra {
             lease_until: Some(lease_until),
             report: None,
@@ -589,18 +886,18 @@ pub(super) fn finish_attempt(
     clock: &dyn Clock,
     f: &FinishAttempt,
 ) -> StoreResult<PlanOutcome> {
-    let mut loaded = load(c, Key::Execution(&f.execution_id))?
-        .ok_or_else(|| StoreError::NotFound(format!("no execution {}", f.execution_id)))?;
     // A flow plans what follows with what this attempt produced.
-    if let Some(flow) = &mut loaded.snap.flow
-        && matches!(
-            f.report.status,
-            AttemptStatus::Success | AttemptStatus::Warning
-        )
-    {
-        flow.produced
-            .insert(f.task_run_id.clone(), produced(&f.report).into());
-    }
+    let adjust = |loaded: &mut Loaded| {
+        if let Some(flow) = &mut loaded.snap.flow
+            && matches!(
+                f.report.status,
+                AttemptStatus::Success | AttemptStatus::Warning
+            )
+        {
+            flow.produced
+                .insert(f.task_run_id.clone(), produced(&f.report).into());
+        }
+    };
     let event = if f.shutdown {
         Event::Shutdown {
             run: f.task_run_id.clone(),
@@ -619,11 +916,23 @@ pub(super) fn finish_attempt(
             jitter: f.jitter,
         }
     };
-    let applied = plan_and_apply(
+    let key = Key::Execution(&f.execution_id);
+    let (loaded, plan) = load_and_plan(
+        c,
+        key,
+        Read::Around {
+            run: &f.task_run_id,
+            starts: true,
+        },
+        adjust,
+        &event,
+    )?
+    .ok_or_else(|| StoreError::NotFound(format!("no execution {}", f.execution_id)))?;
+    let applied = apply(
         c,
         clock,
         &loaded,
-        &event,
+        plan,
         Extra {
             lease_until: None,
             report: Some(&f.report),
@@ -648,15 +957,26 @@ pub(super) fn recover(
         .collect::<Result<_, _>>()?;
     let mut rec = Recovery::default();
     for (run, execution_id) in running {
-        let Some(loaded) = load(c, Key::Execution(&execution_id))? else {
-            continue;
-        };
         let event = Event::HostLost {
-            run,
+            run: run.clone(),
             now_ms: clock.now_ms(),
             jitter: jitter(),
         };
-        let applied = plan_and_apply(c, clock, &loaded, &event, Extra::default())?;
+        let key = Key::Execution(&execution_id);
+        let Some((loaded, plan)) = load_and_plan(
+            c,
+            key,
+            Read::Around {
+                run: &run,
+                starts: true,
+            },
+            |_| {},
+            &event,
+        )?
+        else {
+            continue;
+        };
+        let applied = apply(c, clock, &loaded, plan, Extra::default())?;
         rec.crashed_attempts += 1;
         if applied.plan.state == ExecutionState::Killed {
             rec.killed_executions += 1;

@@ -1164,5 +1164,35 @@ mod tests {
                 "{sql}\n  plan: {plan:?}"
             );
         }
+        // What a for_each item's events read: the index that keeps each
+        // read to the task runs it needs, not every item of the execution.
+        for (sql, index) in [
+            (
+                "SELECT tr.id FROM executions e LEFT JOIN task_runs tr ON tr.execution_id = e.id AND tr.item_index IS NULL WHERE e.id = 'x' ORDER BY tr.rowid",
+                "task_runs_by_execution (execution_id=? AND item_index=?)",
+            ),
+            (
+                "SELECT tr.id FROM task_runs tr INDEXED BY task_runs_items_left WHERE tr.execution_id = 'x' AND tr.item_index IS NOT NULL AND tr.state != 'SUCCESS'",
+                "task_runs_items_left",
+            ),
+            (
+                "SELECT MAX(item_index) FROM task_runs WHERE execution_id = 'x' AND step = 's' AND item_index IS NOT NULL",
+                "task_runs_items",
+            ),
+            (
+                "SELECT idx, item FROM flow_items WHERE execution_id = 'x' AND step = 's' AND idx >= 3 ORDER BY idx LIMIT 10",
+                "PRIMARY KEY",
+            ),
+        ] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            assert!(
+                plan.iter().any(|p| p.contains(index)),
+                "{sql}\n  plan: {plan:?}"
+            );
+        }
     }
 }

@@ -114,8 +114,10 @@ fn task() -> Task {
     }
 }
 
-/// A flow: a plain step, a for_each over two items one at a time, and a
-/// step with an `if`; with retries, so that every event has work to do.
+/// A flow: a plain step, a for_each over three items one at a time, and a
+/// step with an `if` and outputs that read all the items (so that an
+/// item's events, which leave the succeeded items out, must read them all
+/// again); with retries, so that every event has work to do.
 fn flow_task() -> Task {
     let mut t = task();
     t.id = "0192f000-0000-7000-8000-000000000002".into();
@@ -124,9 +126,10 @@ fn flow_task() -> Task {
         "retry": {"max_attempts": 3, "initial_backoff": "1s", "multiplier": 2.0, "max_backoff": "10s", "jitter": 0.2},
         "steps": [
             {"name": "a", "action": "noop"},
-            {"name": "b", "for_each": {"items": "[1, 2]", "concurrency": 1, "step": {"action": "noop"}}},
-            {"name": "c", "action": "noop", "if": "steps.a.state == 'SUCCESS'"}
-        ]
+            {"name": "b", "for_each": {"items": "[1, 2, 3]", "concurrency": 1, "step": {"action": "noop", "input": {"n": "{{ item }}"}}}},
+            {"name": "c", "action": "noop", "if": "steps.a.state == 'SUCCESS' and steps.b.outputs | length == 3"}
+        ],
+        "outputs": {"items": "{{ steps.b.outputs | length }}"}
     }))
     .unwrap();
     t
@@ -642,13 +645,13 @@ fn a_cancel_racing_a_claim_leaves_a_consistent_execution() {
 }
 
 /// The flow world does drive a flow to its end: each claim and finish
-/// moves it one task run on (a, both items of b, c).
+/// moves it one task run on (a, the three items of b, c).
 #[test]
 fn the_flow_world_runs_every_step() {
     rt().block_on(async {
         let mut w = World::with_task(flow_task()).await;
         w.apply(&Op::Trigger).await;
-        for _ in 0..4 {
+        for _ in 0..5 {
             assert!(w.apply(&Op::Claim(0, 0)).await);
             assert!(w.apply(&Op::Finish(0, Ending::Success)).await);
         }
@@ -668,9 +671,11 @@ fn the_flow_world_runs_every_step() {
                 ("a".to_string(), None),
                 ("b".to_string(), Some(0)),
                 ("b".to_string(), Some(1)),
+                ("b".to_string(), Some(2)),
                 ("c".to_string(), None)
             ]
         );
+        assert_eq!(e.outputs.get("items"), Some(&json!(3)));
         check_invariants(&w.path);
     });
 }

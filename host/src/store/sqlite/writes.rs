@@ -607,8 +607,8 @@ fn begin_flow(
     clock: &dyn Clock,
     execution_id: &str,
 ) -> StoreResult<crate::model::state::ExecutionState> {
-    use super::apply::{Extra, Key, load, plan_and_apply};
-    let loaded = load(c, Key::Execution(execution_id))?
+    use super::apply::{Extra, Key, Read, load, plan_and_apply};
+    let loaded = load(c, Key::Execution(execution_id), Read::Whole)?
         .ok_or_else(|| StoreError::Corrupt(format!("execution {execution_id} was just written")))?;
     let applied = plan_and_apply(c, clock, &loaded, &plan::Event::Begin, Extra::default())?;
     Ok(applied.plan.state)
