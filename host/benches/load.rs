@@ -297,7 +297,8 @@ async fn flows(base: &str, single: f64) {
         single / (flows * 5.0)
     );
     let items: Vec<u32> = (0..100).collect();
-    let n = 100;
+    // Enough flows for a few seconds of items: a shorter run is mostly noise.
+    let n = 300;
     let wall = load_task(base, "each100", json!({"input": {"items": items}}), n)
         .await
         .as_secs_f64();

@@ -112,8 +112,15 @@ pub struct FlowSnapshot {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeftOut {
     /// The event's task run's `for_each` step (when it is an item's) and
-    /// how many of its task runs were left out.
+    /// how many of its task runs that succeeded were left out.
     pub runs: Option<(String, u32)>,
+    /// How many of that step's items that have not ended (waiting or
+    /// running, the event's own excepted) were left out, counted only: a
+    /// plan that must move them is refused as incomplete.
+    pub live: u32,
+    /// A step whose left-out items were not counted (a claim's): a plan
+    /// that needs the counts is refused as incomplete.
+    pub uncounted: Option<String>,
 }
 
 /// Items of a `for_each` step not started yet.
@@ -787,7 +794,7 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         if self.state == ExecutionState::Killing {
-            if self.runs.iter().any(|r| r.state == TaskRunState::Running) {
+            if self.live_left_out() || self.runs.iter().any(|r| r.state == TaskRunState::Running) {
                 return Ok(());
             }
             for r in 0..self.runs.len() {
@@ -821,7 +828,7 @@ impl<'a> Builder<'a> {
             return Err(Refusal::forbidden(self.state, ExecutionState::Killed));
         }
         let detail = json!({ "by": "user" });
-        let mut running = false;
+        let mut running = self.live_left_out();
         for r in 0..self.runs.len() {
             match self.runs[r].state {
                 TaskRunState::Running => {
@@ -862,6 +869,7 @@ impl<'a> Builder<'a> {
         if !matches!(self.state, ExecutionState::Failed | ExecutionState::Killed) {
             return Err(Refusal::forbidden(self.state, ExecutionState::Restarted));
         }
+        self.live_left_out();
         // A flow's failure it was allowed to go past is kept.
         let rerun: Vec<bool> = self
             .runs
@@ -977,13 +985,34 @@ impl<'a> Builder<'a> {
         f(self.context(None))
     }
 
-    /// How many task runs of `step` the snapshot left out (succeeded
-    /// `for_each` items).
-    fn left_out_of(&self, step: &str) -> usize {
-        match self.flow().left_out.as_ref().and_then(|l| l.runs.as_ref()) {
-            Some((s, n)) if s == step => *n as usize,
-            _ => 0,
+    /// How many task runs of `step` the snapshot left out: (succeeded,
+    /// not ended).
+    fn left_out_of(&self, step: &str) -> (usize, usize) {
+        match self.snap.flow.as_ref().and_then(|f| f.left_out.as_ref()) {
+            Some(LeftOut {
+                runs: Some((s, n)),
+                live,
+                ..
+            }) if s == step => (*n as usize, *live as usize),
+            Some(LeftOut {
+                uncounted: Some(s), ..
+            }) if s == step => {
+                self.incomplete.set(true);
+                (0, 0)
+            }
+            _ => (0, 0),
         }
+    }
+
+    /// Whether task runs that have not ended were left out: a plan that
+    /// moves every such run cannot be made without them.
+    fn live_left_out(&self) -> bool {
+        let live = self.snap.flow.as_ref().and_then(|f| f.left_out.as_ref());
+        if live.is_some_and(|l| l.live > 0) {
+            self.incomplete.set(true);
+            return true;
+        }
+        false
     }
 
     /// A `for_each` step's item count and up to `count` of its items from
@@ -1443,8 +1472,8 @@ impl<'a> Builder<'a> {
             && step.for_each.is_some()
             && last.item.is_some()
         {
-            let started = self.runs.iter().filter(|r| r.step == last.step).count()
-                + self.left_out_of(&last.step);
+            let (done, live) = self.left_out_of(&last.step);
+            let started = self.runs.iter().filter(|r| r.step == last.step).count() + done + live;
             if self
                 .items_from(step, started, 0)
                 .is_ok_and(|(total, _)| started < total)
@@ -1476,13 +1505,14 @@ impl<'a> Builder<'a> {
                     Some(t) => t.children().iter().any(|c| c.name == r.step),
                     None => r.step == last.step,
                 };
+                let (done, live) = self.left_out_of(&last.step);
                 let running = self
                     .runs
                     .iter()
                     .filter(|r| in_step(r) && !r.state.is_terminal())
-                    .count();
-                let started =
-                    self.runs.iter().filter(|r| in_step(r)).count() + self.left_out_of(&last.step);
+                    .count()
+                    + live;
+                let started = self.runs.iter().filter(|r| in_step(r)).count() + done + live;
                 let stopped = self
                     .runs
                     .iter()
@@ -1607,6 +1637,7 @@ impl<'a> Builder<'a> {
 
     /// Timers for every task run waiting for an attempt.
     fn queue_runnable(&mut self) {
+        self.live_left_out();
         for r in &self.runs {
             if matches!(r.state, TaskRunState::Created | TaskRunState::Retrying) {
                 self.timers.push(Timer::Runnable {

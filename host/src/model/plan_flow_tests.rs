@@ -816,6 +816,8 @@ fn an_item_is_planned_without_the_items_that_succeeded() {
     flow.produced.clear();
     flow.left_out = Some(LeftOut {
         runs: Some(("pages".into(), 2)),
+        live: 0,
+        uncounted: None,
     });
     flow.items_ahead = Some(ItemsAhead {
         step: "pages".into(),
@@ -829,8 +831,58 @@ fn an_item_is_planned_without_the_items_that_succeeded() {
         next: sim.next,
     };
     let r2 = part.item("pages", 2).id.clone();
+    // Items waiting or running may be counted instead of read: the same
+    // plan, and a plan that must move them (a cancel) is incomplete.
+    let mut counted = part.snap.clone();
+    let r3 = part.item("pages", 3).id.clone();
+    counted.runs.retain(|r| r.id != r3);
+    counted
+        .flow
+        .as_mut()
+        .unwrap()
+        .left_out
+        .as_mut()
+        .unwrap()
+        .live = 1;
+    assert_eq!(plan(&counted, &Event::Cancel), Err(Refusal::Incomplete));
+    let claim2 = Event::Claim {
+        run: r2.clone(),
+        worker: "w".into(),
+        now_ms: 0,
+    };
+    assert_eq!(plan(&counted, &claim2), plan(&part.snap, &claim2));
     let p = part.claim_run(&r2);
     assert_eq!(started_input(&p), json!({"url": "u2"}));
+    let mut counted = part.snap.clone();
+    counted.runs.retain(|r| r.id != r3);
+    counted
+        .flow
+        .as_mut()
+        .unwrap()
+        .left_out
+        .as_mut()
+        .unwrap()
+        .live = 1;
+    let fence = part.snap.runs.iter().find(|r| r.id == r2).unwrap().fence;
+    let finished = |snap: &Snapshot| {
+        let mut snap = snap.clone();
+        let flow = snap.flow.as_mut().unwrap();
+        let out = json!({"outputs": {"v": 2}, "result": null});
+        flow.produced.insert(r2.clone(), out.into());
+        plan(
+            &snap,
+            &Event::AttemptFinished {
+                run: r2.clone(),
+                worker: "w".into(),
+                fence,
+                status: AttemptStatus::Success,
+                error: None,
+                now_ms: 0,
+                jitter: 0.0,
+            },
+        )
+    };
+    assert_eq!(finished(&counted), finished(&part.snap));
     let p = part.finish_run(&r2, AttemptStatus::Success, json!({"v": 2}));
     let made: Vec<_> = p.new_runs.iter().map(|n| n.item.clone()).collect();
     assert_eq!(

@@ -70,6 +70,8 @@ const RUN: &str = "tr.id, tr.state, tr.attempts, tr.max_attempts, tr.fence, tr.o
      tr.not_before, tr.step, tr.checkpoint, tr.priority, tr.queue, tr.output, tr.item_index, \
      tr.item, tr.rowid";
 const HEAD_LEN: usize = 8;
+/// The states of an item that ended without succeeding.
+const UNWELL: &str = "'WARNING', 'FAILED', 'KILLED', 'SKIPPED'";
 
 /// The execution's columns of `load`'s first query: id, state,
 /// started_at, task_id, task_version, input, variables, current_step.
@@ -196,64 +198,71 @@ pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResu
     let spec = task_version_spec(c, &task_id, task_version)?;
     let has_items = spec.steps.iter().any(|s| s.for_each.is_some());
     let mut left_out = None;
+    let execution_state: ExecutionState = state.parse().map_err(StoreError::Corrupt)?;
+    if around.is_some() && has_items && execution_state == ExecutionState::Killing {
+        // Killing moves every task run not ended: read them all.
+        return load(c, key, Read::Whole);
+    }
+    let mut items_ahead = None;
     if let Some(run) = around.filter(|_| has_items) {
-        // The items still to succeed, and the event's own.
-        let mut items = c.prepare_cached(&format!(
-            "SELECT {RUN} FROM task_runs tr INDEXED BY task_runs_items_left \
-             WHERE tr.execution_id = ? AND tr.item_index IS NOT NULL AND tr.state != 'SUCCESS'"
+        // The event's own task run.
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {RUN} FROM task_runs tr WHERE tr.id = ? AND tr.execution_id = ? \
+             AND tr.item_index IS NOT NULL"
         ))?;
-        let mut rows = items.query([&execution_id])?;
+        let mut rows = st.query([run, &execution_id])?;
         while let Some(r) = rows.next()? {
             read.extend(read_run(r, 0)?);
         }
         drop(rows);
-        if !read.iter().any(|r| r.snap.id == run) {
-            let mut own = c.prepare_cached(&format!(
-                "SELECT {RUN} FROM task_runs tr WHERE tr.id = ? AND tr.execution_id = ?"
-            ))?;
-            let mut rows = own.query([run, &execution_id])?;
-            while let Some(r) = rows.next()? {
-                read.extend(read_run(r, 0)?);
-            }
-        }
         read.sort_by_key(|r| r.rowid);
-        let step = read
+        let own = read
             .iter()
-            .find(|r| r.snap.id == run && r.snap.item.is_some())
-            .map(|r| r.snap.step.clone());
-        let runs = match step {
-            Some(step) => {
+            .find(|r| r.snap.id == run && r.snap.item.is_some());
+        let mut out = plan::LeftOut::default();
+        match own.map(|r| (r.snap.step.clone(), r.snap.state)) {
+            Some((step, own_state)) if starts => {
+                let f = spec.step(&step).and_then(|s| s.for_each.as_ref());
+                let concurrency = f.map_or(1, |f| f.concurrency);
+                let ahead = items_around(c, &execution_id, &step, concurrency)?;
+                if ahead.ended_unwell > 0 {
+                    read_unwell(c, &execution_id, run, &mut read)?;
+                }
                 let here = read.iter().filter(|r| r.snap.step == step).count() as u32;
-                let started = items_started(c, &execution_id, &step)?;
-                Some((step, started.saturating_sub(here)))
+                // The event's own is read, not counted.
+                let live = ahead
+                    .live
+                    .saturating_sub(u32::from(!own_state.is_terminal()));
+                let done = ahead.started.saturating_sub(here + live);
+                items_ahead = ahead.kept.map(|(total, next)| plan::ItemsAhead {
+                    step: step.clone(),
+                    total,
+                    next,
+                });
+                out.runs = Some((step, done));
+                out.live = live;
             }
-            None => None,
-        };
-        left_out = Some(plan::LeftOut { runs });
-    }
-    // The current step's items not started yet, when it is a for_each.
-    let mut items_ahead = None;
-    if has_items
-        && starts
+            // A claim starts its own attempt: nothing to count.
+            // A claim starts its own attempt; should it end the item
+            // instead, the plan needs the counts and is incomplete.
+            Some((step, _)) => out.uncounted = Some(step),
+            // A step after the items: those that did not succeed still
+            // stop the flow or mark it.
+            None => read_unwell(c, &execution_id, run, &mut read)?,
+        }
+        left_out = Some(out);
+    } else if has_items
         && let Some(last) = read.last().filter(|r| r.snap.item.is_some())
         && let Some(f) = spec.step(&last.snap.step).and_then(|s| s.for_each.as_ref())
     {
+        // Read whole: the current step's items not started yet, if kept.
         let step = last.snap.step.clone();
-        let here = read.iter().filter(|r| r.snap.step == step).count() as u32;
-        let started = match &left_out {
-            Some(plan::LeftOut { runs: Some((s, n)) }) if *s == step => here + n,
-            _ => here,
-        };
-        // As many as may start: a place for each item that is ending.
-        let live = read
-            .iter()
-            .filter(|r| r.snap.step == step && !r.snap.state.is_terminal())
-            .count() as u32;
-        let room = match around {
-            Some(_) => f.concurrency.saturating_sub(live).saturating_add(1),
-            None => f.concurrency,
-        };
-        items_ahead = read_items_ahead(c, &execution_id, &step, started, room.min(f.concurrency))?;
+        let ahead = items_around(c, &execution_id, &step, f.concurrency)?;
+        items_ahead = ahead.kept.map(|(total, next)| plan::ItemsAhead {
+            step: step.clone(),
+            total,
+            next,
+        });
     }
     let mut snaps = Vec::with_capacity(read.len());
     let mut runs = Vec::with_capacity(read.len());
@@ -286,7 +295,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResu
     Ok(Some(Loaded {
         snap: Snapshot {
             execution_id,
-            state: state.parse().map_err(StoreError::Corrupt)?,
+            state: execution_state,
             retry: spec.retry,
             runs: snaps,
             flow,
@@ -311,63 +320,92 @@ fn new_ids(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// How many items a `for_each` step has started: its latest item's index
-/// and one (items start in order; a restart re-runs one in place).
-fn items_started(c: &Connection, execution_id: &str, step: &str) -> StoreResult<u32> {
-    let max: Option<i64> = c
-        .prepare_cached(
-            "SELECT MAX(item_index) FROM task_runs \
-             WHERE execution_id = ? AND step = ? AND item_index IS NOT NULL",
-        )?
-        .query_row([execution_id, step], |r| r.get(0))?;
-    Ok(max.map_or(0, |m| m as u32 + 1))
+/// Adds the items that ended without succeeding (but `run`) to `read`:
+/// a failure stops its step, a warning marks the flow.
+fn read_unwell(
+    c: &Connection,
+    execution_id: &str,
+    run: &str,
+    read: &mut Vec<ReadRun>,
+) -> StoreResult<()> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {RUN} FROM task_runs tr INDEXED BY task_runs_items_left \
+         WHERE tr.execution_id = ? AND tr.item_index IS NOT NULL \
+         AND tr.state != 'SUCCESS' AND tr.state IN ({UNWELL}) AND tr.id != ?"
+    ))?;
+    let mut rows = st.query([execution_id, run])?;
+    while let Some(r) = rows.next()? {
+        read.extend(read_run(r, 0)?);
+    }
+    drop(rows);
+    read.sort_by_key(|r| r.rowid);
+    Ok(())
 }
 
-/// A for_each step's kept items from index `started` (as many as it runs
-/// at once), or `None` if none were kept (it started before they were).
-fn read_items_ahead(
+/// What an item's end needs to know of its `for_each` step, in one read.
+struct ItemsAround {
+    /// Items started: the latest item's index and one (items start in
+    /// order; a restart re-runs one in place).
+    started: u32,
+    /// Items waiting or running (the event's own included).
+    live: u32,
+    /// Items that ended but did not succeed (the event's own included).
+    ended_unwell: u32,
+    /// The step's item count and its kept items from `started` on (as
+    /// many as may start), or `None` if none were kept (it started before
+    /// they were).
+    kept: Option<(u32, Vec<(u32, plan::Stored)>)>,
+}
+
+fn items_around(
     c: &Connection,
     execution_id: &str,
     step: &str,
-    started: u32,
     concurrency: u32,
-) -> StoreResult<Option<plan::ItemsAhead>> {
+) -> StoreResult<ItemsAround> {
     // From the item before `started` (every item is kept), so that a step
-    // with all its items started still says how many it has.
-    let mut total = None;
-    let next = c
+    // with all its items started still says how many it has; as many as
+    // may start: the places the items not ended leave, and the one ending.
+    let rows = c
         .prepare_cached(
-            "SELECT idx, item, total FROM flow_items WHERE execution_id = ? AND step = ? \
-             AND idx >= ? ORDER BY idx LIMIT ?",
+            "WITH s AS (SELECT COALESCE(MAX(item_index) + 1, 0) AS started FROM task_runs \
+                 WHERE execution_id = ?1 AND step = ?2 AND item_index IS NOT NULL), \
+             l AS (SELECT COALESCE(SUM(state IN ('CREATED', 'RUNNING', 'RETRYING')), 0) AS live, \
+                 COUNT(*) AS ended FROM task_runs INDEXED BY task_runs_items_left \
+                 WHERE execution_id = ?1 AND item_index IS NOT NULL AND state != 'SUCCESS') \
+             SELECT s.started, l.live, f.idx, f.item, f.total, l.ended - l.live FROM s CROSS JOIN l \
+             LEFT JOIN flow_items f ON f.execution_id = ?1 AND f.step = ?2 \
+                 AND f.idx >= MAX(s.started, 1) - 1 \
+             ORDER BY f.idx LIMIT (SELECT MAX(?3 - live, 0) + 2 FROM l)",
         )?
-        .query_map(
-            params![
-                execution_id,
-                step,
-                started.saturating_sub(1),
-                concurrency + 1
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u32,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )?
-        .filter_map(|row| match row {
-            Ok((i, item, n)) => {
-                total = Some(n as u32);
-                (i >= started).then(|| Ok((i, plan::Stored::text(item))))
-            }
-            Err(e) => Some(Err(e)),
-        })
+        .query_map(params![execution_id, step, concurrency], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(total.map(|total| plan::ItemsAhead {
-        step: step.to_string(),
-        total,
-        next,
-    }))
+    let started = rows.first().map_or(0, |r| r.0 as u32);
+    let live = rows.first().map_or(0, |r| r.1 as u32);
+    let ended_unwell = rows.first().map_or(0, |r| r.5 as u32);
+    let total = rows.iter().find_map(|r| r.4);
+    let next = rows
+        .into_iter()
+        .filter_map(|(_, _, idx, item, _, _)| Some((idx? as u32, item?)))
+        .filter(|(i, _)| *i >= started)
+        .take(concurrency as usize)
+        .map(|(i, item)| (i, plan::Stored::text(item)))
+        .collect();
+    Ok(ItemsAround {
+        started,
+        live,
+        ended_unwell,
+        kept: total.map(|t| (t as u32, next)),
+    })
 }
 
 /// Plans `event` for the execution `key` names, reading only what the
@@ -527,7 +565,27 @@ pub(super) fn apply(
         None => {}
     }
 
+    // What the finished attempt leaves on its task run (its checkpoint;
+    // in a flow, what it produced), written with the run's move.
+    let mut left = match (&plan.attempt, extra.report) {
+        (
+            Some(AttemptChange::Finish {
+                run, error: None, ..
+            }),
+            Some(r),
+        ) => {
+            let succeeded = matches!(r.status, AttemptStatus::Success | AttemptStatus::Warning);
+            let output = (loaded.spec.is_flow() && succeeded).then(|| produced(r).to_string());
+            let checkpoint = r.checkpoint.as_ref().map(|cp| cp.to_string());
+            Some((run.as_str(), output, checkpoint))
+        }
+        _ => None,
+    };
     for ch in &plan.runs {
+        let (output, checkpoint) = match left.take_if(|(run, ..)| *run == ch.run) {
+            Some((_, output, checkpoint)) => (output, checkpoint),
+            None => (None, None),
+        };
         match &ch.lease {
             Lease::Take { worker, fence } => c
                 .prepare_cached(
@@ -551,12 +609,29 @@ pub(super) fn apply(
                     "UPDATE task_runs SET state = ?1, attempts = ?2, max_attempts = ?3, not_before = ?4, \
                      owner = NULL, lease_until = NULL, \
                      error = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE error END, \
-                     output = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE output END WHERE id = ?5",
+                     output = CASE WHEN ?1 = 'CREATED' THEN NULL ELSE COALESCE(?6, output) END, \
+                     checkpoint = COALESCE(?7, checkpoint) WHERE id = ?5",
                 )?
-                .execute(params![ch.to.as_str(), ch.attempts, ch.max_attempts, ch.not_before, ch.run])?,
+                .execute(params![
+                    ch.to.as_str(),
+                    ch.attempts,
+                    ch.max_attempts,
+                    ch.not_before,
+                    ch.run,
+                    output,
+                    checkpoint
+                ])?,
         };
     }
 
+    if let Some((run, output, checkpoint)) = left {
+        // The run did not move (no plan does that today): written alone.
+        c.prepare_cached(
+            "UPDATE task_runs SET output = COALESCE(?, output), checkpoint = COALESCE(?, checkpoint) \
+             WHERE id = ?",
+        )?
+        .execute(params![output, checkpoint, run])?;
+    }
     for new in &plan.new_runs {
         c.prepare_cached(
             "INSERT INTO task_runs (id, execution_id, task_id, step, state, max_attempts, queue, priority, \
@@ -723,15 +798,7 @@ fn write_report(
             .execute(params![m.id, execution_id, attempt_id, m.name, m.content_type, m.size as i64, m.sha256, m.url, ts])?;
         }
     }
-    if let Some(cp) = &r.checkpoint {
-        c.prepare_cached("UPDATE task_runs SET checkpoint = ? WHERE id = ?")?
-            .execute(params![cp.to_string(), run])?;
-    }
     let succeeded = matches!(r.status, AttemptStatus::Success | AttemptStatus::Warning);
-    if spec.is_flow() && succeeded {
-        c.prepare_cached("UPDATE task_runs SET output = ? WHERE id = ?")?
-            .execute(params![produced(r).to_string(), run])?;
-    }
     // A one-action task's outputs and result are its last attempt's. A
     // flow's are its last successful step's, or the task's own `outputs`
     // rendered at its end: a failed attempt leaves them.

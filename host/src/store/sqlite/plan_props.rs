@@ -679,3 +679,141 @@ fn the_flow_world_runs_every_step() {
         check_invariants(&w.path);
     });
 }
+
+/// Items run side by side: each item's claim and finish is planned on the
+/// task runs it needs (the items that succeeded left out, those running
+/// counted), which the store's test build checks against a plan on every
+/// task run at each event; a warning, a retry, and a cancel while items
+/// run (read whole) end as they would.
+#[test]
+fn items_side_by_side_are_planned_on_what_they_need() {
+    rt().block_on(async {
+        let mut t = task();
+        t.id = "0192f000-0000-7000-8000-000000000003".into();
+        t.spec = serde_json::from_value(json!({
+            "name": "items",
+            "retry": {"max_attempts": 2, "initial_backoff": "1s"},
+            "steps": [
+                {"name": "each", "for_each": {"items": "[0, 1, 2, 3, 4, 5, 6, 7]", "concurrency": 3,
+                    "step": {"action": "noop", "input": {"n": "{{ item }}"}}}},
+                {"name": "after", "action": "noop", "input": {"all": "{{ steps.each.outputs }}"}}
+            ]
+        }))
+        .unwrap();
+        let w = World::with_task(t).await;
+        let exec = uuid::Uuid::now_v7().to_string();
+        let (_, created) = w
+            .store
+            .create_execution(NewExecution {
+                id: exec.clone(),
+                task: w.task.clone(),
+                task_run_id: uuid::Uuid::now_v7().to_string(),
+                trigger: Trigger::Http,
+                input: json!({}),
+                labels: Default::default(),
+                idempotency_key: None,
+                parent_id: None,
+                variables: Default::default(),
+                scheduled_at: None,
+                replay: None,
+            })
+            .await
+            .unwrap();
+        assert!(created);
+        let live = |e: &crate::model::execution::Execution| -> Vec<(String, Option<u32>)> {
+            e.task_runs
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|r| !r.state.is_terminal())
+                .map(|r| (r.id.clone(), r.index))
+                .collect()
+        };
+        let mut running: BTreeMap<u32, Running> = BTreeMap::new();
+        let claim = |run: String| async {
+            match w.store.start_attempt(&run, "w", 0).await.unwrap() {
+                Claimed::Started(s) => Running {
+                    attempt_id: s.attempt_id,
+                    run,
+                    worker: "w".into(),
+                    fence: s.fence,
+                    number: s.number,
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        // Items 0-2 start; 1 succeeds, then 0 (with a warning), then 2 fails
+        // once and is retried: a new item starts as each ends.
+        let e = w.store.execution(&exec, true).await.unwrap().unwrap();
+        assert_eq!(live(&e).len(), 3);
+        for (id, i) in live(&e) {
+            running.insert(i.unwrap(), claim(id).await);
+        }
+        for (i, ending) in [
+            (1, Ending::Success),
+            (0, Ending::Warning),
+            (2, Ending::Failed(ErrorKind::ActionRetryable)),
+        ] {
+            let a = running.remove(&i).unwrap();
+            let mut report = w.report(a.number, ending);
+            report.outputs.insert("i".into(), json!(i));
+            w.store
+                .finish_attempt(w.finish_of(&exec, &a, report))
+                .await
+                .unwrap();
+            let e = w.store.execution(&exec, true).await.unwrap().unwrap();
+            assert!(live(&e).len() <= 3, "concurrency: {:?}", live(&e));
+        }
+        let e = w.store.execution(&exec, true).await.unwrap().unwrap();
+        let waiting: Vec<Option<u32>> = live(&e).iter().map(|(_, i)| *i).collect();
+        assert_eq!(
+            waiting,
+            [Some(2), Some(3), Some(4)],
+            "item 2 retrying, 3 and 4 started"
+        );
+        // Item 3 runs; a cancel kills the waiting ones and waits for it.
+        let r3 = live(&e)
+            .iter()
+            .find(|(_, i)| *i == Some(3))
+            .unwrap()
+            .0
+            .clone();
+        let a3 = claim(r3).await;
+        let out = w.store.control(&exec, Control::Cancel).await.unwrap();
+        assert_eq!(out.state, ExecutionState::Killing);
+        let mut report = w.report(a3.number, Ending::Success);
+        report.outputs.insert("i".into(), json!(3));
+        let out = w
+            .store
+            .finish_attempt(w.finish_of(&exec, &a3, report))
+            .await
+            .unwrap();
+        assert_eq!(out.state, ExecutionState::Killed);
+        // Restarted, the flow runs the killed items and the rest, then the
+        // step after, which reads every item's outputs.
+        w.store.control(&exec, Control::Restart).await.unwrap();
+        loop {
+            let e = w.store.execution(&exec, true).await.unwrap().unwrap();
+            let Some((run, _)) = live(&e).into_iter().next() else {
+                break;
+            };
+            w.clock.advance(Duration::from_secs(5));
+            let a = claim(run).await;
+            let mut report = w.report(a.number, Ending::Success);
+            report.outputs.insert("done".into(), json!(true));
+            w.store
+                .finish_attempt(w.finish_of(&exec, &a, report))
+                .await
+                .unwrap();
+        }
+        let e = w.store.execution(&exec, true).await.unwrap().unwrap();
+        assert_eq!(e.state, ExecutionState::Warning, "item 0 warned");
+        let runs = e.task_runs.unwrap();
+        let after = runs.iter().find(|r| r.step == "after").unwrap();
+        let all = after.input.as_ref().unwrap()["all"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(all, 8, "the step after sees every item's outputs");
+    });
+}
