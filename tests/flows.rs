@@ -1045,6 +1045,38 @@ async fn a_flow_may_start_with_a_for_each_or_a_parallel_step() {
         e["outputs"]["both"],
         json!({"a": {"message": "Hello, a!"}, "b": {"message": "Hello, b!"}})
     );
+
+    // Without declared outputs, the last step's: a parallel step's by
+    // name, a for_each's in item order under its name, whichever ended last.
+    s.create_task(json!({
+        "name": "both-only",
+        "steps": [{"name": "two", "parallel": [
+            {"name": "a", "action": "hello", "input": {"name": "a"}},
+            {"name": "b", "action": "hello", "input": {"name": "b"}}
+        ]}]
+    }))
+    .await;
+    let id = s.start("both-only", json!({})).await;
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    assert_eq!(
+        e["outputs"],
+        json!({"a": {"message": "Hello, a!"}, "b": {"message": "Hello, b!"}})
+    );
+    s.create_task(json!({
+        "name": "each-only",
+        "steps": [{"name": "greet", "for_each": {"items": "inputs.names", "concurrency": 3,
+            "step": {"action": "hello", "input": {"name": "{{ item }}"}}}}]
+    }))
+    .await;
+    let id = s
+        .start("each-only", json!({"names": ["x", "y", "z"]}))
+        .await;
+    let e = s.wait_for(&id, "SUCCESS", WAIT).await;
+    let messages: Vec<Value> = ["x", "y", "z"]
+        .iter()
+        .map(|n| json!({"message": format!("Hello, {n}!")}))
+        .collect();
+    assert_eq!(e["outputs"], json!({"greet": messages}));
 }
 
 #[tokio::test]

@@ -1578,6 +1578,24 @@ impl<'a> Builder<'a> {
     /// are taken, and the flow ends WARNING or SUCCESS.
     fn finish_flow(&mut self, detail: Value) -> Result<(), Refusal> {
         let flow = self.flow();
+        // Without declared outputs, the last step's: a plain step's are its
+        // attempt's (stored as it succeeded); a parallel step's are its
+        // steps' by name, a for_each's its items' in order, under its name
+        // (an execution's outputs are an object).
+        if flow.spec.outputs.is_none()
+            && let Some(last) = flow.spec.steps.last()
+            && (last.parallel.is_some() || last.for_each.is_some())
+        {
+            let ctx = self.context(Some(&flow::Reads::step(&last.name)));
+            let value = &ctx["steps"][&last.name];
+            if matches!(value["state"].as_str(), Some("SUCCESS" | "WARNING")) {
+                let outputs = match (&value["outputs"], last.for_each.is_some()) {
+                    (Value::Object(by_name), false) => by_name.clone().into_iter().collect(),
+                    (items, _) => BTreeMap::from([(last.name.clone(), items.clone())]),
+                };
+                self.outputs = Some(outputs);
+            }
+        }
         if let Some(outputs) = &flow.spec.outputs {
             let mut rendered = BTreeMap::new();
             for (name, template) in outputs {

@@ -905,3 +905,48 @@ fn an_item_is_planned_without_the_items_that_succeeded() {
     };
     assert_eq!(plan(&part.snap, &claim), Err(Refusal::Incomplete));
 }
+
+/// Without declared outputs, a flow that ends with a parallel step has
+/// its steps' outputs by name, and one that ends with a for_each its
+/// items' outputs in item order (under the step's name), whichever ended
+/// last.
+#[test]
+fn a_flow_ending_with_parallel_or_for_each_has_that_steps_outputs() {
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "both", "parallel": [
+            {"name": "left", "action": "noop"},
+            {"name": "right", "action": "noop"}
+        ]}
+    ]}));
+    sim.snap.runs.clear(); // such a flow is stored without a task run
+    let p = plan(&sim.snap, &Event::Begin).unwrap();
+    sim.apply(&p);
+    for (step, v) in [("right", "r"), ("left", "l")] {
+        sim.claim(step);
+        sim.finish(step, AttemptStatus::Success, json!({"v": v}));
+    }
+    assert_eq!(sim.snap.state, E::Success);
+    let outputs = sim.outputs.clone().expect("the parallel step's outputs");
+    assert_eq!(
+        Value::Object(outputs.into_iter().collect()),
+        json!({"left": {"v": "l"}, "right": {"v": "r"}})
+    );
+
+    let mut sim = Sim::new(json!({"steps": [
+        {"name": "pages", "for_each": {"items": "[0, 1, 2]", "concurrency": 3, "step": {"action": "noop"}}}
+    ]}));
+    sim.snap.runs.clear(); // such a flow is stored without a task run
+    let p = plan(&sim.snap, &Event::Begin).unwrap();
+    sim.apply(&p);
+    for i in [2, 0, 1] {
+        let id = sim.item("pages", i).id.clone();
+        sim.claim_run(&id);
+        sim.finish_run(&id, AttemptStatus::Success, json!({"i": i}));
+    }
+    assert_eq!(sim.snap.state, E::Success);
+    let outputs = sim.outputs.clone().expect("the for_each step's outputs");
+    assert_eq!(
+        Value::Object(outputs.into_iter().collect()),
+        json!({"pages": [{"i": 0}, {"i": 1}, {"i": 2}]})
+    );
+}
