@@ -33,6 +33,9 @@ cargo fmt --all -- --check
 echo "== plugins: build (wasm32-wasip2) and test ($host), linted as they compile"
 (cd plugins && cargo build --release --locked && cargo test --locked --target "$host")
 
+echo "== plugins in Python: build (componentize-py, installed from PyPI on first use)"
+plugins/python/build.sh
+
 echo "== host: build every target, linted as it compiles"
 cargo test --locked --workspace --all-targets --no-run
 

@@ -4,6 +4,8 @@
 //! restart, idempotency, 1,000 concurrent executions, and a kill -9 crash.
 
 mod common;
+#[path = "polyglot/mod.rs"]
+mod polyglot;
 
 use std::time::{Duration, Instant};
 
