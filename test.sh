@@ -36,6 +36,9 @@ echo "== plugins: build (wasm32-wasip2) and test ($host), linted as they compile
 echo "== plugins in Python: build (componentize-py, installed from PyPI on first use)"
 plugins/python/build.sh
 
+echo "== plugins in JavaScript: build (componentize-js, installed from npm on first use)"
+plugins/js/build.sh
+
 echo "== host: build every target, linted as it compiles"
 cargo test --locked --workspace --all-targets --no-run
 

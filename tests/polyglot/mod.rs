@@ -1,6 +1,7 @@
-//! Plugins written in Python (componentize-py, with `sdk/python`), run
-//! through `ward run` and through the server: success, the error cases as
-//! the SDK maps them, and limits. Built by `plugins/python/build.sh`.
+//! Plugins written in Python (componentize-py, with `sdk/python`) and
+//! JavaScript (componentize-js, with `sdk/js`), run through `ward run` and
+//! through the server: success, the error cases as each SDK maps them, and
+//! limits. Built by `plugins/python/build.sh` and `plugins/js/build.sh`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,17 +10,22 @@ use serde_json::{Value, json};
 
 use crate::common::server::Server;
 
-/// A Python plugin's component, built by `plugins/python/build.sh`.
-fn python(name: &str) -> PathBuf {
+/// A plugin's component in `lang` (`python`, `js`), built by
+/// `plugins/LANG/build.sh`.
+fn component(lang: &str, name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/python")
+        .join(format!("../plugins/target/{lang}"))
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build it with `plugins/python/build.sh` (or run `.ci/run`)",
+        "{} is missing: build it with `plugins/{lang}/build.sh` (or run `.ci/run`)",
         path.display()
     );
     path
+}
+
+fn python(name: &str) -> PathBuf {
+    component("python", name)
 }
 
 /// `ward run COMPONENT --json ARGS…`: its exit code and report.
@@ -43,52 +49,54 @@ fn ward_run(component: &PathBuf, args: &[&str]) -> (Option<i32>, Value) {
     (out.status.code(), report)
 }
 
+/// The hello action of each language: its result, output, metric and log;
+/// any exception retryable (with where it was thrown), the SDK's cases
+/// kept; a loop stopped by fuel and by the clock.
 #[test]
-fn python_actions_run_locally_with_their_errors_and_limits() {
-    let hello = python("hello");
-    let (code, r) = ward_run(&hello, &["--input", r#"{"name":"Ada"}"#]);
-    assert_eq!(code, Some(0), "{r}");
-    assert_eq!(r["result"], json!({"message": "Hello, Ada!"}));
-    assert_eq!(r["outputs"]["message"], "Hello, Ada!");
-    assert_eq!(r["metrics"][0]["name"], "greetings");
-    assert_eq!(r["logs"][0]["message"], "greeting Ada");
+fn hello_in_python_and_javascript_runs_locally_with_its_errors_and_limits() {
+    for (lang, thrown) in [
+        ("python", "RuntimeError: asked to fail"),
+        ("js", "Error: asked to fail"),
+    ] {
+        let hello = component(lang, "hello");
+        let (code, r) = ward_run(&hello, &["--input", r#"{"name":"Ada"}"#]);
+        assert_eq!(code, Some(0), "{lang}: {r}");
+        assert_eq!(r["result"], json!({"message": "Hello, Ada!"}), "{lang}");
+        assert_eq!(r["outputs"]["message"], "Hello, Ada!", "{lang}");
+        assert_eq!(r["metrics"][0]["name"], "greetings", "{lang}");
+        assert_eq!(r["logs"][0]["message"], "greeting Ada", "{lang}");
 
-    // Any exception is retryable, with its traceback; the SDK's cases keep theirs.
-    let (code, r) = ward_run(&hello, &["--input", r#"{"fail":"retryable"}"#]);
-    assert_eq!(code, Some(1));
-    assert_eq!(r["error"]["kind"], "action_retryable", "{r}");
-    let message = r["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("Traceback") && message.contains("RuntimeError: asked to fail"),
-        "{message}"
-    );
-    let (_, r) = ward_run(&hello, &["--input", r#"{"fail":"fatal"}"#]);
-    assert_eq!(r["error"]["kind"], "action_fatal", "{r}");
-    let (_, r) = ward_run(&hello, &["--input", r#"{"name":" "}"#]);
-    assert_eq!(r["error"]["kind"], "invalid_input", "{r}");
-    let (_, r) = ward_run(&hello, &["--input", "[1]"]);
-    assert_eq!(
-        r["error"]["kind"], "action_retryable",
-        "a list has no .get: {r}"
-    );
+        let (code, r) = ward_run(&hello, &["--input", r#"{"fail":"retryable"}"#]);
+        assert_eq!(code, Some(1), "{lang}");
+        assert_eq!(r["error"]["kind"], "action_retryable", "{lang}: {r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains(thrown), "{lang}: {message}");
+        let (_, r) = ward_run(&hello, &["--input", r#"{"fail":"fatal"}"#]);
+        assert_eq!(r["error"]["kind"], "action_fatal", "{lang}: {r}");
+        assert_eq!(r["error"]["message"], "asked to fail for good", "{lang}");
+        let (_, r) = ward_run(&hello, &["--input", r#"{"name":" "}"#]);
+        assert_eq!(r["error"]["kind"], "invalid_input", "{lang}: {r}");
 
-    // A Python loop is stopped by fuel, or by the clock.
-    let (_, r) = ward_run(
-        &hello,
-        &["--input", r#"{"spin":true}"#, "--fuel", "50000000"],
-    );
-    assert_eq!(r["error"]["kind"], "fuel_exhausted", "{r}");
-    let spin = [
-        "--input",
-        r#"{"spin":true}"#,
-        "--fuel",
-        "1000000000000",
-        "--timeout",
-        "300ms",
-    ];
-    let (_, r) = ward_run(&hello, &spin);
-    assert_eq!(r["error"]["kind"], "timeout", "{r}");
+        let spin = ["--input", r#"{"spin":true}"#, "--fuel", "50000000"];
+        let (_, r) = ward_run(&hello, &spin);
+        assert_eq!(r["error"]["kind"], "fuel_exhausted", "{lang}: {r}");
+        let spin = [
+            "--input",
+            r#"{"spin":true}"#,
+            "--fuel",
+            "1000000000000",
+            "--timeout",
+            "300ms",
+        ];
+        let (_, r) = ward_run(&hello, &spin);
+        assert_eq!(r["error"]["kind"], "timeout", "{lang}: {r}");
+    }
+}
 
+/// clean-csv: rows kept and rejected, the cleaned CSV as a media, a counter
+/// per rejected row by reason; a dataclass input refuses unknown fields.
+#[test]
+fn python_clean_csv_cleans_rows_and_counts_the_rejected() {
     let clean = python("clean-csv");
     let input = json!({
         "csv": "Name, Age\n Ada ,36\n\nGrace,85\nAda,36\nbad\n,12\n",
@@ -117,6 +125,12 @@ fn python_actions_run_locally_with_their_errors_and_limits() {
         })
         .collect();
     assert_eq!(rejected.len(), 3, "{:?}", r["metrics"]);
+    for reason in ["width", "missing", "duplicate"] {
+        assert!(
+            rejected.contains(&(reason.to_string(), 1)),
+            "{reason}: {rejected:?}"
+        );
+    }
     // A dataclass input refuses fields it does not have.
     let (_, r) = ward_run(&clean, &["--input", r#"{"csv":"a\n1\n","colour":"red"}"#]);
     assert_eq!(r["error"]["kind"], "invalid_input", "{r}");
@@ -126,52 +140,88 @@ fn python_actions_run_locally_with_their_errors_and_limits() {
     );
 }
 
+/// json-transform: paths into the document, nested mappings, a path that
+/// finds nothing (null, counted), a bad path refused as invalid input.
+#[test]
+fn js_json_transform_maps_a_document() {
+    let transform = component("js", "json-transform");
+    let input = json!({
+        "document": {"user": {"name": "Ada", "address": {"city": "London"}}, "tags": ["x", "y"], "id": 7},
+        "mapping": {"name": "user.name", "city": "user.address.city", "tag": "tags[1]",
+                    "zip": "user.zip", "meta": {"id": "id", "all": "$"}}
+    });
+    let (code, r) = ward_run(&transform, &["--input", &input.to_string()]);
+    assert_eq!(code, Some(0), "{r}");
+    let expected = json!({"name": "Ada", "city": "London", "tag": "y", "zip": null,
+        "meta": {"id": 7, "all": input["document"]}});
+    assert_eq!(r["result"], expected);
+    assert_eq!(r["outputs"]["document"], expected);
+    let counter = |name: &str| {
+        r["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(counter("fields_mapped"), 5);
+    assert_eq!(counter("missing_fields"), 1);
+    let bad = json!({"document": {}, "mapping": {"x": "a..b"}});
+    let (_, r) = ward_run(&transform, &["--input", &bad.to_string()]);
+    assert_eq!(r["error"]["kind"], "invalid_input", "{r}");
+}
+
 fn attempts(e: &Value) -> usize {
     e["task_runs"][0]["attempts"].as_array().map_or(0, Vec::len)
 }
 
-/// A 19 MB Python component uploaded over the API within the default
-/// limits, run as a task: success, retried failures, a fatal one, a timeout.
+/// Big components (a 19 MB Python one, a 12 MB JavaScript one) uploaded
+/// over the API within the default limits, run as tasks: success, retried
+/// failures, a fatal one, a timeout.
 #[tokio::test]
-async fn python_actions_upload_and_run_through_the_server() {
+async fn python_and_javascript_actions_upload_and_run_through_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::launch_bare(dir.path());
-    let bytes = std::fs::read(python("hello")).unwrap();
-    assert!(
-        bytes.len() > 16 << 20,
-        "a big component: {} bytes",
-        bytes.len()
-    );
-    let r = reqwest::Client::new()
-        .post(s.url("/plugins?name=py-hello&version=0.1.0"))
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    s.create_task(json!({
-        "name": "py-hello", "action": "py-hello",
-        "retry": {"max_attempts": 2, "initial_backoff": "10ms"},
-        "limits": {"timeout": "1s"}
-    }))
-    .await;
-    let wait = std::time::Duration::from_secs(120);
-    let id = s.start("py-hello", json!({"name": "Ada"})).await;
-    let e = s.wait_for(&id, "SUCCESS", wait).await;
-    assert_eq!(e["outputs"]["message"], "Hello, Ada!");
+    for lang in ["python", "js"] {
+        let bytes = std::fs::read(component(lang, "hello")).unwrap();
+        assert!(
+            bytes.len() > 10 << 20,
+            "{lang}: a big component: {} bytes",
+            bytes.len()
+        );
+        let name = format!("{lang}-hello");
+        let r = reqwest::Client::new()
+            .post(s.url(&format!("/plugins?name={name}&version=0.1.0")))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{lang}: {}", r.text().await.unwrap());
+        s.create_task(json!({
+            "name": name, "action": name,
+            "retry": {"max_attempts": 2, "initial_backoff": "10ms"},
+            "limits": {"timeout": "1s", "fuel": 1_000_000_000_000_000u64}
+        }))
+        .await;
+        let wait = std::time::Duration::from_secs(120);
+        let id = s.start(&name, json!({"name": "Ada"})).await;
+        let e = s.wait_for(&id, "SUCCESS", wait).await;
+        assert_eq!(e["outputs"]["message"], "Hello, Ada!", "{lang}");
 
-    let id = s.start("py-hello", json!({"fail": "retryable"})).await;
-    let e = s.wait_for(&id, "FAILED", wait).await;
-    assert_eq!(attempts(&e), 2, "retried once: {e}");
-    assert_eq!(e["error"]["kind"], "action_retryable", "{e}");
+        let id = s.start(&name, json!({"fail": "retryable"})).await;
+        let e = s.wait_for(&id, "FAILED", wait).await;
+        assert_eq!(attempts(&e), 2, "{lang}: retried once: {e}");
+        assert_eq!(e["error"]["kind"], "action_retryable", "{lang}: {e}");
 
-    let id = s.start("py-hello", json!({"fail": "fatal"})).await;
-    let e = s.wait_for(&id, "FAILED", wait).await;
-    assert_eq!(attempts(&e), 1, "not retried: {e}");
-    assert_eq!(e["error"]["kind"], "action_fatal", "{e}");
+        let id = s.start(&name, json!({"fail": "fatal"})).await;
+        let e = s.wait_for(&id, "FAILED", wait).await;
+        assert_eq!(attempts(&e), 1, "{lang}: not retried: {e}");
+        assert_eq!(e["error"]["kind"], "action_fatal", "{lang}: {e}");
 
-    let id = s.start("py-hello", json!({"spin": true})).await;
-    let e = s.wait_for(&id, "FAILED", wait).await;
-    assert_eq!(e["error"]["kind"], "timeout", "{e}");
+        let id = s.start(&name, json!({"spin": true})).await;
+        let e = s.wait_for(&id, "FAILED", wait).await;
+        assert_eq!(e["error"]["kind"], "timeout", "{lang}: {e}");
+    }
 }
