@@ -277,3 +277,56 @@ fn a_bad_serve_configuration_names_every_problem_and_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `slot`"));
 }
+
+/// `ward new NAME --lang …` in an empty directory anywhere: its
+/// `./build.sh` installs what is missing and writes `dist/NAME.wasm`, which
+/// `ward run` runs as the hello example (result, log line, counter).
+#[test]
+fn ward_new_scaffolds_a_plugin_that_builds_and_runs_in_each_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    for lang in ["rust", "python", "js"] {
+        let name = format!("hi-{lang}");
+        let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["new", &name, "--lang", lang])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{lang}: {out:?}");
+        let dir = tmp.path().join(&name);
+        let build = Command::new("./build.sh")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "{lang}: {}\n{}",
+            String::from_utf8_lossy(&build.stdout),
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let wasm = dir.join("dist").join(format!("{name}.wasm"));
+        let out = ward(&[
+            "run",
+            wasm.to_str().unwrap(),
+            "--input",
+            r#"{"name":"Ada"}"#,
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{lang}: {out:?}");
+        let r = json_report(&out);
+        assert_eq!(
+            r["result"],
+            serde_json::json!({"message": "Hello, Ada!"}),
+            "{lang}"
+        );
+        assert_eq!(r["logs"][0]["message"], "greeting Ada", "{lang}");
+        assert_eq!(r["metrics"][0]["name"], "greetings", "{lang}");
+        // The same name again is refused, and nothing is overwritten.
+        let again = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["new", &name, "--lang", lang])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(2), "{lang}");
+        assert!(wasm.exists());
+    }
+}

@@ -9,6 +9,7 @@
 mod client;
 mod error;
 mod execution;
+mod new;
 mod output;
 mod plugin;
 mod run;
@@ -56,6 +57,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one task run of a component locally and print its report.
     Run(run::RunArgs),
+    /// Create a plugin project (Rust, Python or JavaScript) in a new directory.
+    New(new::NewArgs),
     /// Serve the HTTP API and run executions (SQLite in a data dir).
     Serve(serve::ServeArgs),
     /// Upload and list plugins.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::New(args) => new::main(args),
         Command::Plugin(args) => client::run(&cli.server, |c| plugin::main(c, args)),
         Command::Task(args) => client::run(&cli.server, |c| task::main(c, args)),
         Command::Execution(args) => client::run(&cli.server, |c| execution::main(c, args)),
