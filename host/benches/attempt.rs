@@ -9,7 +9,9 @@
 //! - a CPU-bound guest under fuel + epoch vs an engine with neither;
 //! - a cached component's first attempt in a new `ward run` process vs a
 //!   compiling one;
-//! - how long a spinning guest takes to stop after cancel.
+//! - how long a spinning guest takes to stop after cancel;
+//! - Python and JavaScript components: loading compiling and from the
+//!   artifact cache, and a hello attempt in each against the Rust one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -348,6 +350,86 @@ fn summary(fx: &Fixture, rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// Python and JavaScript components (built by `plugins/{python,js}/build.sh`):
+/// what loading one costs compiling and from the artifact cache (a restart),
+/// and a hello attempt in each language against the Rust one, interleaved.
+fn polyglot(fx: &Fixture, rt: &tokio::runtime::Runtime) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target");
+    let (py, js) = (root.join("python/hello.wasm"), root.join("js/hello.wasm"));
+    if !py.exists() || !js.exists() {
+        println!("polyglot: skipped (build with plugins/python/build.sh and plugins/js/build.sh)");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..EngineConfig::default()
+    };
+    let mut loaded = Vec::new();
+    for (lang, path) in [("python", &py), ("js", &js)] {
+        let bytes = std::fs::read(path).unwrap();
+        let t = Instant::now();
+        let first = Sandbox::new(config.clone()).unwrap().load(&bytes).unwrap();
+        let compiled = t.elapsed();
+        // A new engine on the same cache: what a restarted server does.
+        let t = Instant::now();
+        let again = Sandbox::new(config.clone()).unwrap();
+        let cached = again.load(&bytes).unwrap();
+        let from_cache = t.elapsed();
+        let t = Instant::now();
+        let r = rt.block_on(again.run(&cached, fx.spec(r#"{"name":"Ada"}"#)));
+        assert!(r.status.is_ok(), "{lang}: {:?}", r.error);
+        let first_attempt = t.elapsed();
+        println!(
+            "{lang} hello.wasm ({:.1} MB): load compiling {:.0} ms, from the artifact cache {:.1} ms, first attempt after that {:.2} ms",
+            bytes.len() as f64 / 1e6,
+            compiled.as_secs_f64() * 1e3,
+            from_cache.as_secs_f64() * 1e3,
+            first_attempt.as_secs_f64() * 1e3
+        );
+        drop(first);
+        loaded.push((lang, again, cached));
+    }
+    let rust = fx.sandbox.load(&std::fs::read(plugin("hello")).unwrap()).unwrap();
+    let hello = |sandbox: &Sandbox, action: &Arc<LoadedAction>| {
+        let r = rt.block_on(sandbox.run(action, fx.spec(r#"{"name":"Ada"}"#)));
+        assert!(r.status.is_ok(), "{:?}", r.error);
+    };
+    let mut times: Vec<(&str, Vec<Duration>)> =
+        vec![("rust", vec![]), ("python", vec![]), ("js", vec![])];
+    for _ in 0..7 {
+        for (lang, samples) in times.iter_mut() {
+            let n = 200;
+            let t = Instant::now();
+            for _ in 0..n {
+                match *lang {
+                    "rust" => hello(&fx.sandbox, &rust),
+                    _ => {
+                        let (_, s, a) = loaded.iter().find(|(l, ..)| l == lang).unwrap();
+                        hello(s, a);
+                    }
+                }
+            }
+            samples.push(t.elapsed() / n);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let rust_t = median(&mut times[0].1);
+    for (lang, samples) in times.iter_mut().skip(1) {
+        let t = median(samples);
+        let target = if *lang == "python" { 1.5 } else { 0.5 };
+        println!(
+            "hello attempt, {lang}: {:.3} ms (rust {:.3} ms, {:.1}x; target <= {target} ms)",
+            t.as_secs_f64() * 1e3,
+            rust_t.as_secs_f64() * 1e3,
+            t.as_secs_f64() / rust_t.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let fx = Fixture::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -358,4 +440,5 @@ fn main() {
     criterion_benches(&mut c, &fx, &rt);
     c.final_summary();
     summary(&fx, &rt);
+    polyglot(&fx, &rt);
 }
