@@ -390,7 +390,10 @@ fn polyglot(fx: &Fixture, rt: &tokio::runtime::Runtime) {
         drop(first);
         loaded.push((lang, again, cached));
     }
-    let rust = fx.sandbox.load(&std::fs::read(plugin("hello")).unwrap()).unwrap();
+    let rust = fx
+        .sandbox
+        .load(&std::fs::read(plugin("hello")).unwrap())
+        .unwrap();
     let hello = |sandbox: &Sandbox, action: &Arc<LoadedAction>| {
         let r = rt.block_on(sandbox.run(action, fx.spec(r#"{"name":"Ada"}"#)));
         assert!(r.status.is_ok(), "{:?}", r.error);
