@@ -140,6 +140,40 @@ fn python_clean_csv_cleans_rows_and_counts_the_rejected() {
     );
 }
 
+/// A Python guest that overflows the wasm stack or runs into the memory
+/// limit ends as a failed attempt with a clear error; what it wrote to
+/// stderr first is in the attempt's logs.
+#[test]
+fn python_misbehaviour_ends_as_a_failed_attempt() {
+    let chaos = python("chaos");
+    let (code, r) = ward_run(&chaos, &["--input", r#"{"mode":"recurse"}"#]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["error"]["kind"], "stack_overflow", "{r}");
+    let stderr: Vec<&Value> = r["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["source"] == "stderr")
+        .collect();
+    assert_eq!(stderr[0]["message"], "about to recurse without end", "{r}");
+
+    let (_, r) = ward_run(
+        &chaos,
+        &["--input", r#"{"mode":"memory"}"#, "--memory", "64MiB"],
+    );
+    assert_eq!(r["error"]["kind"], "action_retryable", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .ends_with("MemoryError"),
+        "{r}"
+    );
+    let peak = r["usage"]["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 64 << 20, "the limit held: {peak}");
+}
+
 /// json-transform: paths into the document, nested mappings, a path that
 /// finds nothing (null, counted), a bad path refused as invalid input.
 #[test]
