@@ -378,6 +378,11 @@ impl TaskSpec {
         !self.steps.is_empty()
     }
 
+    /// Whether a step of the flow runs once per item.
+    pub fn has_for_each(&self) -> bool {
+        self.steps.iter().any(|s| s.for_each.is_some())
+    }
+
     /// The step named `name` of a flow, or of one of its `parallel` steps.
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
         self.steps

@@ -196,7 +196,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResu
         return Ok(None);
     };
     let spec = task_version_spec(c, &task_id, task_version)?;
-    let has_items = spec.steps.iter().any(|s| s.for_each.is_some());
+    let has_items = spec.has_for_each();
     let mut left_out = None;
     let execution_state: ExecutionState = state.parse().map_err(StoreError::Corrupt)?;
     if around.is_some() && has_items && execution_state == ExecutionState::Killing {
@@ -234,15 +234,10 @@ pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResu
                     .live
                     .saturating_sub(u32::from(!own_state.is_terminal()));
                 let done = ahead.started.saturating_sub(here + live);
-                items_ahead = ahead.kept.map(|(total, next)| plan::ItemsAhead {
-                    step: step.clone(),
-                    total,
-                    next,
-                });
+                items_ahead = ahead.kept;
                 out.runs = Some((step, done));
                 out.live = live;
             }
-            // A claim starts its own attempt: nothing to count.
             // A claim starts its own attempt; should it end the item
             // instead, the plan needs the counts and is incomplete.
             Some((step, _)) => out.uncounted = Some(step),
@@ -256,13 +251,7 @@ pub(super) fn load(c: &Connection, key: Key<'_>, read_as: Read<'_>) -> StoreResu
         && let Some(f) = spec.step(&last.snap.step).and_then(|s| s.for_each.as_ref())
     {
         // Read whole: the current step's items not started yet, if kept.
-        let step = last.snap.step.clone();
-        let ahead = items_around(c, &execution_id, &step, f.concurrency)?;
-        items_ahead = ahead.kept.map(|(total, next)| plan::ItemsAhead {
-            step: step.clone(),
-            total,
-            next,
-        });
+        items_ahead = items_around(c, &execution_id, &last.snap.step, f.concurrency)?.kept;
     }
     let mut snaps = Vec::with_capacity(read.len());
     let mut runs = Vec::with_capacity(read.len());
@@ -351,10 +340,9 @@ struct ItemsAround {
     live: u32,
     /// Items that ended but did not succeed (the event's own included).
     ended_unwell: u32,
-    /// The step's item count and its kept items from `started` on (as
-    /// many as may start), or `None` if none were kept (it started before
-    /// they were).
-    kept: Option<(u32, Vec<(u32, plan::Stored)>)>,
+    /// The step's kept items from `started` on (as many as may start), or
+    /// `None` if none were kept (it started before they were).
+    kept: Option<plan::ItemsAhead>,
 }
 
 fn items_around(
@@ -404,7 +392,11 @@ fn items_around(
         started,
         live,
         ended_unwell,
-        kept: total.map(|t| (t as u32, next)),
+        kept: total.map(|t| plan::ItemsAhead {
+            step: step.to_string(),
+            total: t as u32,
+            next,
+        }),
     })
 }
 
@@ -730,7 +722,7 @@ pub(super) fn apply(
     if let Some(t) = plan.execution {
         use ExecutionState as E;
         if t.to.is_terminal() {
-            if loaded.spec.steps.iter().any(|s| s.for_each.is_some()) {
+            if loaded.spec.has_for_each() {
                 // A restart renders what it needs again.
                 c.prepare_cached("DELETE FROM flow_items WHERE execution_id = ?")?
                     .execute([id])?;
