@@ -29,7 +29,9 @@
 //! | `slow` | runs `steps` steps of `step_ms`, checkpointing after each and resuming from the last |
 //! | `variable` | returns the granted variable `name` |
 //! | `cpu` | hashes a 1 MiB buffer `rounds` times (a CPU-bound guest for benchmarks) |
+//! | `residue` | counts pages of its static memory that differ from the image, then dirties every other page |
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -191,6 +193,36 @@ fn slow(input: &Value, inv: &Invocation) -> Result<Value, ActionError> {
     Ok(json!({ "resumed_from": start, "ran": ran, "attempt": inv.attempt }))
 }
 
+const PAGE: usize = 4096;
+/// Zero in the image (`.bss`): 256 pages.
+static ZEROED: [AtomicU8; 256 * PAGE] = [const { AtomicU8::new(0) }; 256 * PAGE];
+/// Sevens in the image (`.data`): 32 pages.
+static SEVENS: [AtomicU8; 32 * PAGE] = [const { AtomicU8::new(7) }; 32 * PAGE];
+
+/// What a fresh instance must never see: memory another instance wrote.
+/// Counts the pages of both statics that differ from the image (first and
+/// last byte of each), then writes every other page of both, so that the
+/// dirty memory left behind is split into about 144 separate runs.
+fn residue() -> Value {
+    let differs = |pages: &[AtomicU8], image: u8| {
+        pages
+            .chunks(PAGE)
+            .filter(|p| {
+                p[0].load(Ordering::Relaxed) != image
+                    || p[PAGE - 1].load(Ordering::Relaxed) != image
+            })
+            .count()
+    };
+    let (zeroed, sevens) = (differs(&ZEROED, 0), differs(&SEVENS, 7));
+    for statics in [&ZEROED[..], &SEVENS[..]] {
+        for page in statics.chunks(PAGE).step_by(2) {
+            page[0].store(0xAB, Ordering::Relaxed);
+            page[PAGE - 1].store(0xAB, Ordering::Relaxed);
+        }
+    }
+    json!({ "zeroed_pages_changed": zeroed, "data_pages_changed": sevens })
+}
+
 impl Guest for Chaos {
     fn run(inv: Invocation) -> Result<String, ActionError> {
         let input: Value = serde_json::from_str(&inv.input)
@@ -311,6 +343,7 @@ impl Guest for Chaos {
                 json!({ "value": host::get_variable(name) })
             }
             "cpu" => json!({ "hash": cpu(num(&input, "rounds", 50)) }),
+            "residue" => residue(),
             other => {
                 return Err(ActionError::InvalidInput(format!(
                     "unknown chaos mode {other:?}"
