@@ -416,6 +416,16 @@ fn polyglot(fx: &Fixture, rt: &tokio::runtime::Runtime) {
             samples.push(t.elapsed() / n);
         }
     }
+    // Page faults per attempt: what a fresh instance touches for the first time.
+    let mut faults = Vec::new();
+    for (lang, sandbox, action) in &loaded {
+        let n = 200;
+        let before = minor_faults();
+        for _ in 0..n {
+            hello(sandbox, action);
+        }
+        faults.push((*lang, (minor_faults() - before) / n));
+    }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -431,6 +441,20 @@ fn polyglot(fx: &Fixture, rt: &tokio::runtime::Runtime) {
             t.as_secs_f64() / rust_t.as_secs_f64()
         );
     }
+    for (lang, f) in faults {
+        println!("hello attempt, {lang}: {f} minor page faults per attempt");
+    }
+}
+
+/// This process's minor page faults so far (`/proc/self/stat`, field 10).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -439,9 +463,23 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut c = Criterion::default().configure_from_args();
-    criterion_benches(&mut c, &fx, &rt);
-    c.final_summary();
-    summary(&fx, &rt);
-    polyglot(&fx, &rt);
+    // `WARD_ATTEMPT_SECTIONS=polyglot` (a comma list of criterion, summary,
+    // polyglot) runs only those; all by default.
+    let sections = std::env::var("WARD_ATTEMPT_SECTIONS").ok();
+    let run = |name: &str| {
+        sections
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|x| x == name))
+    };
+    if run("criterion") {
+        let mut c = Criterion::default().configure_from_args();
+        criterion_benches(&mut c, &fx, &rt);
+        c.final_summary();
+    }
+    if run("summary") {
+        summary(&fx, &rt);
+    }
+    if run("polyglot") {
+        polyglot(&fx, &rt);
+    }
 }
