@@ -328,5 +328,30 @@ fn ward_new_scaffolds_a_plugin_that_builds_and_runs_in_each_language() {
             .unwrap();
         assert_eq!(again.status.code(), Some(2), "{lang}");
         assert!(wasm.exists());
+
+        // A syntax error stops the build with the language's own message,
+        // naming the line; the runtime is never left to trap on it.
+        let (source, broken, expected) = match lang {
+            "rust" => continue,
+            "python" => ("app.py", "def broken(:\n", "SyntaxError"),
+            _ => ("app.js", "let = ;\n", "SyntaxError"),
+        };
+        let path = dir.join(source);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines = text.lines().count() + 1;
+        std::fs::write(&path, text + broken).unwrap();
+        let build = Command::new("./build.sh")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&build.stderr);
+        assert!(!build.status.success(), "{lang}: {stderr}");
+        assert!(stderr.contains(expected), "{lang}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{source}, line {lines}"))
+                || stderr.contains(&format!("{source}:{lines}")),
+            "{lang}: the line is named: {stderr}"
+        );
+        assert!(!stderr.contains("Stack backtrace"), "{lang}: {stderr}");
     }
 }

@@ -157,6 +157,17 @@ fn python_misbehaviour_ends_as_a_failed_attempt() {
         .collect();
     assert_eq!(stderr[0]["message"], "about to recurse without end", "{r}");
 
+    // The runtime itself aborting is a trap, and its message ends with the
+    // guest's last words on stderr.
+    let (code, r) = ward_run(&chaos, &["--input", r#"{"mode":"abort"}"#]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["error"]["kind"], "trap", "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("stderr:\nthe runtime gives up here"),
+        "{r}"
+    );
+
     let (_, r) = ward_run(
         &chaos,
         &["--input", r#"{"mode":"memory"}"#, "--memory", "64MiB"],
@@ -257,5 +268,92 @@ async fn python_and_javascript_actions_upload_and_run_through_the_server() {
         let id = s.start(&name, json!({"spin": true})).await;
         let e = s.wait_for(&id, "FAILED", wait).await;
         assert_eq!(e["error"]["kind"], "timeout", "{lang}: {e}");
+
+        // Built against a newer world than this Ward's: refused at upload,
+        // naming the import, before any attempt can fail on it.
+        let bytes = std::fs::read(component(lang, "hello")).unwrap();
+        let newer = replace_all(&bytes, b"ward:action/host@0.1.0", b"ward:action/host@0.2.0");
+        let r = reqwest::Client::new()
+            .post(s.url(&format!("/plugins?name={lang}-newer&version=0.1.0")))
+            .header("content-type", "application/wasm")
+            .body(newer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{lang}");
+        let problem: Value = r.json().await.unwrap();
+        let detail = problem["problems"][0].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with(
+                "component imports `ward:action/host@0.2.0`, which this Ward does not provide"
+            ),
+            "{lang}: {problem}"
+        );
     }
+}
+
+/// `bytes` with every `from` replaced by `to` (of the same length).
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while let Some(at) = out[i..].windows(from.len()).position(|w| w == from) {
+        out[i + at..i + at + from.len()].copy_from_slice(to);
+        i += at + from.len();
+    }
+    assert!(i > 0, "{} not found", String::from_utf8_lossy(from));
+    out
+}
+
+/// What `./start.sh` promises: a server started from the repository has the
+/// Python and JavaScript examples registered beside the Rust ones (compiled
+/// after it is up), ready to run as tasks.
+#[tokio::test]
+async fn a_server_started_from_the_repository_registers_the_python_and_js_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_from_repository(dir.path());
+    let wanted = [
+        "hello",
+        "python-hello",
+        "python-clean-csv",
+        "js-hello",
+        "js-json-transform",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let (status, list) = s.get("/plugins").await;
+        assert_eq!(status, 200, "{list}");
+        let names: Vec<&str> = list["plugins"]
+            .as_array()
+            .map(|items| items.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        if wanted.iter().all(|w| names.contains(w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "examples not all registered: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    for name in ["python-clean-csv", "js-json-transform"] {
+        s.create_task(json!({"name": name, "action": name})).await;
+    }
+    let id = s
+        .start("python-clean-csv", json!({"csv": "name,age\nAda,36\n,\n"}))
+        .await;
+    let e = s
+        .wait_for(&id, "SUCCESS", std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(e["outputs"]["rows"][0]["name"], "Ada", "{e}");
+    let id = s
+        .start(
+            "js-json-transform",
+            json!({"document": {"a": {"b": 2}}, "mapping": {"x": "a.b"}}),
+        )
+        .await;
+    let e = s
+        .wait_for(&id, "SUCCESS", std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(e["outputs"]["document"], json!({"x": 2}), "{e}");
 }

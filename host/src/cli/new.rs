@@ -118,6 +118,12 @@ fn files(name: &str, lang: Lang) -> Vec<(&'static str, String, bool)> {
                 fill(include_str!("../../templates/new/js/build.sh")),
                 true,
             ),
+            // An ES module, so that `node --check` in build.sh parses it as one.
+            (
+                "package.json",
+                format!("{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"type\": \"module\"\n}}\n"),
+                false,
+            ),
             (".gitignore", "/.toolchain\n/dist\n".to_string(), false),
         ]),
     }

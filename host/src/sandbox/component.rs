@@ -90,7 +90,7 @@ impl ComponentCache {
         let component = self.compile(engine, &digest, bytes)?;
         let instance_pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| link_error(&e))?;
+            .map_err(|e| link_error(&e, bytes))?;
         let pre = ActionPre::new(instance_pre).map_err(|e| {
             LoadError(format!(
                 "component does not export `run: func(invocation: invocation) -> result<string, action-error>` \
@@ -162,12 +162,56 @@ fn compile_error(e: &wasmtime::Error) -> LoadError {
 }
 
 /// Turns a linker error into a message that names the missing import.
-fn link_error(e: &wasmtime::Error) -> LoadError {
+fn link_error(e: &wasmtime::Error, bytes: &[u8]) -> LoadError {
     let text = error_text(e);
+    let unknown = unknown_imports(bytes);
+    let what = if unknown.is_empty() {
+        "component needs an import that Ward does not provide".to_string()
+    } else {
+        format!(
+            "component imports {}, which this Ward does not provide (built against another version of \
+             the world?)",
+            unknown
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     LoadError(format!(
-        "component needs an import that Ward does not provide ({text}); a Ward action may import only \
-         ward:action/host@0.1.0 and WASI preview 2 (cli, clocks, filesystem, io, random, sockets)"
+        "{what}; a Ward action may import only ward:action/host@0.1.0 and WASI preview 2 (cli, clocks, \
+         filesystem, io, random, sockets) ({text})"
     ))
+}
+
+/// The component's top-level imports that are neither this world's
+/// interfaces nor WASI's.
+fn unknown_imports(bytes: &[u8]) -> Vec<String> {
+    use wasmparser::{Parser, Payload};
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Payload::ComponentImportSection(reader)) if depth == 0 => {
+                // Interfaces only: a world's types are imported by name too.
+                for import in reader.into_iter().flatten() {
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Instance(_)) {
+                        continue;
+                    }
+                    let name = import.name.name;
+                    let ours = matches!(name, "ward:action/host@0.1.0" | "ward:action/types@0.1.0");
+                    if !ours && !name.starts_with("wasi:") {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    names
 }
 
 /// Checks that `bytes` is a component (not a core module or something else)
@@ -230,5 +274,23 @@ mod tests {
         );
         let component = wat::parse_str("(component)").unwrap();
         assert_eq!(inspect(&component).unwrap(), 1);
+    }
+
+    #[test]
+    fn imports_outside_the_world_and_wasi_are_named() {
+        let component = wat::parse_str(
+            r#"(component
+                (import "wasi:cli/stdout@0.2.6" (instance))
+                (import "ward:action/host@0.1.0" (instance))
+                (import "ward:action/host@0.2.0" (instance))
+                (import "acme:thing/api@1.0.0" (instance))
+                (component (import "inner:not/top-level" (instance)))
+            )"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unknown_imports(&component),
+            ["ward:action/host@0.2.0", "acme:thing/api@1.0.0"]
+        );
     }
 }

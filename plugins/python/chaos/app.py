@@ -1,7 +1,9 @@
 """chaos, in Python: misbehaves on purpose, for the tests. Input `{"mode": M}`:
-`recurse` overflows the wasm stack (a trap, after a line on stderr), `memory`
-allocates until the memory limit refuses it (Python's MemoryError)."""
+`recurse` overflows the wasm stack (a trap, after a line on stderr), `abort`
+writes a line on stderr and aborts the runtime (a trap), `memory` allocates
+until the memory limit refuses it (Python's MemoryError)."""
 
+import os
 import sys
 
 from ward_sdk import Context, InvalidInput, WitWorld, action  # noqa: F401
@@ -18,6 +20,10 @@ def chaos(ctx: Context, input: dict) -> dict:
             return down(n + 1) + 1
 
         return {"depth": down(0)}
+    if mode == "abort":
+        print("the runtime gives up here", file=sys.stderr)
+        sys.stderr.flush()
+        os.abort()
     if mode == "memory":
         blocks = []
         while True:

@@ -19,6 +19,8 @@ const { component } = await componentize({
 });
 await writeFile(out, component);
 JS
+# componentize-js reports a syntax error without its place; node names the line.
+node --check app.js
 mkdir -p dist
 node "$tools/build.mjs" app.js wit "dist/{{name}}.wasm"
 echo "built dist/{{name}}.wasm: ward run dist/{{name}}.wasm --input '{\"name\":\"Ada\"}'"

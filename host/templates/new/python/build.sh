@@ -9,5 +9,7 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py=={{componentize_py}}"
 fi
 mkdir -p dist
-"$venv/bin/componentize-py" -d wit -w action componentize -p . app -o "dist/{{name}}.wasm" >/dev/null
+# The module is run at build time: an error in it (syntax, a failed import)
+# stops the build with Python's message, without componentize-py's backtrace.
+RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$venv/bin/componentize-py" -d wit -w action componentize -p . app -o "dist/{{name}}.wasm" >/dev/null
 echo "built dist/{{name}}.wasm: ward run dist/{{name}}.wasm --input '{\"name\":\"Ada\"}'"
