@@ -48,11 +48,23 @@ impl Server {
         if !extra.contains(&"--plugins") {
             cmd.arg("--plugins").arg(&plugins);
         }
+        cmd.args(extra).envs(env.iter().copied()).stderr(stderr);
+        Server::spawn(cmd, data)
+    }
+
+    /// `ward serve` as `./start.sh` runs it: from the repository's root, on
+    /// the example plugins it finds there.
+    pub fn launch_from_repository(data: &Path) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        Server::spawn(cmd, data)
+    }
+
+    fn spawn(mut cmd: Command, data: &Path) -> Server {
         let mut child = cmd
-            .args(extra)
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .expect("ward serve starts");
         let stdout = child.stdout.take().unwrap();

@@ -178,7 +178,21 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         Some(PathBuf::from("plugins/target/wasm32-wasip2/release")).filter(|p| p.is_dir())
     });
     if let Some(dir) = examples {
-        register_examples(&svc, &dir).await;
+        register_examples(&svc, &dir, "").await;
+    }
+    if config.plugins.is_none() {
+        // The Python and JavaScript examples (built by plugins/{python,js}/
+        // build.sh) are 12-20 MB each: compiling one the first time takes
+        // seconds, so they are registered after the server is up.
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            for lang in ["python", "js"] {
+                let dir = PathBuf::from("plugins/target").join(lang);
+                if dir.is_dir() {
+                    register_examples(&svc, &dir, &format!("{lang}-")).await;
+                }
+            }
+        });
     }
 
     let app = crate::api::app(svc.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
@@ -234,9 +248,9 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Registers every component in `dir` as a plugin named after its file, and
-/// an example task `hello` when the hello plugin is there.
-async fn register_examples(svc: &Arc<Service>, dir: &Path) {
+/// Registers every component in `dir` as a plugin named after its file (with
+/// `prefix`), and an example task `hello` when the hello plugin is there.
+async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -246,11 +260,11 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path) {
         if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
             continue;
         }
-        let name = path
+        let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .replace('_', "-");
+            .unwrap_or_default();
+        let name = format!("{prefix}{}", stem.replace('_', "-"));
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -276,5 +290,7 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path) {
         }
     }
     names.sort();
-    println!("  example plugins: {}", names.join(", "));
+    if !names.is_empty() {
+        println!("  example plugins: {}", names.join(", "));
+    }
 }
