@@ -41,8 +41,9 @@ pub struct PluginList {
         (status = 201, description = "The new plugin", body = Plugin),
         (status = 200, description = "The same bytes were uploaded before: that plugin", body = Plugin),
         (status = 400, description = "An empty body, or a query that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "Other bytes were uploaded under this name and version before", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body is over the host's largest component", body = Problem, content_type = PROBLEM_JSON),
-        (status = 422, description = "No name, or not a component of the ward:action world", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "No name, a name that looks like a digest or an id, or not a component of the ward:action world", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn push(
     State(svc): State<AppState>,

@@ -810,3 +810,155 @@ async fn real_responses_fit_the_document() {
     check("get", "/workers", &api.get("/workers").await);
     check("get", "/healthz", &api.get("/healthz").await);
 }
+
+/// The bytes of a test plugin built in `plugins/`.
+fn component(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (build plugins/ first)", path.display()))
+}
+
+impl Api {
+    async fn run_greet(&self) -> Value {
+        let r = self
+            .post(
+                "/tasks/greet/executions?wait=60s",
+                json!({"input": {"name": "Ada"}}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    async fn upload(&self, query: &str, bytes: Vec<u8>) -> Reply {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/plugins?{query}"))
+            .header(header::CONTENT_TYPE, "application/wasm")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send(req).await
+    }
+}
+
+/// A name and version always mean the same bytes; names never pass for
+/// digests; a task runs the bytes its action meant when it was last
+/// changed, whatever is uploaded under that name later.
+#[tokio::test]
+async fn a_plugin_name_and_version_always_mean_the_same_bytes() {
+    let api = Api::new().await;
+    let (hello, noop) = (component("hello"), component("noop"));
+    let hello_id = format!("sha256:{}", crate::sandbox::component::digest(&hello));
+    let noop_id = format!("sha256:{}", crate::sandbox::component::digest(&noop));
+
+    let r = api.upload("name=greeter&version=1.0", noop.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["id"], noop_id);
+    // The same bytes again: that plugin, not a new one.
+    let r = api.upload("name=greeter&version=1.0", noop.clone()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Other bytes under a name and version taken: refused, naming the owner.
+    let detail = api
+        .upload("name=greeter&version=1.0", hello.clone())
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert!(
+        detail.starts_with(&format!(
+            "plugin \"greeter\" version \"1.0\" is already {noop_id}"
+        )),
+        "{detail}"
+    );
+    // The same bytes may have another name too; a name without a version
+    // is held to its bytes as well.
+    let r = api.upload("name=solo", noop.clone()).await;
+    assert_eq!(
+        (r.status, r.json()["name"].clone()),
+        (StatusCode::CREATED, json!("solo"))
+    );
+    let detail = api
+        .upload("name=solo", hello.clone())
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert!(detail.contains("without a version"), "{detail}");
+
+    // Names that could be read as a digest or an id are refused.
+    let zeros = "0".repeat(64);
+    for name in [
+        format!("sha256:{zeros}"),
+        zeros.clone(),
+        uuid::Uuid::now_v7().to_string(),
+    ] {
+        let r = api
+            .upload(&format!("name={name}&version=1"), noop.clone())
+            .await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // A digest only ever finds the content with that hash.
+    assert_eq!(
+        api.get(&format!("/plugins/sha256:{zeros}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.get(&format!("/plugins/{zeros}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.get(&format!("/plugins/{noop_id}")).await.json()["name"],
+        "greeter"
+    );
+    let r = api
+        .post(
+            "/tasks",
+            json!({"name": "ghost", "action": format!("sha256:{zeros}")}),
+        )
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A task resolves its action when created ...
+    let task = api
+        .task(json!({"name": "greet", "action": "greeter"}))
+        .await;
+    assert_eq!(
+        task["resolved_actions"],
+        json!({"greeter": noop_id}),
+        "{task}"
+    );
+    // ... and runs those bytes after a newer upload under the name.
+    let r = api.upload("name=greeter&version=2.0", hello.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let e = api.run_greet().await;
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    assert_eq!(e["result"], Value::Null, "noop ran: {e}");
+    // Changing the task resolves the name again: now the newest upload.
+    let r = api
+        .call(
+            Method::PUT,
+            "/tasks/greet",
+            Some(json!({"name": "greet", "action": "greeter"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["resolved_actions"], json!({"greeter": hello_id}));
+    let e = api.run_greet().await;
+    assert_eq!(e["result"]["message"], "Hello, Ada!", "{e}");
+    // What a caller sends as resolved_actions is replaced.
+    let r = api
+        .post(
+            "/tasks",
+            json!({"name": "sneaky", "action": "greeter", "resolved_actions": {"greeter": noop_id}}),
+        )
+        .await;
+    assert_eq!(r.json()["resolved_actions"], json!({"greeter": hello_id}));
+}

@@ -268,10 +268,11 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        match svc
-            .add_plugin(&name, Some(env!("CARGO_PKG_VERSION").into()), bytes)
-            .await
-        {
+        // A name and version always mean the same bytes: a rebuilt example
+        // is a new version (the digest as semver build metadata).
+        let hex = crate::sandbox::component::digest(&bytes);
+        let version = format!("{}+{}", env!("CARGO_PKG_VERSION"), &hex[..12]);
+        match svc.add_plugin(&name, Some(version), bytes).await {
             Ok(_) => names.push(name),
             Err(e) => {
                 tracing::warn!(plugin = %path.display(), error = %e, "example plugin not registered")

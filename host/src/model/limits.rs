@@ -101,6 +101,31 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A plugin's name: a name as [`check_name`] has it, and never one that
+/// could be read as a digest (`sha256:…`, 64 hex digits) or an id (a UUID),
+/// since a lookup by digest must only ever find the content with that hash.
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
+    check_name("plugin", name)?;
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("sha256:") || looks_like_digest(name) {
+        return Err(format!(
+            "plugin name {:?} looks like a digest: a digest names only the content with that hash",
+            shorten(name, 80)
+        ));
+    }
+    if uuid::Uuid::try_parse(name).is_ok() {
+        return Err(format!(
+            "plugin name {name:?} looks like an id; choose a name that says what the plugin does"
+        ));
+    }
+    Ok(())
+}
+
+/// 64 hex digits: a bare sha256.
+pub fn looks_like_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The first `max` chars of a guest-supplied string, for error messages.
 pub fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
@@ -208,6 +233,25 @@ pub mod humantime_serde_compat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_names_never_look_like_digests_or_ids() {
+        for ok in ["hello", "python-hello", "sha256", "a1b2", "v1.2:x"] {
+            assert!(check_plugin_name(ok).is_ok(), "{ok}");
+        }
+        let zeros = "0".repeat(64);
+        for bad in [
+            format!("sha256:{zeros}"),
+            format!("SHA256:{zeros}"),
+            "sha256:hello".to_string(),
+            zeros.clone(),
+            "AB".repeat(32),
+            "0191d6a6-1c2e-7c3a-9f1e-2b3c4d5e6f70".to_string(),
+        ] {
+            assert!(check_plugin_name(&bad).is_err(), "{bad}");
+        }
+        assert!(check_plugin_name("a b").is_err());
+    }
 
     #[test]
     fn names_follow_the_rules() {

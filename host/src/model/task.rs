@@ -79,6 +79,12 @@ pub struct TaskSpec {
     /// At most this many of the task's task runs run at once.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// The plugin each action named here resolved to (`sha256:<hex>`) when
+    /// the task was created or last changed: its executions run those bytes
+    /// until the task changes, whatever is uploaded under the names later.
+    /// Filled in by Ward; what a caller sends here is replaced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolved_actions: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {
@@ -427,6 +433,29 @@ impl TaskSpec {
     /// The action that `step` runs.
     pub fn action_of(&self, step: &str) -> &str {
         self.runnable(step).map_or(&self.action, |s| &s.action)
+    }
+
+    /// The plugin `step` runs: the digest its action resolved to, or the
+    /// action's name for a task stored before actions were resolved.
+    pub fn plugin_of(&self, step: &str) -> &str {
+        let action = self.action_of(step);
+        self.resolved_actions
+            .get(action)
+            .map_or(action, String::as_str)
+    }
+
+    /// Every action named in the task: its own and its steps'.
+    pub fn actions(&self) -> Vec<(String, &str)> {
+        let mut actions = vec![("action".to_string(), self.action.as_str())];
+        for step in &self.steps {
+            for s in std::iter::once(step).chain(step.children()) {
+                actions.push((
+                    format!("step {}: action", s.name),
+                    s.runnable().action.as_str(),
+                ));
+            }
+        }
+        actions
     }
 
     /// The JSON Schema of `step`'s outputs, if it has one.

@@ -22,7 +22,7 @@ impl Service {
         version: Option<String>,
         bytes: Vec<u8>,
     ) -> ServiceResult<(Plugin, bool)> {
-        crate::model::limits::check_name("plugin", name).map_err(|m| ServiceError::Invalid {
+        crate::model::limits::check_plugin_name(name).map_err(|m| ServiceError::Invalid {
             message: m.clone(),
             problems: vec![m],
         })?;
@@ -69,21 +69,24 @@ impl Service {
         let created = self.store.put_plugin(&plugin).await?;
         // A name may now mean a newer component.
         lock(&self.actions).clear();
-        let stored = self.store.plugin(&plugin.id).await?.unwrap_or(plugin);
-        Ok((stored, created))
+        if created {
+            return Ok((plugin, true));
+        }
+        // Uploaded before under this name and version: that registration.
+        let stored = self
+            .store
+            .plugins()
+            .await?
+            .into_iter()
+            .find(|p| p.id == plugin.id && p.name == plugin.name && p.version == plugin.version)
+            .unwrap_or(plugin);
+        Ok((stored, false))
     }
 
-    async fn check_task(&self, spec: &TaskSpec) -> ServiceResult<()> {
+    /// Checks a task and resolves each action it names to the plugin it
+    /// means now (`spec.resolved_actions`).
+    async fn check_task(&self, spec: &mut TaskSpec) -> ServiceResult<()> {
         let mut problems = spec.problems(&self.config.bounds);
-        let mut actions = vec![("action".to_string(), spec.action.clone())];
-        for step in &spec.steps {
-            for s in std::iter::once(step).chain(step.children()) {
-                actions.push((
-                    format!("step {}: action", s.name),
-                    s.runnable().action.clone(),
-                ));
-            }
-        }
         for step in &spec.steps {
             for s in std::iter::once(step).chain(step.children()) {
                 let Some(sub) = &s.subflow else {
@@ -110,13 +113,21 @@ impl Service {
                 }
             }
         }
-        for (place, action) in &actions {
-            if !action.trim().is_empty() && self.store.plugin(action).await?.is_none() {
-                problems.push(format!(
+        let mut resolved = std::collections::BTreeMap::new();
+        for (place, action) in spec.actions() {
+            if action.trim().is_empty() || resolved.contains_key(action) {
+                continue;
+            }
+            match self.store.plugin(action).await? {
+                Some(plugin) => {
+                    resolved.insert(action.to_string(), plugin.id);
+                }
+                None => problems.push(format!(
                     "{place} {action:?} is not a registered plugin (push it first: POST /api/v1/plugins)"
-                ));
+                )),
             }
         }
+        spec.resolved_actions = resolved;
         if problems.is_empty() {
             Ok(())
         } else {
@@ -161,8 +172,8 @@ impl Service {
         Ok(None)
     }
 
-    pub async fn create_task(&self, spec: TaskSpec) -> ServiceResult<Task> {
-        self.check_task(&spec).await?;
+    pub async fn create_task(&self, mut spec: TaskSpec) -> ServiceResult<Task> {
+        self.check_task(&mut spec).await?;
         let ts = now();
         let task = Task {
             id: uuid::Uuid::now_v7().to_string(),
@@ -191,7 +202,7 @@ impl Service {
         {
             w.secret = current.spec.webhook.and_then(|w| w.secret);
         }
-        self.check_task(&spec).await?;
+        self.check_task(&mut spec).await?;
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
         self.schedules_changed.notify_one();

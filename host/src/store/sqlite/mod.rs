@@ -250,21 +250,33 @@ impl Store for SqliteStore {
 
     async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>> {
         let mut c = self.reader().await?;
-        let digest = id_or_name.trim_start_matches("sha256:");
-        let row = sqlx::query(
-            "SELECT * FROM plugins WHERE digest = ? UNION ALL \
-             SELECT * FROM (SELECT * FROM plugins WHERE name = ? ORDER BY created_at DESC LIMIT 1) LIMIT 1",
-        )
-        .bind(digest)
-        .bind(id_or_name)
-        .fetch_optional(&mut *c)
-        .await?;
+        // A digest (`sha256:<hex>` or the hex alone) finds only the content
+        // with that hash; anything else is a name (its newest upload).
+        let digest = id_or_name
+            .strip_prefix("sha256:")
+            .or_else(|| crate::model::limits::looks_like_digest(id_or_name).then_some(id_or_name));
+        let row = match digest {
+            Some(hex) => {
+                sqlx::query(
+                    "SELECT * FROM plugins WHERE digest = ? ORDER BY created_at, rowid LIMIT 1",
+                )
+                .bind(hex.to_ascii_lowercase())
+                .fetch_optional(&mut *c)
+                .await?
+            }
+            None => sqlx::query(
+                "SELECT * FROM plugins WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            )
+            .bind(id_or_name)
+            .fetch_optional(&mut *c)
+            .await?,
+        };
         row.as_ref().map(plugin_from_row).transpose()
     }
 
     async fn plugins(&self) -> StoreResult<Vec<Plugin>> {
         let mut c = self.reader().await?;
-        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name, created_at")
+        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name, created_at, rowid")
             .fetch_all(&mut *c)
             .await?;
         rows.iter().map(plugin_from_row).collect()

@@ -394,7 +394,30 @@ fn insert_events(c: &Connection, events: &mut [PendingEvent]) -> StoreResult<()>
     Ok(())
 }
 
+/// Stores a plugin; `false` when these bytes were stored under this name and
+/// version before. The same bytes may have other names too. A name and
+/// version (or a name without one) once taken always mean the same bytes:
+/// other bytes under them are a conflict, never a silent replacement.
 pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<bool> {
+    let digest = p.id.trim_start_matches("sha256:");
+    let taken: Option<String> = c
+        .prepare_cached(
+            "SELECT digest FROM plugins WHERE name = ? AND version IS ? AND digest != ? LIMIT 1",
+        )?
+        .query_row(params![p.name, p.version, digest], |r| r.get(0))
+        .optional()?;
+    if let Some(other) = taken {
+        let version = p
+            .version
+            .as_deref()
+            .map_or("without a version".to_string(), |v| {
+                format!("version {v:?}")
+            });
+        return Err(StoreError::Conflict(format!(
+            "plugin {:?} {version} is already sha256:{other}; upload other bytes under a new version",
+            p.name
+        )));
+    }
     let n = c
         .prepare_cached("INSERT INTO plugins (digest, name, version, size, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?
         .execute(params![p.id.trim_start_matches("sha256:"), p.name, p.version, p.size as i64, p.created_at])?;
