@@ -122,8 +122,47 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(workers))
         .routes(routes!(healthz))
         .routes(routes!(openapi::document))
-        .layer(DefaultBodyLimit::max(1 << 20));
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(move |r, n| {
+            declared_length(plugin_limit, r, n)
+        }));
     OpenApiRouter::with_openapi(openapi::base()).nest("/api/v1", api)
+}
+
+/// The largest JSON body a route reads.
+const JSON_BODY_LIMIT: usize = 1 << 20;
+
+/// A body over its route's limit (`DefaultBodyLimit`: a component upload's,
+/// or JSON's) is refused as soon as it grows over it; a declared
+/// `Content-Length` over it is refused here at once, before a byte of the
+/// body is read, so that announcing 100 GB holds neither a connection nor a
+/// task.
+async fn declared_length(
+    plugin_limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Inside `nest("/api/v1")` the path is seen without its prefix.
+    let path = request.uri().path().trim_end_matches('/');
+    let upload = request.method() == axum::http::Method::POST
+        && (path == "/plugins" || path == "/api/v1/plugins");
+    let limit = if upload {
+        plugin_limit
+    } else {
+        JSON_BODY_LIMIT
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => problem::ApiError::TooLarge(format!(
+            "request body too large: Content-Length {n} is over this route's limit of {limit} bytes"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn no_such_endpoint(uri: axum::http::Uri) -> problem::ApiError {

@@ -962,3 +962,47 @@ async fn a_plugin_name_and_version_always_mean_the_same_bytes() {
         .await;
     assert_eq!(r.json()["resolved_actions"], json!({"greeter": hello_id}));
 }
+
+/// A declared `Content-Length` over the route's limit is a 413 at once: the
+/// body (here: none at all, as from a client that announces 100 GB and
+/// sends nothing) is never awaited.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
+    let api = Api::new().await;
+    let never = || {
+        Body::from_stream(futures_util::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >())
+    };
+    for (uri, declared, limit) in [
+        ("/api/v1/tasks", "99999999999", "1048576"),
+        ("/api/v1/tasks", "1048577", "1048576"),
+        (
+            "/api/v1/plugins?name=big",
+            "99999999999",
+            &*(64u64 << 20).to_string(),
+        ),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_LENGTH, declared)
+            .body(never())
+            .unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(10), api.send(req))
+            .await
+            .expect("answered without waiting for the body");
+        let detail = reply.problem(StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            detail.contains(&format!(
+                "Content-Length {declared} is over this route's limit of {limit} bytes"
+            )),
+            "{detail}"
+        );
+    }
+    // Within the limit, the body is read as before.
+    let r = api
+        .post("/tasks", json!({"name": "small", "action": "noop"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
