@@ -1110,3 +1110,121 @@ async fn traces_follow_an_execution_through_task_runs_attempts_and_host_calls() 
         "{ended:#?}"
     );
 }
+
+/// Slow and idle clients cannot hold the server: a client that never
+/// finishes its headers is cut off after the read timeout, and at the
+/// connection cap the longest idle connection is closed for a new one.
+#[tokio::test]
+async fn slow_and_idle_clients_do_not_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_with(
+        dir.path(),
+        &[
+            "--read-timeout",
+            "1s",
+            "--max-connections",
+            "8",
+            "--plugins",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1")
+        .to_string();
+    // Closed by the server: a read ends (0 bytes, or an error), with or
+    // without a 408 first.
+    async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    // Slowloris: headers begun, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: ward\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    let began = Instant::now();
+    for tcp in &mut slow {
+        assert!(
+            closed_within(tcp, Duration::from_secs(10)).await,
+            "a slow client is cut off"
+        );
+    }
+    assert!(began.elapsed() < Duration::from_secs(10));
+    drop(slow);
+
+    // Still served after them.
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+    // A body that stops arriving: the request fails and the connection ends.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /api/v1/tasks HTTP/1.1\r\nHost: ward\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a stalled body is cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    // A connection that sends nothing at all is cut off too.
+    let mut mute = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut mute, Duration::from_secs(10)).await,
+        "a mute client is cut off"
+    );
+    drop(s);
+
+    // With a long read timeout: idle connections up to the cap; a new
+    // request is still served, and the longest idle one was closed for it,
+    // the others left open.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_with(
+        dir.path(),
+        &[
+            "--read-timeout",
+            "60s",
+            "--max-connections",
+            "8",
+            "--plugins",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1")
+        .to_string();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(5)).await,
+        "the longest idle is closed"
+    );
+    assert!(
+        !closed_within(&mut idle[1], Duration::from_millis(300)).await,
+        "the others stay"
+    );
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+}

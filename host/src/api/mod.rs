@@ -15,6 +15,7 @@ mod executions;
 mod extract;
 #[cfg(test)]
 mod follow_tests;
+pub mod listener;
 mod openapi;
 mod plugins;
 pub mod problem;

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use bytesize::ByteSize;
 use clap::Args;
 
@@ -60,6 +59,14 @@ pub struct ServeArgs {
     /// [default: 60s].
     #[arg(long, env = "WARD_MAX_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_wait: Option<Duration>,
+    /// HTTP connections open at once; at the cap the longest idle one is
+    /// closed for a new one [default: 1024, or 3/4 of the open-files limit].
+    #[arg(long, env = "WARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, or each part
+    /// of its body [default: 10s].
+    #[arg(long, env = "WARD_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub read_timeout: Option<Duration>,
     /// The server's own log lines on stderr: `text`, or `json` (one object
     /// per line: timestamp, level, target, message and fields).
     #[arg(long, env = "WARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -97,6 +104,8 @@ impl ServeArgs {
             max_task_memory: self.max_task_memory,
             max_task_timeout: self.max_task_timeout,
             max_wait: self.max_wait,
+            max_connections: self.max_connections,
+            read_timeout: self.read_timeout,
         }
     }
 
@@ -211,26 +220,13 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
             svc.shutdown().await;
         }
     };
-    serve_http(listener, app, shutdown)
+    let limits = crate::api::listener::ConnectionLimits {
+        max_connections: config.max_connections,
+        read_timeout: config.read_timeout,
+    };
+    crate::api::listener::serve(listener, app, limits, shutdown)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Serves with TCP_NODELAY on every connection: a response written in two
-/// parts would otherwise meet the client's delayed ACK (40 ms).
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 async fn shutdown_signal() {

@@ -94,6 +94,13 @@ pub struct Settings {
     /// Longest `?wait=` a request may wait for an execution's end.
     #[serde(with = "humantime_serde")]
     pub max_wait: Option<Duration>,
+    /// HTTP connections open at once; at the cap the longest idle one is
+    /// closed for a new one.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, or each part
+    /// of its body, before it is cut off.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -111,6 +118,8 @@ impl Settings {
             max_task_memory: self.max_task_memory.or(lower.max_task_memory),
             max_task_timeout: self.max_task_timeout.or(lower.max_task_timeout),
             max_wait: self.max_wait.or(lower.max_wait),
+            max_connections: self.max_connections.or(lower.max_connections),
+            read_timeout: self.read_timeout.or(lower.read_timeout),
         }
     }
 
@@ -162,6 +171,9 @@ pub struct ServeConfig {
     pub max_task_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 /// The address `ward serve` listens on unless told otherwise.
@@ -194,6 +206,8 @@ impl ServeConfig {
                 .unwrap_or(ByteSize::b(bounds.max_memory_bytes)),
             max_task_timeout: s.max_task_timeout.unwrap_or(bounds.max_timeout),
             max_wait: s.max_wait.unwrap_or(service.max_wait),
+            max_connections: s.max_connections.unwrap_or_else(default_max_connections),
+            read_timeout: s.read_timeout.unwrap_or(Duration::from_secs(10)),
         };
         let problems = config.problems();
         if problems.is_empty() {
@@ -262,6 +276,20 @@ impl ServeConfig {
                 humantime::format_duration(self.max_wait)
             ));
         }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            p.push(format!(
+                "max_connections must be 1-1000000, got {}",
+                self.max_connections
+            ));
+        }
+        if self.read_timeout < Duration::from_millis(100)
+            || self.read_timeout > Duration::from_secs(600)
+        {
+            p.push(format!(
+                "read_timeout must be between 100ms and 10m, got {}",
+                humantime::format_duration(self.read_timeout)
+            ));
+        }
         if let Some(dir) = &self.plugins
             && !dir.is_dir()
         {
@@ -288,6 +316,23 @@ impl ServeConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("the config serializes as TOML")
     }
+}
+
+/// The default cap on HTTP connections: 1,024, or fewer when this process
+/// may open fewer files (a quarter of the descriptors stay for the store,
+/// components and media).
+fn default_max_connections() -> usize {
+    match open_files_limit() {
+        Some(n) => (n.saturating_mul(3) / 4).clamp(16, 1024),
+        None => 1024,
+    }
+}
+
+/// The soft limit on open files (Linux: `/proc/self/limits`).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// `$XDG_DATA_HOME/ward`, else `~/.local/share/ward`, else `.ward`.
