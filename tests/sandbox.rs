@@ -603,3 +603,55 @@ fn tiny_png(w: u32, h: u32) -> Vec<u8> {
     writer.finish().unwrap();
     out
 }
+
+/// Each attempt reserves its memory limit from the host's budget before it
+/// starts: with room for two 128 MiB attempts, a third waits for one of
+/// them to end; a limit over the whole budget fails before it starts.
+#[tokio::test]
+async fn attempts_wait_for_the_hosts_memory_budget() {
+    let budgeted = Sandbox::new(EngineConfig {
+        memory_budget_bytes: 256 << 20,
+        ..EngineConfig::small()
+    })
+    .unwrap();
+    let chaos = budgeted.load_file(&common::plugin("chaos")).unwrap();
+    let sleeping = || {
+        let mut s = spec(json!({"mode": "sleep", "ms": 400}));
+        s.limits.memory_bytes = 128 << 20;
+        s
+    };
+    let began = Instant::now();
+    let reports =
+        futures_util::future::join_all((0..3).map(|_| budgeted.run(&chaos, sleeping()))).await;
+    for r in &reports {
+        assert_eq!(r.status, AttemptStatus::Success, "{r:?}");
+    }
+    // Two ran side by side, the third after them: two sleeps at least.
+    assert!(
+        began.elapsed() >= Duration::from_millis(800),
+        "the third attempt waited: {:?}",
+        began.elapsed()
+    );
+
+    // Memory bombs within the budget: each stopped at its own limit.
+    let bombs = futures_util::future::join_all((0..4).map(|_| {
+        let mut s = spec(json!({"mode": "memory_bomb"}));
+        s.limits.memory_bytes = 128 << 20;
+        budgeted.run(&chaos, s)
+    }))
+    .await;
+    for r in &bombs {
+        assert_eq!(kind(r), ErrorKind::MemoryLimit, "{r:?}");
+        assert!(r.usage.memory_peak_bytes <= 128 << 20);
+    }
+
+    let mut too_big = spec(json!({"mode": "ok"}));
+    too_big.limits.memory_bytes = 512 << 20;
+    let r = budgeted.run(&chaos, too_big).await;
+    assert_eq!(kind(&r), ErrorKind::LoadFailed);
+    let message = &r.error.as_ref().unwrap().message;
+    assert!(
+        message.contains("memory limit 512 MiB is over this host's memory budget of 256 MiB"),
+        "{message}"
+    );
+}

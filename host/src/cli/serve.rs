@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// closed for a new one [default: 1024, or 3/4 of the open-files limit].
     #[arg(long, env = "WARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Linear memory all attempts may hold at once: each reserves its
+    /// memory limit before it starts, and waits while the budget is spent
+    /// [default: 3/4 of the machine's memory].
+    #[arg(long, env = "WARD_MEMORY_BUDGET", value_name = "SIZE")]
+    pub memory_budget: Option<ByteSize>,
     /// How long a client may take to send a request's headers, or each part
     /// of its body [default: 10s].
     #[arg(long, env = "WARD_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -106,6 +111,7 @@ impl ServeArgs {
             max_wait: self.max_wait,
             max_connections: self.max_connections,
             read_timeout: self.read_timeout,
+            memory_budget: self.memory_budget,
         }
     }
 
@@ -175,6 +181,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     let sandbox = Arc::new(
         Sandbox::new(EngineConfig {
             cache_dir: Some(data.join("artifacts")),
+            memory_budget_bytes: config.memory_budget.as_u64(),
             ..EngineConfig::default()
         })
         .map_err(|e| format!("sandbox: {e:#}"))?,

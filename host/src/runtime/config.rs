@@ -97,6 +97,9 @@ pub struct Settings {
     /// HTTP connections open at once; at the cap the longest idle one is
     /// closed for a new one.
     pub max_connections: Option<usize>,
+    /// Linear memory all attempts may hold at once; each reserves its
+    /// memory limit before it starts (`12GiB`, or bytes).
+    pub memory_budget: Option<ByteSize>,
     /// How long a client may take to send a request's headers, or each part
     /// of its body, before it is cut off.
     #[serde(with = "humantime_serde")]
@@ -119,6 +122,7 @@ impl Settings {
             max_task_timeout: self.max_task_timeout.or(lower.max_task_timeout),
             max_wait: self.max_wait.or(lower.max_wait),
             max_connections: self.max_connections.or(lower.max_connections),
+            memory_budget: self.memory_budget.or(lower.memory_budget),
             read_timeout: self.read_timeout.or(lower.read_timeout),
         }
     }
@@ -174,6 +178,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    #[serde(serialize_with = "exact_size::serialize")]
+    pub memory_budget: ByteSize,
 }
 
 /// The address `ward serve` listens on unless told otherwise.
@@ -208,6 +214,9 @@ impl ServeConfig {
             max_wait: s.max_wait.unwrap_or(service.max_wait),
             max_connections: s.max_connections.unwrap_or_else(default_max_connections),
             read_timeout: s.read_timeout.unwrap_or(Duration::from_secs(10)),
+            memory_budget: s
+                .memory_budget
+                .unwrap_or_else(|| ByteSize::b(crate::sandbox::engine::default_memory_budget())),
         };
         let problems = config.problems();
         if problems.is_empty() {
@@ -265,6 +274,13 @@ impl ServeConfig {
             self.max_task_memory,
             1 << 20,
             64 << 30,
+            &mut p,
+        );
+        size(
+            "memory_budget",
+            self.memory_budget,
+            16 << 20,
+            1 << 50,
             &mut p,
         );
         if self.max_task_timeout < Duration::from_secs(1) {

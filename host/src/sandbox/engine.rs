@@ -46,6 +46,23 @@ pub struct EngineConfig {
     /// Where compiled components are cached, keyed by digest and engine
     /// settings; `None` compiles in memory on every process start.
     pub cache_dir: Option<PathBuf>,
+    /// Linear memory all attempts may hold at once (bytes): each attempt
+    /// reserves its memory limit before it starts and waits while the
+    /// budget is spent, so that no mix of guests can push the host into the
+    /// OOM killer. Default: three quarters of the machine's memory.
+    pub memory_budget_bytes: u64,
+}
+
+/// Three quarters of the machine's memory (Linux: `/proc/meminfo`), else 4 GiB.
+pub fn default_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    });
+    match total {
+        Some(kib) => kib * 1024 / 4 * 3,
+        None => 4 << 30,
+    }
 }
 
 impl Default for EngineConfig {
@@ -61,6 +78,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(10),
             fuel_yield_interval: 1_000_000,
             cache_dir: None,
+            memory_budget_bytes: default_memory_budget(),
         }
     }
 }

@@ -97,8 +97,18 @@ pub struct Sandbox {
     /// Core-instance slots of the pool; an attempt waits here for its share
     /// instead of failing when the pool is busy.
     admission: Arc<Semaphore>,
+    /// The host's memory budget in MiB; an attempt reserves its memory
+    /// limit here before it starts.
+    memory_budget: Arc<Semaphore>,
     config: EngineConfig,
     scratch_root: PathBuf,
+}
+
+/// The memory budget in whole MiB (at least one attempt of 1 MiB).
+fn budget_mib(config: &EngineConfig) -> u32 {
+    u32::try_from(config.memory_budget_bytes >> 20)
+        .unwrap_or(u32::MAX >> 3)
+        .clamp(1, Semaphore::MAX_PERMITS as u32 >> 1)
 }
 
 impl Sandbox {
@@ -114,6 +124,7 @@ impl Sandbox {
         )?;
         Ok(Sandbox {
             admission: Arc::new(Semaphore::new(config.total_core_instances as usize)),
+            memory_budget: Arc::new(Semaphore::new(budget_mib(&config) as usize)),
             engine,
             linker,
             components,

@@ -77,6 +77,28 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
         );
     }
 
+    let budget_mib = super::budget_mib(&sandbox.config);
+    let reserve_mib = u32::try_from(limits.memory_bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX);
+    if reserve_mib > budget_mib {
+        return AttemptReport::failed_before_start(
+            attempt,
+            ErrorKind::LoadFailed,
+            format!(
+                "memory limit {} is over this host's memory budget of {} for all attempts at once",
+                bytes_display(limits.memory_bytes),
+                bytes_display(u64::from(budget_mib) << 20)
+            ),
+        );
+    }
+    // Reserve the attempt's memory limit from the host's budget, waiting
+    // while other attempts hold it.
+    let _memory = tokio::select! {
+        permit = sandbox.memory_budget.clone().acquire_many_owned(reserve_mib) => permit.expect("the memory budget is never closed"),
+        _ = spec.cancel.cancelled() => {
+            return AttemptReport::failed_before_start(attempt, ErrorKind::Cancelled, "cancelled before it started".into());
+        }
+    };
+
     // Wait for room in the instance pool rather than fail when it is busy.
     let wanted = action
         .core_instances
