@@ -211,4 +211,17 @@ fn with_problems(routes: Router) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(problem::problems_only))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+/// A handler that panicked: a 500 problem whose id is in the server's log
+/// with the panic's message. The server goes on serving (its locks recover
+/// from poisoning).
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    problem::ApiError::Internal(format!("a request handler panicked: {message}")).into_response()
 }

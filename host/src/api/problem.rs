@@ -148,8 +148,11 @@ impl IntoResponse for ApiError {
         let mut allow = None;
         match self {
             ApiError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                body.detail = "internal error; see the server's log".into();
+                // The details stay in the log, found by the id the caller gets.
+                let id = uuid::Uuid::now_v7();
+                tracing::error!(%id, error = %m, "internal error");
+                body.detail =
+                    format!("internal error {id}: the server logged what went wrong under this id");
             }
             ApiError::Unprocessable { problems, .. } => body.problems = Some(problems),
             ApiError::MethodNotAllowed { allowed, .. } => allow = Some(allowed),

@@ -1006,3 +1006,94 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
+
+/// A handler that panics answers a 500 problem with an id (the log has the
+/// panic under it), and the same router goes on serving.
+#[tokio::test]
+async fn a_panic_in_a_handler_is_a_500_with_an_id_and_the_server_goes_on() {
+    async fn boom() -> &'static str {
+        panic!("the handler broke")
+    }
+    let app = super::with_problems(
+        Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" })),
+    );
+    for _ in 0..2 {
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        let id = detail
+            .strip_prefix("internal error ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{detail}");
+        assert!(
+            !detail.contains("the handler broke"),
+            "details stay in the log: {detail}"
+        );
+        let fine = app
+            .clone()
+            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(fine.status(), StatusCode::OK);
+    }
+}
+
+/// Lists can leave out what they do not need (`fields=`), and labels are
+/// bounded in count, names and size.
+#[tokio::test]
+async fn lists_return_the_fields_asked_for_and_labels_are_bounded() {
+    let api = Api::with_slots(0).await;
+    api.task(json!({"name": "t", "action": "noop"})).await;
+    let r = api
+        .post(
+            "/tasks/t/executions",
+            json!({"input": {"big": "x".repeat(10_000)}, "labels": {"team": "a"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let page = api.get("/executions?fields=state,task_id").await.json();
+    let e = &page["executions"][0];
+    let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["id", "task_id", "state"], "{e}");
+    assert!(page.get("next_cursor").is_some());
+    let full = api.get("/executions").await.json();
+    assert!(full["executions"][0]["input"]["big"].is_string());
+    let detail = api
+        .get("/executions?fields=state,secrets")
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+    assert!(
+        detail.starts_with("fields: \"secrets\" is no field of an execution"),
+        "{detail}"
+    );
+
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let r = api
+        .post("/tasks/t/executions", json!({"labels": many}))
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["problems"], json!(["at most 64 labels, got 65"]));
+    let r = api
+        .post(
+            "/tasks/t/executions",
+            json!({"labels": {"big": "v".repeat(1025)}}),
+        )
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -121,6 +121,33 @@ pub fn check_plugin_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// At most this many labels on an execution.
+pub const MAX_LABELS: usize = 64;
+/// At most this many bytes in a label's value.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// Every problem with an execution's labels: at most [`MAX_LABELS`], names as
+/// [`check_name`] has them, values of at most [`MAX_LABEL_VALUE_BYTES`].
+pub fn label_problems(labels: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if labels.len() > MAX_LABELS {
+        problems.push(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
+    }
+    for (name, value) in labels.iter().take(MAX_LABELS + 1) {
+        if let Err(e) = check_name("label", name) {
+            problems.push(e);
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            problems.push(format!(
+                "label {:?}: a value is at most {MAX_LABEL_VALUE_BYTES} bytes, got {}",
+                shorten(name, 64),
+                value.len()
+            ));
+        }
+    }
+    problems
+}
+
 /// 64 hex digits: a bare sha256.
 pub fn looks_like_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -233,6 +260,25 @@ pub mod humantime_serde_compat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_bounded_in_count_name_and_size() {
+        let ok: std::collections::BTreeMap<String, String> = (0..MAX_LABELS)
+            .map(|i| (format!("l{i}"), "v".repeat(MAX_LABEL_VALUE_BYTES)))
+            .collect();
+        assert!(label_problems(&ok).is_empty());
+        let mut many = ok.clone();
+        many.insert("one-more".into(), "v".into());
+        assert_eq!(label_problems(&many), ["at most 64 labels, got 65"]);
+        let bad: std::collections::BTreeMap<String, String> = [
+            ("a b".to_string(), "v".to_string()),
+            ("big".to_string(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1)),
+        ]
+        .into();
+        let p = label_problems(&bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[1].contains("at most 1024 bytes, got 1025"), "{p:?}");
+    }
 
     #[test]
     fn plugin_names_never_look_like_digests_or_ids() {

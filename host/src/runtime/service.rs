@@ -265,6 +265,13 @@ impl Service {
             .task(task)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no {task}")))?;
+        let problems = crate::model::limits::label_problems(&labels);
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid {
+                message: "invalid labels".into(),
+                problems,
+            });
+        }
         let mut vars = task.spec.variables.clone();
         let unknown: Vec<String> = variables
             .keys()
