@@ -655,3 +655,23 @@ async fn attempts_wait_for_the_hosts_memory_budget() {
         "{message}"
     );
 }
+
+/// A secret the guest echoes is replaced in its log lines, outputs, result
+/// and error.
+#[tokio::test]
+async fn secrets_a_guest_echoes_are_redacted_from_its_report() {
+    let secret = "s3cr3t-value";
+    let mut s = spec(json!({"name": secret}));
+    s.secrets = vec![secret.to_string()];
+    let r = sandbox().run(&load("hello"), s).await;
+    assert_eq!(r.status, AttemptStatus::Success, "{r:?}");
+    assert_eq!(r.result, Some(json!({"message": "Hello, [secret]!"})));
+    assert_eq!(r.outputs["message"], "Hello, [secret]!");
+    assert_eq!(r.logs[0].message, "greeting [secret]");
+    assert!(!serde_json::to_string(&r).unwrap().contains(secret));
+
+    let mut s = spec(json!({"mode": "echo", "secret": secret}));
+    s.secrets = vec![secret.to_string()];
+    let r = sandbox().run(&load("chaos"), s).await;
+    assert!(!serde_json::to_string(&r).unwrap().contains(secret), "{r:?}");
+}

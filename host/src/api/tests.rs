@@ -1097,3 +1097,76 @@ async fn lists_return_the_fields_asked_for_and_labels_are_bounded() {
         .await;
     r.problem(StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// A secret is sealed at rest, never shown, read by the task's own attempts
+/// through get-variable, and redacted from what they report; an update that
+/// sends it back as shown keeps it.
+#[tokio::test]
+async fn secrets_are_sealed_never_shown_and_redacted_from_reports() {
+    let api = Api::new().await;
+    let r = api.upload("name=chaos", component("chaos")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let secret = "hunter2-very-secret";
+    let spec = json!({
+        "name": "s", "action": "chaos",
+        "input": {"mode": "variable", "name": "token"},
+        "grants": {"variables": {"plain": "p"}, "secrets": {"token": secret}}
+    });
+    let task = api.task(spec.clone()).await;
+    assert_eq!(
+        task["grants"]["secrets"],
+        json!({"token": "(secret)"}),
+        "{task}"
+    );
+    assert!(!task.to_string().contains(secret));
+    let listed = api.get("/tasks").await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains(secret));
+    let r = api.post("/tasks/s/executions?wait=60s", json!({})).await;
+    let e = r.json();
+    assert_eq!(e["state"], "SUCCESS", "{e}");
+    // The guest read the secret (what it returned is exactly the secret)...
+    assert_eq!(e["result"], json!({"value": "[secret]"}), "{e}");
+    let id = e["id"].as_str().unwrap();
+    let full = api.get(&format!("/executions/{id}")).await;
+    assert!(!String::from_utf8_lossy(&full.body).contains(secret));
+    // ... and the store holds it sealed only.
+    for entry in std::fs::read_dir(api._dir.path()).unwrap().flatten() {
+        if entry.path().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the secret in the clear",
+                entry.path().display()
+            );
+        }
+    }
+    // Sent back as shown: kept.
+    let mut again = spec.clone();
+    again["grants"]["secrets"]["token"] = json!("(secret)");
+    let r = api.call(Method::PUT, "/tasks/s", Some(again)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let e = api
+        .post("/tasks/s/executions?wait=60s", json!({}))
+        .await
+        .json();
+    assert_eq!(e["result"], json!({"value": "[secret]"}), "{e}");
+    // "(secret)" with nothing stored under the name: refused.
+    let mut missing = spec.clone();
+    missing["name"] = json!("s2");
+    missing["grants"]["secrets"]["token"] = json!("(secret)");
+    api.post("/tasks", missing)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    // A name both a variable and a secret: refused.
+    let mut both = spec;
+    both["name"] = json!("s3");
+    both["grants"]["variables"]["token"] = json!("x");
+    api.post("/tasks", both)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+}

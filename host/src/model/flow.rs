@@ -136,6 +136,19 @@ impl StepSpec {
         self.parallel.as_deref().unwrap_or_default()
     }
 
+    /// Calls `f` on every grants of this step and the steps inside it.
+    pub fn visit_grants_mut(&mut self, f: &mut dyn FnMut(&mut Grants)) {
+        if let Some(g) = &mut self.grants {
+            f(g);
+        }
+        for child in self.parallel.iter_mut().flatten() {
+            child.visit_grants_mut(f);
+        }
+        if let Some(each) = &mut self.for_each {
+            each.step.visit_grants_mut(f);
+        }
+    }
+
     /// What runs for this step's task runs: the step itself, or a
     /// `for_each`'s per-item step.
     pub fn runnable(&self) -> &StepSpec {

@@ -153,7 +153,16 @@ pub struct Grants {
     pub scratch: bool,
     /// Variables `get-variable` returns.
     pub variables: BTreeMap<String, String>,
+    /// Secret variables `get-variable` also returns: sealed before the task
+    /// is stored, never shown by the API (each value reads
+    /// [`SECRET_SHOWN`]), redacted from what an attempt reports. A value of
+    /// [`SECRET_SHOWN`] in an update keeps the one stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
+
+/// What the API shows in place of a secret's value.
+pub const SECRET_SHOWN: &str = "(secret)";
 
 /// How a caller points at a task: by id, or by name within one namespace.
 ///
@@ -227,6 +236,7 @@ impl Task {
         if let Some(w) = &mut self.spec.webhook {
             w.secret = None;
         }
+        self.spec = self.spec.without_secrets();
         self
     }
 }
@@ -376,7 +386,44 @@ impl TaskSpec {
                 p.push(e);
             }
         }
+        let mut secrets = Vec::new();
+        self.clone().visit_grants_mut(&mut |g| {
+            secrets.extend(
+                g.secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone(), g.variables.contains_key(k))),
+            )
+        });
+        for (name, value, also_variable) in secrets {
+            if let Err(e) = check_name("secret", &name) {
+                p.push(e);
+            }
+            if also_variable {
+                p.push(format!("grants: {name:?} is both a variable and a secret"));
+            }
+            if value.is_empty() || value.len() > 4096 {
+                p.push(format!("grants.secrets.{name}: a secret is 1-4096 bytes"));
+            }
+        }
         p
+    }
+
+    /// Calls `f` on the task's grants and every step's.
+    pub fn visit_grants_mut(&mut self, f: &mut dyn FnMut(&mut Grants)) {
+        f(&mut self.grants);
+        for step in &mut self.steps {
+            step.visit_grants_mut(f);
+        }
+    }
+
+    /// The task as the API shows it: every secret's value replaced.
+    pub fn without_secrets(mut self) -> TaskSpec {
+        self.visit_grants_mut(&mut |g| {
+            for v in g.secrets.values_mut() {
+                *v = SECRET_SHOWN.to_string();
+            }
+        });
+        self
     }
 
     /// Whether the task is a flow of steps (else one action, step `main`).

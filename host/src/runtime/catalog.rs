@@ -172,8 +172,62 @@ impl Service {
         Ok(None)
     }
 
+    /// Seals the secrets of `spec`; a value shown as `(secret)` keeps the one
+    /// `current` holds under that name.
+    fn seal_secrets(&self, spec: &mut TaskSpec, current: Option<&TaskSpec>) -> ServiceResult<()> {
+        let mut stored = std::collections::BTreeMap::new();
+        if let Some(current) = current {
+            current
+                .clone()
+                .visit_grants_mut(&mut |g| stored.extend(g.secrets.clone()));
+        }
+        let mut problems = Vec::new();
+        spec.visit_grants_mut(&mut |g| {
+            for (name, value) in g.secrets.iter_mut() {
+                if value == crate::model::task::SECRET_SHOWN {
+                    match stored.get(name) {
+                        Some(sealed) => *value = sealed.clone(),
+                        None => problems.push(format!(
+                            "grants.secrets.{name}: {:?} keeps a stored secret, and there is none",
+                            crate::model::task::SECRET_SHOWN
+                        )),
+                    }
+                } else {
+                    *value = self.secrets.seal(value);
+                }
+            }
+        });
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid {
+                message: "invalid task".into(),
+                problems,
+            })
+        }
+    }
+
+    /// The plain secrets `step` of `spec` may read, by name.
+    pub(super) fn open_secrets(
+        &self,
+        spec: &TaskSpec,
+        step: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        spec.grants_of(step)
+            .secrets
+            .iter()
+            .map(|(name, sealed)| {
+                self.secrets
+                    .open(sealed)
+                    .map(|plain| (name.clone(), plain))
+                    .map_err(|e| format!("secret {name:?}: {e}"))
+            })
+            .collect()
+    }
+
     pub async fn create_task(&self, mut spec: TaskSpec) -> ServiceResult<Task> {
         self.check_task(&mut spec).await?;
+        self.seal_secrets(&mut spec, None)?;
         let ts = now();
         let task = Task {
             id: uuid::Uuid::now_v7().to_string(),
@@ -203,6 +257,8 @@ impl Service {
             w.secret = current.spec.webhook.and_then(|w| w.secret);
         }
         self.check_task(&mut spec).await?;
+        let current = self.task(task).await?;
+        self.seal_secrets(&mut spec, current.as_ref().map(|t| &t.spec))?;
         let task = self.store.update_task(task, &spec).await?;
         lock(&self.tasks).clear();
         self.schedules_changed.notify_one();

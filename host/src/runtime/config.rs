@@ -36,6 +36,9 @@ pub struct ServiceConfig {
     pub bounds: TaskBounds,
     pub quotas: Quotas,
     /// Where uploaded components are kept, by digest.
+    /// The key that seals secret task variables (made, 0600, on first use):
+    /// `secret.key` beside `plugins_dir` by default.
+    pub secret_key: PathBuf,
     pub plugins_dir: PathBuf,
     /// Largest component accepted.
     pub max_plugin_bytes: usize,
@@ -55,6 +58,7 @@ impl ServiceConfig {
             shutdown_grace: Duration::from_secs(30),
             bounds: TaskBounds::default(),
             quotas: Quotas::default(),
+            secret_key: plugins_dir.with_file_name("secret.key"),
             plugins_dir,
             max_plugin_bytes: 64 << 20,
             max_wait: Duration::from_secs(60),

@@ -14,6 +14,7 @@ mod leases;
 pub mod local;
 mod reads;
 mod schedules;
+pub mod secrets;
 pub mod service;
 mod spans;
 mod subflow;

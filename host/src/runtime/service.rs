@@ -71,6 +71,8 @@ pub struct Service {
     pub(super) clock: Arc<dyn Clock>,
     /// Told when tasks or schedules change: the scheduler looks again.
     pub(super) schedules_changed: Notify,
+    /// Seals secret task variables before they are stored.
+    pub(super) secrets: super::secrets::SecretBox,
 }
 
 /// What a trigger asks for; every field may be left at its default.
@@ -138,7 +140,15 @@ impl Service {
             context: format!("creating {}", config.plugins_dir.display()),
             source,
         })?;
+        let secrets =
+            super::secrets::SecretBox::open_or_create(&config.secret_key).map_err(|source| {
+                ServiceError::Io {
+                    context: format!("opening the secret key {}", config.secret_key.display()),
+                    source,
+                }
+            })?;
         let svc = Arc::new(Service {
+            secrets,
             tasks: Mutex::new(Cache::default()),
             actions: Mutex::new(Cache::default()),
             store,

@@ -150,6 +150,19 @@ impl Service {
                 spec.quotas = self.config.quotas;
                 let grants = started.spec.grants_of(step);
                 spec.variables = grants.variables.clone();
+                match self.open_secrets(&started.spec, step) {
+                    Ok(secrets) => {
+                        spec.secrets = secrets.values().cloned().collect();
+                        spec.variables.extend(secrets);
+                    }
+                    Err(e) => {
+                        return AttemptReport::failed_before_start(
+                            started.number,
+                            ErrorKind::LoadFailed,
+                            e,
+                        );
+                    }
+                }
                 spec.scratch = grants.scratch;
                 spec.last_checkpoint = started.checkpoint.clone();
                 spec.cancel = cancel.clone();

@@ -12,6 +12,7 @@ pub mod component;
 pub mod engine;
 mod host;
 pub mod limits;
+pub mod redact;
 // The report types are the model's vocabulary; the sandbox fills them in.
 pub use crate::model::report;
 mod runner;
@@ -56,6 +57,10 @@ pub struct AttemptSpec {
     pub quotas: Quotas,
     /// Variables the task grants; `get-variable` sees only these.
     pub variables: BTreeMap<String, String>,
+    /// Values that must never leave the attempt: each is replaced by
+    /// `[secret]` in its logs (as they are written), outputs, result, error
+    /// and warnings.
+    pub secrets: Vec<String>,
     /// Whether the attempt gets a fresh scratch dir at `/scratch`.
     pub scratch: bool,
     /// The task run's last checkpoint, from an earlier attempt.
@@ -79,6 +84,7 @@ impl AttemptSpec {
             limits: Limits::default(),
             quotas: Quotas::default(),
             variables: BTreeMap::new(),
+            secrets: Vec::new(),
             scratch: false,
             last_checkpoint: None,
             media,

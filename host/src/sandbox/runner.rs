@@ -112,7 +112,9 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
 
     let started = Instant::now();
     let deadline = started + limits.timeout;
-    let logs = Logs::new(spec.quotas.log_bytes, spec.log_observer.clone());
+    let redact = super::redact::Redactor::new(&spec.secrets);
+    let logs =
+        Logs::new(spec.quotas.log_bytes, spec.log_observer.clone()).redacting(redact.clone());
 
     // A scratch dir only when granted: creating one costs 20-50 µs.
     let scratch = if spec.scratch {
@@ -215,6 +217,26 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
     let (status, result, error) = classify(outcome, &state, &spec, wall);
     drop(scratch);
 
+    // Secrets the guest echoed stay in the attempt (logs were redacted as
+    // they were written).
+    let mut result = result;
+    let mut error = error;
+    let mut outputs = state.outputs.into_values();
+    let mut warnings = state.warnings.into_list();
+    if !redact.is_empty() {
+        if let Some(r) = &mut result {
+            redact.json(r);
+        }
+        if let Some(e) = &mut error {
+            e.message = redact.text(std::mem::take(&mut e.message));
+        }
+        for v in outputs.values_mut() {
+            redact.json(v);
+        }
+        for w in &mut warnings {
+            *w = redact.text(std::mem::take(w));
+        }
+    }
     AttemptReport {
         status,
         attempt,
@@ -225,12 +247,12 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
             wall_ms: wall.as_secs_f64() * 1000.0,
             memory_peak_bytes: state.limiter.peak_bytes(),
         },
-        outputs: state.outputs.into_values(),
+        outputs,
         metrics: state.metrics.into_report(),
         media: state.media.into_items(),
         logs: logs.finish(),
         checkpoint: state.checkpoints.into_written(),
-        warnings: state.warnings.into_list(),
+        warnings,
     }
 }
 

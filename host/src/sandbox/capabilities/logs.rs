@@ -46,6 +46,7 @@ struct LogState {
     partial: [Vec<u8>; 2],
     stderr_tail: VecDeque<u8>,
     observer: Option<Arc<dyn LogObserver>>,
+    redact: super::super::redact::Redactor,
 }
 
 fn now_rfc3339() -> String {
@@ -65,8 +66,15 @@ impl Logs {
                 partial: [Vec::new(), Vec::new()],
                 stderr_tail: VecDeque::new(),
                 observer,
+                redact: Default::default(),
             })),
         }
+    }
+
+    /// Lines are written with these values replaced (see `sandbox::redact`).
+    pub fn redacting(self, redact: super::super::redact::Redactor) -> Self {
+        self.lock().redact = redact;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -163,6 +171,7 @@ impl LogState {
     }
 
     fn push(&mut self, level: LogLevel, source: LogSource, message: String) {
+        let message = self.redact.text(message);
         let size = message.len() as u64;
         if self.used.saturating_add(size) > self.quota {
             self.dropped_lines += 1;
