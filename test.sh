@@ -52,3 +52,6 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 fi
 PATH="$PWD/$venv/bin:$PATH" MAX_EXAMPLES=50 tests/schemathesis.sh
+
+echo "== fuzz: each target for ${FUZZ_SECONDS:-10}s (cargo-fuzz, installed on first use; a crash fails the run)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh

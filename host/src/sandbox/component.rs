@@ -214,6 +214,14 @@ fn unknown_imports(bytes: &[u8]) -> Vec<String> {
     names
 }
 
+/// What is checked of an upload before it is compiled: that it is a
+/// component (its core-instance count) and the imports outside the world it
+/// names. Public for the fuzz targets (`fuzz/`).
+pub fn check_bytes(bytes: &[u8]) -> Result<(u32, Vec<String>), LoadError> {
+    let instances = inspect(bytes)?;
+    Ok((instances, unknown_imports(bytes)))
+}
+
 /// Checks that `bytes` is a component (not a core module or something else)
 /// and counts the core instances one instantiation creates.
 fn inspect(bytes: &[u8]) -> Result<u32, LoadError> {
