@@ -826,23 +826,116 @@ pub async fn media_list(
     }))
 }
 
+/// `GET /media/{id}/link`'s query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinkQuery {
+    /// How long the link works: `1h` (default) up to `7d`.
+    #[param(example = "1h")]
+    expires_in: Option<String>,
+}
+
+/// A signed link to a media object.
+#[derive(Serialize, ToSchema)]
+pub struct MediaLink {
+    /// The object's URL with `expires` and `signature`: it works without
+    /// any other credential until it expires.
+    url: String,
+    /// RFC 3339.
+    expires_at: String,
+}
+
+/// A link to share a media object: signed (HMAC-SHA256 with a key derived
+/// from the host's secret key) for its id and expiry.
+#[utoipa::path(get, path = "/media/{id}/link", tag = "media",
+    params(("id" = String, Path, description = "The media object's id"), LinkQuery),
+    responses(
+        (status = 200, description = "The link", body = MediaLink),
+        (status = 400, description = "A bad `expires_in`, or a URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such media object", body = Problem, content_type = PROBLEM_JSON),
+    ))]
+pub async fn media_link(
+    State(svc): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Result<Json<MediaLink>, ApiError> {
+    let info = svc
+        .media(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?;
+    let ttl = match q.expires_in.as_deref() {
+        None => std::time::Duration::from_secs(3600),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| ApiError::BadRequest(format!("expires_in: {e}")))?,
+    };
+    if ttl < std::time::Duration::from_secs(1)
+        || ttl > std::time::Duration::from_secs(7 * 24 * 3600)
+    {
+        return Err(ApiError::BadRequest(
+            "expires_in must be between 1s and 7d".into(),
+        ));
+    }
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + ttl.as_secs();
+    let signature = svc.sign_media_link(&info.id, expires);
+    Ok(Json(MediaLink {
+        url: format!("{}?expires={expires}&signature={signature}", info.url),
+        expires_at: humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires),
+        )
+        .to_string(),
+    }))
+}
+
+/// A signed link's parameters on `GET /media/{id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SignedQuery {
+    /// From a link made by `GET /media/{id}/link`: unix seconds.
+    expires: Option<String>,
+    /// From a link made by `GET /media/{id}/link`.
+    signature: Option<String>,
+}
+
 /// A media object's bytes.
 #[utoipa::path(get, path = "/media/{id}", tag = "media",
     params(
         ("id" = String, Path, description = "The media object's id"),
         ("If-None-Match" = Option<String>, Header, description = "The ETag of a copy the caller has"),
+        SignedQuery,
     ),
     responses(
         (status = 200, description = "The bytes, with the object's Content-Type, Content-Length and ETag", content_type = "*/*", body = Component),
         (status = 304, description = "The caller's copy (If-None-Match) is current"),
         (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "A signed link whose signature is wrong or that has expired", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such media object", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn media(
     State(svc): State<AppState>,
     Path(id): Path<String>,
+    Query(signed): Query<SignedQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if signed.expires.is_some() || signed.signature.is_some() {
+        let expires = signed
+            .expires
+            .as_deref()
+            .and_then(|e| e.parse::<u64>().ok());
+        let valid = match (expires, signed.signature.as_deref()) {
+            (Some(expires), Some(signature)) => svc.media_link_valid(&id, expires, signature),
+            _ => false,
+        };
+        if !valid {
+            return Err(ApiError::Forbidden(
+                "this link's signature is not valid for this object, or the link has expired"
+                    .into(),
+            ));
+        }
+    }
     let info = svc
         .media(&id)
         .await?

@@ -118,6 +118,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions::metrics))
         .routes(routes!(executions::media_list))
         .routes(routes!(executions::media))
+        .routes(routes!(executions::media_link))
         .routes(routes!(events::list))
         .routes(routes!(analytics::get))
         .routes(routes!(workers))
@@ -158,12 +159,43 @@ async fn declared_length(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => problem::ApiError::TooLarge(format!(
-            "request body too large: Content-Length {n} is over this route's limit of {limit} bytes"
-        ))
-        .into_response(),
+        Some(n) if n > limit as u64 => {
+            // Read (and drop) a bounded part of the body while the answer is
+            // sent, so that a client still writing it sees the 413 rather than
+            // a reset connection; then the connection closes.
+            let body = request.into_body();
+            tokio::spawn(drain(body, n.min(LINGER_BYTES)));
+            let mut response = problem::ApiError::TooLarge(format!(
+                "request body too large: Content-Length {n} is over this route's limit of {limit} bytes"
+            ))
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
         _ => next.run(request).await,
     }
+}
+
+/// The most of a refused body read before its connection is closed.
+const LINGER_BYTES: u64 = 16 << 20;
+
+/// Reads up to `at_most` bytes of `body` within 5 s, discarding them.
+async fn drain(body: axum::body::Body, at_most: u64) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while read < at_most {
+            match stream.next().await {
+                Some(Ok(chunk)) => read += chunk.len() as u64,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 async fn no_such_endpoint(uri: axum::http::Uri) -> problem::ApiError {

@@ -696,7 +696,7 @@ async fn every_operation_documents_its_errors_as_problems() {
     let api = Api::new().await;
     let doc = Contract::of(&api).await.doc;
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 28, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut operations = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
@@ -715,7 +715,7 @@ async fn every_operation_documents_its_errors_as_problems() {
             }
         }
     }
-    assert_eq!(operations, 32);
+    assert_eq!(operations, 33);
 }
 
 const PROBLEM: &str = "application/problem+json";
@@ -1169,4 +1169,71 @@ async fn secrets_are_sealed_never_shown_and_redacted_from_reports() {
     api.post("/tasks", both)
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// A signed link serves its object until it expires; a link whose
+/// signature, object or expiry was changed is a 403.
+#[tokio::test]
+async fn a_signed_media_link_works_for_its_object_until_it_expires() {
+    let api = Api::new().await;
+    api.upload("name=chaos", component("chaos")).await;
+    api.task(
+        json!({"name": "m", "action": "chaos", "input": {"mode": "media_flood", "size": 8 << 20}}),
+    )
+    .await;
+    let e = api
+        .post("/tasks/m/executions?wait=60s", json!({}))
+        .await
+        .json();
+    let id = e["id"].as_str().unwrap();
+    let media = api.get(&format!("/executions/{id}/media")).await.json();
+    let (first, second) = (&media["media"][0], &media["media"][1]);
+    let object = first["id"].as_str().unwrap();
+
+    let link = api
+        .get(&format!("/media/{object}/link?expires_in=10m"))
+        .await
+        .json();
+    let url = link["url"].as_str().unwrap();
+    let query = url.split_once('?').unwrap().1;
+    assert!(link["expires_at"].is_string(), "{link}");
+    let r = api.get(&format!("/media/{object}?{query}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.len(), 8 << 20);
+
+    let expires: u64 = query
+        .split('&')
+        .next()
+        .unwrap()
+        .trim_start_matches("expires=")
+        .parse()
+        .unwrap();
+    let signature = query.rsplit_once("signature=").unwrap().1;
+    let other = second["id"].as_str().unwrap();
+    for bad in [
+        format!("/media/{other}?{query}"),
+        format!(
+            "/media/{object}?expires={}&signature={signature}",
+            expires + 1
+        ),
+        format!(
+            "/media/{object}?expires={expires}&signature={}",
+            "0".repeat(64)
+        ),
+        format!("/media/{object}?expires={expires}"),
+        format!("/media/{object}?expires=1&signature={}", {
+            // Signed by this host, but long expired.
+            api.svc.sign_media_link(object, 1)
+        }),
+    ] {
+        api.get(&bad).await.problem(StatusCode::FORBIDDEN);
+    }
+    for bad in ["0s", "8d", "soon"] {
+        api.get(&format!("/media/{object}/link?expires_in={bad}"))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+    }
+    api.get("/media/nope/link")
+        .await
+        .problem(StatusCode::NOT_FOUND);
 }

@@ -186,6 +186,18 @@ impl Service {
         &self.store
     }
 
+    /// A signature for a link to media `id` that expires at `expires` (unix
+    /// seconds).
+    pub fn sign_media_link(&self, id: &str, expires: u64) -> String {
+        self.secrets.sign_link(id, expires)
+    }
+
+    /// Whether a link's signature is this host's and it has not expired.
+    pub fn media_link_valid(&self, id: &str, expires: u64, signature: &str) -> bool {
+        let now = self.clock.now_ms() / 1000;
+        expires > now as u64 && self.secrets.link_signed(id, expires, signature)
+    }
+
     pub fn media_store(&self) -> &Arc<MediaStore> {
         &self.media
     }
