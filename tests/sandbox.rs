@@ -673,5 +673,8 @@ async fn secrets_a_guest_echoes_are_redacted_from_its_report() {
     let mut s = spec(json!({"mode": "echo", "secret": secret}));
     s.secrets = vec![secret.to_string()];
     let r = sandbox().run(&load("chaos"), s).await;
-    assert!(!serde_json::to_string(&r).unwrap().contains(secret), "{r:?}");
+    assert!(
+        !serde_json::to_string(&r).unwrap().contains(secret),
+        "{r:?}"
+    );
 }

@@ -1228,3 +1228,106 @@ async fn slow_and_idle_clients_do_not_hold_the_server() {
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// Every way the chaos plugin misbehaves, at once, through the server: each
+/// execution ends as its attempt's limit or error says (or succeeds with the
+/// flood cut at its quota), the server keeps serving others throughout, and
+/// its memory stays bounded.
+#[tokio::test]
+async fn hostile_guests_through_the_server_end_as_limited_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    s.create_task(json!({
+        "name": "hostile", "action": "chaos",
+        "limits": {"fuel": 2_000_000_000u64, "timeout": "5s", "memory": "64MiB"}
+    }))
+    .await;
+    s.create_task(json!({"name": "greet", "action": "hello"}))
+        .await;
+    let cases: Vec<(Value, &str, Option<&str>)> = vec![
+        (json!({"mode": "loop"}), "FAILED", Some("fuel_exhausted")),
+        (json!({"mode": "sleep"}), "FAILED", Some("timeout")),
+        (
+            json!({"mode": "memory_bomb"}),
+            "FAILED",
+            Some("memory_limit"),
+        ),
+        (
+            json!({"mode": "stack_overflow"}),
+            "FAILED",
+            Some("stack_overflow"),
+        ),
+        (
+            json!({"mode": "panic", "message": "boom"}),
+            "FAILED",
+            Some("trap"),
+        ),
+        (
+            json!({"mode": "non_json"}),
+            "FAILED",
+            Some("invalid_result"),
+        ),
+        (
+            json!({"mode": "big_result", "size": 2 << 20}),
+            "FAILED",
+            Some("invalid_result"),
+        ),
+        (
+            json!({"mode": "output_flood", "size": 512 * 1024}),
+            "SUCCESS",
+            None,
+        ),
+        (
+            json!({"mode": "log_flood", "lines": 2000, "size": 1024}),
+            "SUCCESS",
+            None,
+        ),
+        (
+            json!({"mode": "media_flood", "size": 8 << 20}),
+            "SUCCESS",
+            None,
+        ),
+        (
+            json!({"mode": "metric_flood", "series": 2500}),
+            "SUCCESS",
+            None,
+        ),
+        (json!({"mode": "fs_escape"}), "SUCCESS", None),
+        (json!({"mode": "socket"}), "SUCCESS", None),
+        (json!({"mode": "bad_names"}), "SUCCESS", None),
+    ];
+    let mut started = Vec::new();
+    for (input, state, kind) in &cases {
+        started.push((
+            s.start("hostile", input.clone()).await,
+            input,
+            *state,
+            *kind,
+        ));
+    }
+    // Meanwhile the server serves a well-behaved task.
+    let id = s.start("greet", json!({"name": "Ada"})).await;
+    let e = s.wait_for(&id, "SUCCESS", Duration::from_secs(60)).await;
+    assert_eq!(e["outputs"]["message"], "Hello, Ada!");
+    for (id, input, state, kind) in started {
+        let e = s.wait_for(&id, state, Duration::from_secs(120)).await;
+        if let Some(kind) = kind {
+            assert_eq!(e["error"]["kind"], kind, "{input}: {e}");
+        }
+    }
+    // What the floods left is within their quotas.
+    let (status, health) = s.get("/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 1 << 20,
+        "the server stayed under 1 GiB: {rss_kib} KiB"
+    );
+    let id = s.start("greet", json!({"name": "again"})).await;
+    s.wait_for(&id, "SUCCESS", Duration::from_secs(60)).await;
+}
