@@ -1111,22 +1111,18 @@ async fn traces_follow_an_execution_through_task_runs_attempts_and_host_calls() 
     );
 }
 
-/// Slow and idle clients cannot hold the server: a client that never
-/// finishes its headers is cut off after the read timeout, and at the
-/// connection cap the longest idle connection is closed for a new one.
-#[tokio::test]
-async fn slow_and_idle_clients_do_not_hold_the_server() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
+/// A server with at most 8 connections and `read_timeout`, no plugins; and
+/// its address for raw TCP clients.
+fn limited_server(dir: &std::path::Path, read_timeout: &str) -> (Server, String) {
     let s = Server::launch_with(
-        dir.path(),
+        dir,
         &[
             "--read-timeout",
-            "1s",
+            read_timeout,
             "--max-connections",
             "8",
             "--plugins",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
         ],
     );
     let addr = s
@@ -1134,6 +1130,17 @@ async fn slow_and_idle_clients_do_not_hold_the_server() {
         .trim_start_matches("http://")
         .trim_end_matches("/api/v1")
         .to_string();
+    (s, addr)
+}
+
+/// Slow and idle clients cannot hold the server: a client that never
+/// finishes its headers is cut off after the read timeout, and at the
+/// connection cap the longest idle connection is closed for a new one.
+#[tokio::test]
+async fn slow_and_idle_clients_do_not_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (s, addr) = limited_server(dir.path(), "1s");
     // Closed by the server: a read ends (0 bytes, or an error), with or
     // without a 408 first.
     async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
@@ -1194,22 +1201,7 @@ async fn slow_and_idle_clients_do_not_hold_the_server() {
     // request is still served, and the longest idle one was closed for it,
     // the others left open.
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::launch_with(
-        dir.path(),
-        &[
-            "--read-timeout",
-            "60s",
-            "--max-connections",
-            "8",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-        ],
-    );
-    let addr = s
-        .base
-        .trim_start_matches("http://")
-        .trim_end_matches("/api/v1")
-        .to_string();
+    let (s, addr) = limited_server(dir.path(), "60s");
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());

@@ -169,8 +169,13 @@ impl Api {
 
     /// Starts an execution of `task` (`query` may name a namespace); returns it.
     pub async fn start(&self, task: &str, query: &str) -> Value {
+        self.start_with(task, query, json!({})).await
+    }
+
+    /// Starts an execution of `task` with `body`; returns it.
+    pub async fn start_with(&self, task: &str, query: &str, body: Value) -> Value {
         let r = self
-            .post(&format!("/tasks/{task}/executions{query}"), json!({}))
+            .post(&format!("/tasks/{task}/executions{query}"), body)
             .await;
         assert_eq!(
             r.status,
@@ -822,19 +827,8 @@ fn component(name: &str) -> Vec<u8> {
 
 impl Api {
     async fn run_greet(&self) -> Value {
-        let r = self
-            .post(
-                "/tasks/greet/executions?wait=60s",
-                json!({"input": {"name": "Ada"}}),
-            )
-            .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
-        r.json()
+        self.start_with("greet", "?wait=60s", json!({"input": {"name": "Ada"}}))
+            .await
     }
 
     async fn upload(&self, query: &str, bytes: Vec<u8>) -> Reply {

@@ -128,14 +128,7 @@ impl Service {
             }
         }
         spec.resolved_actions = resolved;
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid {
-                message: "invalid task".into(),
-                problems,
-            })
-        }
+        invalid_task_if_any(problems)
     }
 
     /// The chain of subflow tasks from `start` back to the task `spec`
@@ -197,14 +190,7 @@ impl Service {
                 }
             }
         });
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid {
-                message: "invalid task".into(),
-                problems,
-            })
-        }
+        invalid_task_if_any(problems)
     }
 
     /// The plain secrets `step` of `spec` may read, by name.
@@ -322,6 +308,17 @@ impl Service {
         let path = self.config.plugins_dir.join(format!("{hex}.wasm"));
         Ok(tokio::task::spawn_blocking(move || sandbox.load_file(&path)).await??)
     }
+}
+
+/// `Ok` without problems, else the task is invalid for each of them.
+fn invalid_task_if_any(problems: Vec<String>) -> ServiceResult<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ServiceError::Invalid {
+        message: "invalid task".into(),
+        problems,
+    })
 }
 
 /// Lookups remembered until the next change. The generation makes a lookup
