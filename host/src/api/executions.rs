@@ -209,7 +209,7 @@ pub struct ListQuery {
 }
 
 /// An execution's fields that `fields=` may name.
-const EXECUTION_FIELDS: &[&str] = &[
+pub(super) const EXECUTION_FIELDS: &[&str] = &[
     "id",
     "task_id",
     "task_version",

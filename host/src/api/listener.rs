@@ -69,7 +69,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let Some((id, close)) = admit(&table, limits.max_connections) else {
+        let Some((id, close)) = admit(&table, limits.max_connections, &stopping) else {
             tracing::warn!(
                 max_connections = limits.max_connections,
                 "connection refused: every open connection is busy"
@@ -97,7 +97,7 @@ pub async fn serve(
             })
         };
         let builder = builder.clone();
-        let (stopping, table) = (stopping.clone(), table.clone());
+        let table = table.clone();
         let read_timeout = limits.read_timeout;
         tasks.spawn(async move {
             // A connection that sends nothing: hyper's header timeout only
@@ -106,7 +106,6 @@ pub async fn serve(
             let spoke = tokio::select! {
                 r = tokio::time::timeout(read_timeout, tcp.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
                 _ = close.cancelled() => false,
-                _ = stopping.cancelled() => false,
             };
             if !spoke {
                 lock(&table).open.remove(&id);
@@ -124,10 +123,6 @@ pub async fn serve(
                         break;
                     }
                     _ = close.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = stopping.cancelled(), if !closing => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
@@ -161,8 +156,13 @@ fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
 }
 
 /// Makes room for one more connection: at the cap, the one idle the longest
-/// is told to close. `None` when every open connection is busy.
-fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, CancellationToken)> {
+/// is told to close. `None` when every open connection is busy. A
+/// connection's token is a child of `stopping`: shutdown closes them all.
+fn admit(
+    table: &Mutex<Table>,
+    max: usize,
+    stopping: &CancellationToken,
+) -> Option<(u64, CancellationToken)> {
     let mut t = lock(table);
     let live = t.open.values().filter(|c| !c.close.is_cancelled()).count();
     if live >= max {
@@ -175,7 +175,7 @@ fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, CancellationToken)> {
     }
     t.next_id += 1;
     let id = t.next_id;
-    let close = CancellationToken::new();
+    let close = stopping.child_token();
     t.open.insert(
         id,
         Connection {
@@ -254,6 +254,8 @@ mod tests {
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let table = Mutex::new(Table::default());
+        let stopping = CancellationToken::new();
+        let admit = |table: &Mutex<Table>, max| super::admit(table, max, &stopping);
         let (a, close_a) = admit(&table, 2).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let (b, close_b) = admit(&table, 2).unwrap();
@@ -266,5 +268,8 @@ mod tests {
             lock(&table).open.get_mut(&id).unwrap().in_flight = 1;
         }
         assert!(admit(&table, 2).is_none());
+        // Shutdown closes every connection.
+        stopping.cancel();
+        assert!(close_b.is_cancelled());
     }
 }

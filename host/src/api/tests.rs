@@ -854,10 +854,11 @@ async fn a_plugin_name_and_version_always_mean_the_same_bytes() {
 
     let r = api.upload("name=greeter&version=1.0", noop.clone()).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(r.json()["id"], noop_id);
+    let first = r.json();
+    assert_eq!(first["id"], noop_id);
     // The same bytes again: that plugin, not a new one.
     let r = api.upload("name=greeter&version=1.0", noop.clone()).await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!((r.status, r.json()), (StatusCode::OK, first));
     // Other bytes under a name and version taken: refused, naming the owner.
     let detail = api
         .upload("name=greeter&version=1.0", hello.clone())
@@ -1067,6 +1068,13 @@ async fn lists_return_the_fields_asked_for_and_labels_are_bounded() {
     assert!(page.get("next_cursor").is_some());
     let full = api.get("/executions").await.json();
     assert!(full["executions"][0]["input"]["big"].is_string());
+    // Every field an execution has can be asked for.
+    for key in full["executions"][0].as_object().unwrap().keys() {
+        assert!(
+            super::executions::EXECUTION_FIELDS.contains(&key.as_str()),
+            "{key}"
+        );
+    }
     let detail = api
         .get("/executions?fields=state,secrets")
         .await

@@ -136,6 +136,17 @@ impl StepSpec {
         self.parallel.as_deref().unwrap_or_default()
     }
 
+    /// Every grants of this step and the steps inside it.
+    pub fn all_grants<'a>(&'a self, out: &mut Vec<&'a Grants>) {
+        out.extend(self.grants.as_ref());
+        for child in self.parallel.iter().flatten() {
+            child.all_grants(out);
+        }
+        if let Some(each) = &self.for_each {
+            each.step.all_grants(out);
+        }
+    }
+
     /// Calls `f` on every grants of this step and the steps inside it.
     pub fn visit_grants_mut(&mut self, f: &mut dyn FnMut(&mut Grants)) {
         if let Some(g) = &mut self.grants {

@@ -833,17 +833,22 @@ fn an_item_is_planned_without_the_items_that_succeeded() {
     let r2 = part.item("pages", 2).id.clone();
     // Items waiting or running may be counted instead of read: the same
     // plan, and a plan that must move them (a cancel) is incomplete.
-    let mut counted = part.snap.clone();
     let r3 = part.item("pages", 3).id.clone();
-    counted.runs.retain(|r| r.id != r3);
-    counted
-        .flow
-        .as_mut()
-        .unwrap()
-        .left_out
-        .as_mut()
-        .unwrap()
-        .live = 1;
+    // Item 3 (waiting) counted as live instead of read.
+    let counting_r3 = |snap: &Snapshot| {
+        let mut counted = snap.clone();
+        counted.runs.retain(|r| r.id != r3);
+        counted
+            .flow
+            .as_mut()
+            .unwrap()
+            .left_out
+            .as_mut()
+            .unwrap()
+            .live = 1;
+        counted
+    };
+    let counted = counting_r3(&part.snap);
     assert_eq!(plan(&counted, &Event::Cancel), Err(Refusal::Incomplete));
     let claim2 = Event::Claim {
         run: r2.clone(),
@@ -853,16 +858,7 @@ fn an_item_is_planned_without_the_items_that_succeeded() {
     assert_eq!(plan(&counted, &claim2), plan(&part.snap, &claim2));
     let p = part.claim_run(&r2);
     assert_eq!(started_input(&p), json!({"url": "u2"}));
-    let mut counted = part.snap.clone();
-    counted.runs.retain(|r| r.id != r3);
-    counted
-        .flow
-        .as_mut()
-        .unwrap()
-        .left_out
-        .as_mut()
-        .unwrap()
-        .live = 1;
+    let counted = counting_r3(&part.snap);
     let fence = part.snap.runs.iter().find(|r| r.id == r2).unwrap().fence;
     let finished = |snap: &Snapshot| {
         let mut snap = snap.clone();

@@ -386,26 +386,29 @@ impl TaskSpec {
                 p.push(e);
             }
         }
-        let mut secrets = Vec::new();
-        self.clone().visit_grants_mut(&mut |g| {
-            secrets.extend(
-                g.secrets
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone(), g.variables.contains_key(k))),
-            )
-        });
-        for (name, value, also_variable) in secrets {
-            if let Err(e) = check_name("secret", &name) {
-                p.push(e);
-            }
-            if also_variable {
-                p.push(format!("grants: {name:?} is both a variable and a secret"));
-            }
-            if value.is_empty() || value.len() > 4096 {
-                p.push(format!("grants.secrets.{name}: a secret is 1-4096 bytes"));
+        for g in self.all_grants() {
+            for (name, value) in &g.secrets {
+                if let Err(e) = check_name("secret", name) {
+                    p.push(e);
+                }
+                if g.variables.contains_key(name) {
+                    p.push(format!("grants: {name:?} is both a variable and a secret"));
+                }
+                if value.is_empty() || value.len() > 4096 {
+                    p.push(format!("grants.secrets.{name}: a secret is 1-4096 bytes"));
+                }
             }
         }
         p
+    }
+
+    /// The task's grants and every step's.
+    pub fn all_grants(&self) -> Vec<&Grants> {
+        let mut out = vec![&self.grants];
+        for step in &self.steps {
+            step.all_grants(&mut out);
+        }
+        out
     }
 
     /// Calls `f` on the task's grants and every step's.

@@ -66,21 +66,10 @@ impl Service {
             size: size as u64,
             created_at: now(),
         };
-        let created = self.store.put_plugin(&plugin).await?;
+        let stored = self.store.put_plugin(&plugin).await?;
         // A name may now mean a newer component.
         lock(&self.actions).clear();
-        if created {
-            return Ok((plugin, true));
-        }
-        // Uploaded before under this name and version: that registration.
-        let stored = self
-            .store
-            .plugins()
-            .await?
-            .into_iter()
-            .find(|p| p.id == plugin.id && p.name == plugin.name && p.version == plugin.version)
-            .unwrap_or(plugin);
-        Ok((stored, false))
+        Ok(stored)
     }
 
     /// Checks a task and resolves each action it names to the plugin it
@@ -168,18 +157,17 @@ impl Service {
     /// Seals the secrets of `spec`; a value shown as `(secret)` keeps the one
     /// `current` holds under that name.
     fn seal_secrets(&self, spec: &mut TaskSpec, current: Option<&TaskSpec>) -> ServiceResult<()> {
-        let mut stored = std::collections::BTreeMap::new();
-        if let Some(current) = current {
-            current
-                .clone()
-                .visit_grants_mut(&mut |g| stored.extend(g.secrets.clone()));
-        }
+        let stored: std::collections::BTreeMap<&String, &String> = current
+            .iter()
+            .flat_map(|c| c.all_grants())
+            .flat_map(|g| &g.secrets)
+            .collect();
         let mut problems = Vec::new();
         spec.visit_grants_mut(&mut |g| {
             for (name, value) in g.secrets.iter_mut() {
                 if value == crate::model::task::SECRET_SHOWN {
                     match stored.get(name) {
-                        Some(sealed) => *value = sealed.clone(),
+                        Some(sealed) => *value = (*sealed).clone(),
                         None => problems.push(format!(
                             "grants.secrets.{name}: {:?} keeps a stored secret, and there is none",
                             crate::model::task::SECRET_SHOWN

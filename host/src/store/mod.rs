@@ -321,7 +321,9 @@ pub struct AttemptMetric {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     // Plugins and tasks.
-    async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<bool>;
+    /// Stores a plugin; the registration stored (this one, or the same
+    /// name, version and bytes stored before) and whether it is new.
+    async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<(Plugin, bool)>;
     async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>>;
     async fn plugins(&self) -> StoreResult<Vec<Plugin>>;
     async fn create_task(&self, task: &Task) -> StoreResult<()>;

@@ -243,7 +243,7 @@ fn runnable_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<Runnable> {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<bool> {
+    async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<(Plugin, bool)> {
         let p = plugin.clone();
         self.writer.run(move |c| writes::put_plugin(c, &p)).await
     }

@@ -135,6 +135,23 @@ fn flow_task() -> Task {
     t
 }
 
+/// A new execution `id` of `task`, triggered over HTTP with an empty input.
+fn http_execution(id: &str, task: &Task) -> NewExecution {
+    NewExecution {
+        id: id.to_string(),
+        task: task.clone(),
+        task_run_id: uuid::Uuid::now_v7().to_string(),
+        trigger: Trigger::Http,
+        input: json!({}),
+        labels: Default::default(),
+        idempotency_key: None,
+        parent_id: None,
+        variables: Default::default(),
+        scheduled_at: None,
+        replay: None,
+    }
+}
+
 impl World {
     async fn new() -> World {
         World::with_task(task()).await
@@ -214,19 +231,7 @@ impl World {
                 let id = uuid::Uuid::now_v7().to_string();
                 let (e, created) = self
                     .store
-                    .create_execution(NewExecution {
-                        id: id.clone(),
-                        task: self.task.clone(),
-                        task_run_id: uuid::Uuid::now_v7().to_string(),
-                        trigger: Trigger::Http,
-                        input: json!({}),
-                        labels: Default::default(),
-                        idempotency_key: None,
-                        parent_id: None,
-                        variables: Default::default(),
-                        scheduled_at: None,
-                        replay: None,
-                    })
+                    .create_execution(http_execution(&id, &self.task))
                     .await
                     .unwrap();
                 assert!(created);
@@ -704,19 +709,7 @@ fn items_side_by_side_are_planned_on_what_they_need() {
         let exec = uuid::Uuid::now_v7().to_string();
         let (_, created) = w
             .store
-            .create_execution(NewExecution {
-                id: exec.clone(),
-                task: w.task.clone(),
-                task_run_id: uuid::Uuid::now_v7().to_string(),
-                trigger: Trigger::Http,
-                input: json!({}),
-                labels: Default::default(),
-                idempotency_key: None,
-                parent_id: None,
-                variables: Default::default(),
-                scheduled_at: None,
-                replay: None,
-            })
+            .create_execution(http_execution(&exec, &w.task))
             .await
             .unwrap();
         assert!(created);

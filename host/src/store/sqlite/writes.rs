@@ -394,11 +394,11 @@ fn insert_events(c: &Connection, events: &mut [PendingEvent]) -> StoreResult<()>
     Ok(())
 }
 
-/// Stores a plugin; `false` when these bytes were stored under this name and
-/// version before. The same bytes may have other names too. A name and
+/// Stores a plugin; with `false`, the registration of these bytes under this
+/// name and version made before. The same bytes may have other names too. A name and
 /// version (or a name without one) once taken always mean the same bytes:
 /// other bytes under them are a conflict, never a silent replacement.
-pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<bool> {
+pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<(Plugin, bool)> {
     let digest = p.id.trim_start_matches("sha256:");
     let taken: Option<String> = c
         .prepare_cached(
@@ -420,8 +420,22 @@ pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<bool> {
     }
     let n = c
         .prepare_cached("INSERT INTO plugins (digest, name, version, size, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?
-        .execute(params![p.id.trim_start_matches("sha256:"), p.name, p.version, p.size as i64, p.created_at])?;
-    Ok(n == 1)
+        .execute(params![digest, p.name, p.version, p.size as i64, p.created_at])?;
+    if n == 1 {
+        return Ok((p.clone(), true));
+    }
+    let created_at: String = c
+        .prepare_cached(
+            "SELECT created_at FROM plugins WHERE name = ? AND version IS ? AND digest = ?",
+        )?
+        .query_row(params![p.name, p.version, digest], |r| r.get(0))?;
+    Ok((
+        Plugin {
+            created_at,
+            ..p.clone()
+        },
+        false,
+    ))
 }
 
 fn name_taken(c: &Connection, namespace: &str, name: &str) -> StoreResult<Option<String>> {
