@@ -9,11 +9,7 @@ use common::server::Server;
 use serde_json::Value;
 
 fn ward(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(args)
-        .env("WARD_SERVER", server.base.trim_end_matches("/api/v1"))
-        .output()
-        .expect("ward runs")
+    server.ward().args(args).output().expect("ward runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -310,9 +306,10 @@ async fn top_draws_live_figures_in_a_terminal_and_quits_on_q() {
         .await;
     // `script` gives `ward top` a terminal (a pty) and passes our keys on.
     let command = format!(
-        "{} --server {} top",
+        "{} --server {} --token {} top",
         env!("CARGO_BIN_EXE_ward"),
-        s.base.trim_end_matches("/api/v1")
+        s.root(),
+        s.token
     );
     let mut top = Command::new("script")
         .args(["-q", "-e", "-c", &command, "/dev/null"])

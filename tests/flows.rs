@@ -714,6 +714,7 @@ async fn successful_executions_add_rows_to_the_task_dataset() {
     assert_eq!(jsonl.lines().count(), 3, "{jsonl}");
     let server = s.base.trim_end_matches("/api/v1").to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .env("WARD_TOKEN", &s.token)
         .args([
             "--server", &server, "task", "dataset", "words", "--format", "csv",
         ])
@@ -897,6 +898,7 @@ async fn the_readme_flow_splits_counts_each_part_and_merges_a_report_and_dataset
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/word-report.yaml");
     let server = s.base.trim_end_matches("/api/v1").to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .env("WARD_TOKEN", &s.token)
         .args(["--server", &server, "task", "create", "-f"])
         .arg(&spec)
         .output()
@@ -946,6 +948,7 @@ async fn the_readme_flow_splits_counts_each_part_and_merges_a_report_and_dataset
 
     // The CLI shows the step tree.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .env("WARD_TOKEN", &s.token)
         .args(["--server", &server, "execution", "get", &id])
         .output()
         .unwrap();

@@ -60,16 +60,18 @@ if [ -z "$base" ]; then
   exit 1
 fi
 api="$base/api/v1"
-echo "== schemathesis against $api"
+token=$(cat "$data/ward/admin.token")
+auth="Authorization: Bearer $token"
+echo "== schemathesis against $api (with the admin token)"
 
 # Real ids for the `{id}` paths, when the example task exists.
 config="$data/schemathesis.toml"
 : >"$config"
-if curl -fsS "$api/tasks/hello" >/dev/null 2>&1; then
-  execution=$(curl -fsS -XPOST "$api/tasks/hello/executions" -d '{"input":{"name":"fuzz"}}' |
+if curl -fsS -H "$auth" "$api/tasks/hello" >/dev/null 2>&1; then
+  execution=$(curl -fsS -H "$auth" -XPOST "$api/tasks/hello/executions" -d '{"input":{"name":"fuzz"}}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
   for _ in $(seq 1 300); do
-    if curl -fsS "$api/executions/$execution" |
+    if curl -fsS -H "$auth" "$api/executions/$execution" |
       grep -Eq '"state":"(SUCCESS|WARNING|FAILED|KILLED)"'; then
       break
     fi
@@ -101,6 +103,7 @@ status=0
   cd "$data"
   schemathesis --config-file "$config" run "$api/openapi.json" \
     --checks not_a_server_error,response_schema_conformance \
+    --header "$auth" \
     --max-examples "${MAX_EXAMPLES:-50}" \
     --phases examples,coverage,fuzzing \
     --request-timeout 10 \

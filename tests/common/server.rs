@@ -13,6 +13,8 @@ pub struct Server {
     pub base: String,
     pub data: PathBuf,
     pub http: reqwest::Client,
+    /// The admin token its first start wrote (empty with `--no-auth`).
+    pub token: String,
 }
 
 impl Server {
@@ -79,12 +81,40 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        // A first start writes the admin token before it says it serves.
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !token.is_empty() {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
         Server {
             child,
             base: format!("{base}/api/v1"),
             data: data.to_path_buf(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            token,
         }
+    }
+
+    /// The server's address without `/api/v1`, for the CLI's `--server`.
+    pub fn root(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
+    /// The CLI, pointed at this server with its admin token.
+    pub fn ward(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+        cmd.env("WARD_SERVER", self.root())
+            .env("WARD_TOKEN", &self.token);
+        cmd
     }
 
     pub fn url(&self, path: &str) -> String {

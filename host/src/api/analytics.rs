@@ -11,6 +11,7 @@ use super::extract::{Query, choice_param, comma_words};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::task_id_of;
 use crate::model::analytics::{Analytics, Bucket, MAX_BUCKETS};
+use crate::model::auth::Caller;
 use crate::model::clock::parse_rfc3339_ms;
 use crate::model::limits::check_name;
 use crate::model::state::ExecutionState;
@@ -61,6 +62,7 @@ fn instant(name: &str, v: &str) -> Result<String, ApiError> {
     ))]
 pub async fn get(
     State(svc): State<AppState>,
+    caller: Caller,
     Query(q): Query<AnalyticsQuery>,
 ) -> Result<Json<Analytics>, ApiError> {
     let bucket = Bucket::parse(choice_param(
@@ -101,14 +103,26 @@ pub async fn get(
         states.extend(ExecutionState::from_filter(word).map_err(ApiError::BadRequest)?);
     }
     let task_id = match &q.task {
-        Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),
+        Some(t) => Some(task_id_of(&svc, &caller, t, q.namespace.as_deref()).await?),
         None => None,
+    };
+    let namespace = match &caller.namespace {
+        Some(own) => {
+            if q.namespace.as_ref().is_some_and(|n| n != own) {
+                return Err(ApiError::NotFound(format!(
+                    "no namespace {:?}",
+                    q.namespace.unwrap_or_default()
+                )));
+            }
+            Some(own.clone())
+        }
+        None => q.namespace,
     };
     let filter = AnalyticsFilter {
         since,
         until,
         task_id,
-        namespace: q.namespace,
+        namespace,
         states,
     };
     Ok(Json(svc.analytics(&filter, bucket).await?))

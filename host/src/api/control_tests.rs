@@ -53,13 +53,16 @@ impl Harness {
         );
         let sandbox = Arc::new(Sandbox::new(EngineConfig::default()).unwrap());
         let mut config = ServiceConfig::new(dir.path().join("components"));
+        config.require_tokens = false;
         configure(&mut config);
         let svc = Service::start(store, sandbox, media, config).await.unwrap();
         let chaos = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../plugins/target/wasm32-wasip2/release/chaos.wasm");
         let bytes = std::fs::read(&chaos)
             .unwrap_or_else(|e| panic!("{}: {e} (build plugins/ first)", chaos.display()));
-        svc.add_plugin("chaos", None, bytes).await.unwrap();
+        svc.add_plugin("default", "chaos", None, bytes)
+            .await
+            .unwrap();
         Harness { svc, _dir: dir }
     }
 

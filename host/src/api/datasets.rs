@@ -20,6 +20,7 @@ use super::executions::instant;
 use super::extract::{Path, Query, choice_param, int_param};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::TASK_ID;
+use crate::model::auth::Caller;
 use crate::model::dataset::{DatasetRow, DatasetSpec};
 use crate::model::task::TaskRef;
 use crate::store::DatasetFilter;
@@ -102,14 +103,11 @@ fn decode(cursor: &str) -> Result<i64, ApiError> {
     ))]
 pub async fn of_task(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<DatasetQuery>,
 ) -> Result<Response, ApiError> {
-    let task_ref = super::tasks::task_ref(&id, q.namespace.as_deref())?;
-    let task = svc
-        .task(&task_ref)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no {task_ref}")))?;
+    let task = super::tasks::visible_task(&svc, &caller, &id, q.namespace.as_deref()).await?;
     let columns = task.spec.dataset.as_ref().and_then(DatasetSpec::columns);
     serve(svc, q, Some(task.id), None, columns).await
 }
@@ -128,13 +126,11 @@ pub async fn of_task(
     ))]
 pub async fn of_execution(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<DatasetQuery>,
 ) -> Result<Response, ApiError> {
-    let exec = svc
-        .execution(&id, false)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))?;
+    let exec = super::executions::load(&svc, &caller, &id, false).await?;
     let task = svc.task(&TaskRef::Id(exec.task_id.clone())).await?;
     let columns = task.and_then(|t| t.spec.dataset.as_ref().and_then(DatasetSpec::columns));
     serve(svc, q, None, Some(exec.id), columns).await

@@ -16,6 +16,7 @@ use super::AppState;
 use super::extract::{Query, bool_param, comma_words, int_param, last_event_id};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
 use super::tasks::task_id_of;
+use crate::model::auth::Caller;
 use crate::model::execution::ScopedEvent;
 use crate::model::limits::check_name;
 use crate::model::state::{ExecutionState, TaskRunState};
@@ -96,6 +97,7 @@ fn state_name(word: &str) -> Result<String, ApiError> {
     ))]
 pub async fn list(
     State(svc): State<AppState>,
+    caller: Caller,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -120,11 +122,23 @@ pub async fn list(
         .map(state_name)
         .collect::<Result<Vec<_>, _>>()?;
     let task_id = match &q.task {
-        Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),
+        Some(t) => Some(task_id_of(&svc, &caller, t, q.namespace.as_deref()).await?),
         None => None,
     };
+    let namespace = match &caller.namespace {
+        Some(own) => {
+            if q.namespace.as_ref().is_some_and(|n| n != own) {
+                return Err(ApiError::NotFound(format!(
+                    "no namespace {:?}",
+                    q.namespace.unwrap_or_default()
+                )));
+            }
+            Some(own.clone())
+        }
+        None => q.namespace,
+    };
     let filter = EventFilter {
-        namespace: q.namespace,
+        namespace,
         task_id,
         states,
     };

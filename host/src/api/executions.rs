@@ -23,8 +23,10 @@ use super::plugins::Component;
 use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
 use super::tasks::{NamespaceQuery, TASK_ID, task_id_of};
 use super::{AppState, cursor};
+use crate::model::auth::{Caller, Scope};
 use crate::model::execution::{Event, Execution, StoredLog, Trigger};
 use crate::model::state::ExecutionState;
+use crate::model::task::TaskRef;
 use crate::runtime::follow::{Feed, FeedItem};
 use crate::runtime::service::StartRequest;
 use crate::sandbox::report::MediaInfo;
@@ -90,13 +92,16 @@ pub struct WaitQuery {
     ))]
 pub async fn start(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(task): Path<String>,
     Query(ns): Query<NamespaceQuery>,
     Query(wait): Query<WaitQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let task = ns.task(&task)?;
+    let found = ns.visible(&svc, &caller, &task).await?;
+    take_trigger(&svc, &found.spec.namespace)?;
+    let task = TaskRef::Id(found.id);
     let wait = wait_param(wait.wait.as_deref())?;
     let body = body?;
     let start: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -295,6 +300,7 @@ pub(super) fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, Api
     ))]
 pub async fn list(
     State(svc): State<AppState>,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let mut states = Vec::new();
@@ -308,11 +314,12 @@ pub async fn list(
     let fields = fields_param(q.fields.as_deref())?;
     let task_id = match &q.task_id {
         None => None,
-        Some(t) => Some(task_id_of(&svc, t, q.namespace.as_deref()).await?),
+        Some(t) => Some(task_id_of(&svc, &caller, t, q.namespace.as_deref()).await?),
     };
     let filter = ExecutionFilter {
         states,
         task_id,
+        namespace: caller.namespace.clone(),
         parent_id: q.parent_id.clone(),
         since,
         until,
@@ -397,10 +404,34 @@ fn csv_failed(e: csv::Error) -> ApiError {
     ApiError::Internal(format!("writing CSV: {e}"))
 }
 
-async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, ApiError> {
+/// The execution `id`, if the caller sees it (another namespace's is
+/// missing like one that does not exist).
+pub async fn load(
+    svc: &AppState,
+    caller: &Caller,
+    id: &str,
+    with_runs: bool,
+) -> Result<Execution, ApiError> {
     svc.execution(id, with_runs)
         .await?
+        .filter(|e| caller.sees(&e.namespace))
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
+}
+
+/// Takes a trigger from the namespace's share, or answers 429.
+pub fn take_trigger(svc: &AppState, namespace: &str) -> Result<(), ApiError> {
+    svc.take_trigger(namespace).map_err(|over| {
+        let secs = over.retry_after.as_secs_f64().ceil() as u64;
+        ApiError::TooMany {
+            detail: format!(
+                "namespace {:?} is over its share of {} triggers per second; try again in {} ms",
+                over.namespace,
+                over.rate,
+                over.retry_after.as_millis().max(1)
+            ),
+            retry_after: secs.max(1),
+        }
+    })
 }
 
 /// Get an execution with its task runs and attempts; with `wait`, once it
@@ -416,12 +447,14 @@ async fn load(svc: &AppState, id: &str, with_runs: bool) -> Result<Execution, Ap
     ))]
 pub async fn get(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(wait): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let Some(limit) = wait_param(wait.wait.as_deref())? else {
-        return Ok(Json(load(&svc, &id, true).await?).into_response());
+        return Ok(Json(load(&svc, &caller, &id, true).await?).into_response());
     };
+    load(&svc, &caller, &id, false).await?;
     let exec = svc
         .wait_for_end(&id, true, limit)
         .await?
@@ -429,7 +462,13 @@ pub async fn get(
     Ok(waited(exec, StatusCode::OK))
 }
 
-async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution>, ApiError> {
+async fn control(
+    svc: AppState,
+    caller: Caller,
+    id: String,
+    c: Control,
+) -> Result<Json<Execution>, ApiError> {
+    load(&svc, &caller, &id, false).await?;
     Ok(Json(svc.control(&id, c).await?))
 }
 
@@ -444,9 +483,10 @@ async fn control(svc: AppState, id: String, c: Control) -> Result<Json<Execution
     ))]
 pub async fn cancel(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
-    control(svc, id, Control::Cancel).await
+    control(svc, caller, id, Control::Cancel).await
 }
 
 /// Pause an execution: no new attempts start.
@@ -460,9 +500,10 @@ pub async fn cancel(
     ))]
 pub async fn pause(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
-    control(svc, id, Control::Pause).await
+    control(svc, caller, id, Control::Pause).await
 }
 
 /// Resume a paused execution.
@@ -476,9 +517,10 @@ pub async fn pause(
     ))]
 pub async fn resume(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
-    control(svc, id, Control::Resume).await
+    control(svc, caller, id, Control::Resume).await
 }
 
 /// Restart an execution's failed task runs.
@@ -492,9 +534,10 @@ pub async fn resume(
     ))]
 pub async fn restart(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
-    control(svc, id, Control::Restart).await
+    control(svc, caller, id, Control::Restart).await
 }
 
 /// What to replay; may be left out.
@@ -520,9 +563,12 @@ pub struct ReplayBody {
     ))]
 pub async fn replay(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Execution>), ApiError> {
+    let original = load(&svc, &caller, &id, false).await?;
+    take_trigger(&svc, &original.namespace)?;
     let body = body?;
     let replay: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayBody::default()
@@ -629,13 +675,14 @@ impl Page {
 
 async fn feed(
     svc: AppState,
+    caller: Caller,
     id: String,
     q: StreamQuery,
     headers: HeaderMap,
     page: Page,
 ) -> Result<Response, ApiError> {
     let q = q.checked(&headers)?;
-    load(&svc, &id, false).await?;
+    load(&svc, &caller, &id, false).await?;
     if q.follow {
         let stream = svc
             .follow(&id, page.feed(), q.after)
@@ -664,11 +711,12 @@ async fn feed(
     ))]
 pub async fn logs(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    feed(svc, id, q, headers, Page::Logs).await
+    feed(svc, caller, id, q, headers, Page::Logs).await
 }
 
 /// An execution's events, or follow them.
@@ -688,11 +736,12 @@ pub async fn logs(
     ))]
 pub async fn events(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    feed(svc, id, q, headers, Page::Events).await
+    feed(svc, caller, id, q, headers, Page::Events).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -718,6 +767,7 @@ pub struct OutputsQuery {
     ))]
 pub async fn outputs(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<OutputsQuery>,
 ) -> Result<Response, ApiError> {
@@ -727,7 +777,7 @@ pub async fn outputs(
             "format=csv needs name=OUTPUT: only one output at a time has a CSV form".into(),
         ));
     }
-    let exec = load(&svc, &id, false).await?;
+    let exec = load(&svc, &caller, &id, false).await?;
     let Some(name) = q.name else {
         return Ok(Json(exec.outputs).into_response());
     };
@@ -794,9 +844,10 @@ pub struct MetricList {
     ))]
 pub async fn metrics(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<MetricList>, ApiError> {
-    load(&svc, &id, false).await?;
+    load(&svc, &caller, &id, false).await?;
     Ok(Json(MetricList {
         metrics: svc.metrics(&id).await?,
     }))
@@ -818,9 +869,10 @@ pub struct MediaList {
     ))]
 pub async fn media_list(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<MediaList>, ApiError> {
-    load(&svc, &id, false).await?;
+    load(&svc, &caller, &id, false).await?;
     Ok(Json(MediaList {
         media: svc.media_of(&id).await?,
     }))
@@ -856,13 +908,16 @@ pub struct MediaLink {
     ))]
 pub async fn media_link(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Result<Json<MediaLink>, ApiError> {
     let info = svc
         .media(&id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?;
+        .filter(|(_, namespace)| caller.sees(namespace))
+        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?
+        .0;
     let ttl = match q.expires_in.as_deref() {
         None => std::time::Duration::from_secs(3600),
         Some(text) => humantime::parse_duration(text)
@@ -916,11 +971,13 @@ pub struct SignedQuery {
     ))]
 pub async fn media(
     State(svc): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
     Query(signed): Query<SignedQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if signed.expires.is_some() || signed.signature.is_some() {
+    let linked = signed.expires.is_some() || signed.signature.is_some();
+    if linked {
         let expires = signed
             .expires
             .as_deref()
@@ -936,10 +993,28 @@ pub async fn media(
             ));
         }
     }
+    // A valid link is the credential; without one, a token with
+    // media:read in the object's namespace.
+    let caller = match (linked, caller) {
+        (true, _) => None,
+        (false, Some(caller)) => {
+            caller
+                .require(Scope::MediaRead)
+                .map_err(|m| ApiError::Forbidden(m.to_string()))?;
+            Some(caller)
+        }
+        (false, None) => {
+            return Err(ApiError::Unauthorized(
+                "this media object needs `Authorization: Bearer <token>` with media:read, or a signed link (GET /media/{id}/link)".into(),
+            ));
+        }
+    };
     let info = svc
         .media(&id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?;
+        .filter(|(_, namespace)| caller.as_ref().is_none_or(|c| c.sees(namespace)))
+        .ok_or_else(|| ApiError::NotFound(format!("no media {id}")))?
+        .0;
     let etag = format!("\"{}\"", info.sha256);
     if headers
         .get(header::IF_NONE_MATCH)

@@ -3,9 +3,13 @@
 //!
 //! Calls `runtime` (and reads through its store); never the sandbox.
 
+mod access;
 mod analytics;
 #[cfg(test)]
 mod analytics_tests;
+pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod control_tests;
 mod cursor;
@@ -44,6 +48,10 @@ pub fn app(svc: Arc<Service>) -> Router {
     with_problems(
         api.layer(Extension(Arc::new(openapi::finish(doc))))
             .route("/metrics", axum::routing::get(prometheus))
+            .route_layer(axum::middleware::from_fn_with_state(
+                svc.clone(),
+                auth::authorize,
+            ))
             .route_layer(axum::middleware::from_fn(count_requests))
             .with_state(svc)
             .fallback(no_such_endpoint),
@@ -121,6 +129,10 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions::media_link))
         .routes(routes!(events::list))
         .routes(routes!(analytics::get))
+        .routes(routes!(access::create_token, access::list_tokens))
+        .routes(routes!(access::revoke_token))
+        .routes(routes!(access::audit))
+        .routes(routes!(access::get_limits, access::set_limits))
         .routes(routes!(workers))
         .routes(routes!(healthz))
         .routes(routes!(openapi::document))

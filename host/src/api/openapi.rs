@@ -48,6 +48,68 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
                 .build(),
         )
         .build();
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    let unauthorized = problem("No token, or one unknown, expired or revoked");
+    let forbidden = problem("The token lacks the scope this operation needs (named in `detail`)");
+    let too_many =
+        problem("The namespace is over its share of triggers per second; see Retry-After");
+    if let Some(components) = doc.components.as_mut() {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        components.security_schemes.insert(
+            "bearer".into(),
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+    doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = matches!(path.as_str(), "/api/v1/healthz" | "/api/v1/openapi.json");
+        let triggers = path.ends_with("/executions")
+            || path.ends_with("/replay")
+            || path.starts_with("/api/v1/webhooks/");
+        let operations: [&mut Option<Operation>; 8] = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            if !public {
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| unauthorized.clone().into());
+                responses
+                    .entry("403".into())
+                    .or_insert_with(|| forbidden.clone().into());
+            } else {
+                op.security = Some(vec![
+                    utoipa::openapi::security::SecurityRequirement::default(),
+                ]);
+            }
+            if triggers {
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| too_many.clone().into());
+            }
+        }
+    }
     for item in doc.paths.paths.values_mut() {
         let operations: [&mut Option<Operation>; 8] = [
             &mut item.get,

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::extract::{Path, Query};
 use super::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::model::auth::Caller;
 use crate::model::execution::Plugin;
 
 #[derive(Deserialize, IntoParams)]
@@ -20,6 +21,10 @@ pub struct PushQuery {
     #[param(required = true, value_type = String, pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     name: Option<String>,
     version: Option<String>,
+    /// The namespace it is registered in [default: the token's, or
+    /// `default` for an admin].
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    namespace: Option<String>,
 }
 
 /// A WebAssembly component's bytes.
@@ -47,6 +52,7 @@ pub struct PluginList {
     ))]
 pub async fn push(
     State(svc): State<AppState>,
+    caller: Caller,
     Query(q): Query<PushQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Plugin>), ApiError> {
@@ -60,7 +66,10 @@ pub async fn push(
             "empty body: send the component's bytes".into(),
         ));
     }
-    let (plugin, created) = svc.add_plugin(&name, q.version, body.to_vec()).await?;
+    let namespace = in_namespace(&caller, q.namespace.as_deref())?;
+    let (plugin, created) = svc
+        .add_plugin(&namespace, &name, q.version, body.to_vec())
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -71,16 +80,46 @@ pub async fn push(
 
 /// List plugins.
 #[utoipa::path(get, path = "/plugins", tag = "plugins",
+    params(NamespaceParam),
     responses((status = 200, description = "Every plugin, by name and age", body = PluginList)))]
-pub async fn list(State(svc): State<AppState>) -> Result<Json<PluginList>, ApiError> {
+pub async fn list(
+    State(svc): State<AppState>,
+    caller: Caller,
+    Query(q): Query<NamespaceParam>,
+) -> Result<Json<PluginList>, ApiError> {
+    let namespace = match (&q.namespace, caller.is_admin()) {
+        (None, true) => None,
+        (asked, _) => Some(in_namespace(&caller, asked.as_deref())?),
+    };
     Ok(Json(PluginList {
-        plugins: svc.plugins().await?,
+        plugins: svc.plugins(namespace.as_deref()).await?,
     }))
+}
+
+/// A plugin list's or lookup's namespace.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NamespaceParam {
+    /// The plugins of this namespace [default: the token's; an admin's list
+    /// has every namespace, an admin's lookup `default`].
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    namespace: Option<String>,
+}
+
+/// The namespace a plugin request works in, checked; another than the
+/// caller's own is a 404.
+fn in_namespace(caller: &Caller, asked: Option<&str>) -> Result<String, ApiError> {
+    if let Some(n) = asked {
+        crate::model::limits::check_name("namespace", n).map_err(ApiError::BadRequest)?;
+    }
+    caller
+        .namespace_for(asked)
+        .map_err(|other| ApiError::NotFound(format!("no namespace {other:?}")))
 }
 
 /// Get a plugin by digest or name.
 #[utoipa::path(get, path = "/plugins/{id}", tag = "plugins",
-    params(("id" = String, Path, description = "`sha256:<hex>`, the hex alone, or a name (its newest version)")),
+    params(("id" = String, Path, description = "`sha256:<hex>`, the hex alone, or a name (its newest version)"), NamespaceParam),
     responses(
         (status = 200, description = "The plugin", body = Plugin),
         (status = 400, description = "A URL that is not UTF-8", body = Problem, content_type = PROBLEM_JSON),
@@ -88,9 +127,12 @@ pub async fn list(State(svc): State<AppState>) -> Result<Json<PluginList>, ApiEr
     ))]
 pub async fn get(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<NamespaceParam>,
 ) -> Result<Json<Plugin>, ApiError> {
-    svc.plugin(&id)
+    let namespace = in_namespace(&caller, q.namespace.as_deref())?;
+    svc.plugin(&namespace, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no plugin {id}")))

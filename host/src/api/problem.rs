@@ -37,6 +37,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     TooLarge(String),
+    /// Over a rate (a namespace's triggers per second): try again after
+    /// `retry_after` whole seconds.
+    #[error("{detail}")]
+    TooMany { detail: String, retry_after: u64 },
     /// An error response that no handler made (axum's or a layer's own),
     /// given the problem+json form under its status.
     #[error("{detail}")]
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Other { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,6 +154,8 @@ impl IntoResponse for ApiError {
             problems: None,
         };
         let mut allow = None;
+        let mut retry_after = None;
+        let unauthorized = matches!(self, ApiError::Unauthorized(_));
         match self {
             ApiError::Internal(m) => {
                 // The details stay in the log, found by the id the caller gets.
@@ -159,6 +166,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unprocessable { problems, .. } => body.problems = Some(problems),
             ApiError::MethodNotAllowed { allowed, .. } => allow = Some(allowed),
+            ApiError::TooMany { retry_after: s, .. } => retry_after = Some(s),
             _ => {}
         }
         let body = serde_json::to_string(&body).expect("a problem serializes");
@@ -167,6 +175,12 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(v) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             headers.insert(header::ALLOW, v);
+        }
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

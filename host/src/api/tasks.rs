@@ -11,7 +11,36 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::extract::{Path, Query};
 use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
+use crate::model::auth::Caller;
 use crate::model::task::{Task, TaskRef, TaskSpec};
+
+/// A task definition from a request body; without a `namespace` it is in
+/// `namespace` (the caller's own, or the task's when it is replaced).
+fn task_body(body: &[u8], namespace: &str) -> Result<TaskSpec, ApiError> {
+    let mut value: serde_json::Value = parse_json(body, "task")?;
+    if let Some(fields) = value.as_object_mut()
+        && !fields.contains_key("namespace")
+    {
+        fields.insert("namespace".into(), namespace.into());
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::Unprocessable {
+        detail: "invalid task".into(),
+        problems: vec![e.to_string()],
+    })
+}
+
+/// A task a caller may write: one in a namespace it sees.
+fn writable(caller: &Caller, spec: &TaskSpec) -> Result<(), ApiError> {
+    if caller.sees(&spec.namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this token belongs to namespace {:?}; it cannot write tasks in namespace {:?}",
+            caller.namespace.as_deref().unwrap_or_default(),
+            spec.namespace
+        )))
+    }
+}
 
 /// Where a task name is looked up.
 #[derive(Deserialize, IntoParams)]
@@ -30,10 +59,22 @@ pub struct TaskList {
 }
 
 impl NamespaceQuery {
-    /// `id_or_name` as a task id, or as a name in this namespace (`default`
-    /// when not given). An id matches by id only, whatever the namespace.
-    pub fn task(&self, id_or_name: &str) -> Result<TaskRef, ApiError> {
-        task_ref(id_or_name, self.namespace.as_deref())
+    /// `id_or_name` as a task id, or as a name in this namespace (the
+    /// caller's own, or `default` for an admin, when not given). An id
+    /// matches by id only, whatever the namespace.
+    pub fn task(&self, caller: &Caller, id_or_name: &str) -> Result<TaskRef, ApiError> {
+        task_ref(caller, id_or_name, self.namespace.as_deref())
+    }
+
+    /// The live task `id_or_name` names that the caller sees; another
+    /// namespace's is missing like one that does not exist.
+    pub async fn visible(
+        &self,
+        svc: &AppState,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<Task, ApiError> {
+        visible_task(svc, caller, id_or_name, self.namespace.as_deref()).await
     }
 }
 
@@ -41,21 +82,47 @@ impl NamespaceQuery {
 pub const TASK_ID: &str =
     "The task's id (a UUID, matched in every namespace) or its name in `namespace`";
 
-/// See [`NamespaceQuery::task`]; `namespace` is checked like a task's.
-pub fn task_ref(id_or_name: &str, namespace: Option<&str>) -> Result<TaskRef, ApiError> {
-    let namespace = namespace.unwrap_or("default");
-    crate::model::limits::check_name("namespace", namespace).map_err(ApiError::BadRequest)?;
-    Ok(TaskRef::new(id_or_name, namespace))
+/// See [`NamespaceQuery::task`]; `namespace` is checked like a task's, and
+/// one the caller does not see is a 404.
+pub fn task_ref(
+    caller: &Caller,
+    id_or_name: &str,
+    namespace: Option<&str>,
+) -> Result<TaskRef, ApiError> {
+    if let Some(n) = namespace {
+        crate::model::limits::check_name("namespace", n).map_err(ApiError::BadRequest)?;
+    }
+    let namespace = caller
+        .namespace_for(namespace)
+        .map_err(|other| ApiError::NotFound(format!("no {}", TaskRef::name(&other, id_or_name))))?;
+    Ok(TaskRef::new(id_or_name, &namespace))
+}
+
+/// The live task `id_or_name` (a name in `namespace`) names, if the caller
+/// sees it.
+pub async fn visible_task(
+    svc: &AppState,
+    caller: &Caller,
+    id_or_name: &str,
+    namespace: Option<&str>,
+) -> Result<Task, ApiError> {
+    let task = task_ref(caller, id_or_name, namespace)?;
+    svc.task(&task)
+        .await?
+        .filter(|t| caller.sees(&t.spec.namespace))
+        .ok_or_else(|| ApiError::NotFound(format!("no {task}")))
 }
 
 /// The id of the task `id_or_name` names (a name in `namespace`): an id
-/// as given, even of a deleted task (its executions and events remain).
+/// as given, even of a deleted task (its executions and events remain) —
+/// for filters, which show only what the caller sees anyway.
 pub async fn task_id_of(
     svc: &super::AppState,
+    caller: &Caller,
     id_or_name: &str,
     namespace: Option<&str>,
 ) -> Result<String, ApiError> {
-    match task_ref(id_or_name, namespace)? {
+    match task_ref(caller, id_or_name, namespace)? {
         TaskRef::Id(id) => Ok(id),
         name => Ok(svc
             .task(&name)
@@ -77,9 +144,12 @@ pub async fn task_id_of(
     ))]
 pub async fn create(
     State(svc): State<AppState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let spec: TaskSpec = parse_json(&body?, "task")?;
+    let namespace = caller.namespace_for(None).unwrap_or_default();
+    let spec = task_body(&body?, &namespace)?;
+    writable(&caller, &spec)?;
     let task = svc.create_task(spec).await?;
     Ok((StatusCode::CREATED, Json(shown(&svc, task).await?)))
 }
@@ -87,9 +157,12 @@ pub async fn create(
 /// List tasks.
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     responses((status = 200, description = "Every task, by namespace and name", body = TaskList)))]
-pub async fn list(State(svc): State<AppState>) -> Result<Json<TaskList>, ApiError> {
+pub async fn list(State(svc): State<AppState>, caller: Caller) -> Result<Json<TaskList>, ApiError> {
     let mut tasks = Vec::new();
     for t in svc.tasks().await? {
+        if !caller.sees(&t.spec.namespace) {
+            continue;
+        }
         tasks.push(shown(&svc, t).await?);
     }
     Ok(Json(TaskList { tasks }))
@@ -105,14 +178,11 @@ pub async fn list(State(svc): State<AppState>) -> Result<Json<TaskList>, ApiErro
     ))]
 pub async fn get(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Task>, ApiError> {
-    let task = q.task(&id)?;
-    let found = svc
-        .task(&task)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no {task}")))?;
+    let found = q.visible(&svc, &caller, &id).await?;
     Ok(Json(shown(&svc, found).await?))
 }
 
@@ -130,16 +200,16 @@ pub async fn get(
     ))]
 pub async fn update(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<NamespaceQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Task>, ApiError> {
-    let task = q.task(&id)?;
-    let spec: TaskSpec = parse_json(&body?, "task")?;
-    if svc.task(&task).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no {task}")));
-    }
-    let task = svc.update_task(&task, spec).await?;
+    let found = q.visible(&svc, &caller, &id).await?;
+    let spec = task_body(&body?, &found.spec.namespace)?;
+    writable(&caller, &spec)?;
+    // Exactly the task found (by id, even when it was named).
+    let task = svc.update_task(&TaskRef::Id(found.id), spec).await?;
     Ok(Json(shown(&svc, task).await?))
 }
 
@@ -161,10 +231,12 @@ async fn shown(svc: &AppState, task: Task) -> Result<Task, ApiError> {
     ))]
 pub async fn pause_schedule(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Task>, ApiError> {
-    let task = svc.pause_schedule(&q.task(&id)?, true).await?;
+    let found = q.visible(&svc, &caller, &id).await?;
+    let task = svc.pause_schedule(&TaskRef::Id(found.id), true).await?;
     Ok(Json(task.redacted()))
 }
 
@@ -180,10 +252,12 @@ pub async fn pause_schedule(
     ))]
 pub async fn resume_schedule(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Task>, ApiError> {
-    let task = svc.pause_schedule(&q.task(&id)?, false).await?;
+    let found = q.visible(&svc, &caller, &id).await?;
+    let task = svc.pause_schedule(&TaskRef::Id(found.id), false).await?;
     Ok(Json(task.redacted()))
 }
 
@@ -197,9 +271,11 @@ pub async fn resume_schedule(
     ))]
 pub async fn delete(
     State(svc): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<StatusCode, ApiError> {
-    svc.delete_task(&q.task(&id)?).await?;
+    let found = q.visible(&svc, &caller, &id).await?;
+    svc.delete_task(&TaskRef::Id(found.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -82,6 +82,15 @@ impl Api {
     /// With `slots` 0 nothing is dispatched: a test moves executions on
     /// through the store itself.
     pub async fn with_slots(slots: usize) -> Api {
+        Api::build(slots, false).await
+    }
+
+    /// Every call needs a token, as `ward serve` runs by default.
+    pub async fn with_tokens() -> Api {
+        Api::build(4, true).await
+    }
+
+    async fn build(slots: usize, require_tokens: bool) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("ward.db"))
@@ -97,16 +106,24 @@ impl Api {
         );
         let mut config = ServiceConfig::new(dir.path().join("components"));
         config.slots = slots;
+        // Tokens have their own tests (auth_tests); the rest are about the rest.
+        config.require_tokens = require_tokens;
         let svc = Service::start(store, sandbox(), media, config)
             .await
             .unwrap();
-        for name in ["noop", "hello"] {
+        for (namespace, name) in [
+            ("default", "noop"),
+            ("default", "hello"),
+            ("team", "hello"),
+            ("team", "noop"),
+        ] {
             svc.store()
                 .put_plugin(&Plugin {
                     id: format!(
                         "sha256:{}",
                         crate::sandbox::component::digest(name.as_bytes())
                     ),
+                    namespace: namespace.into(),
                     name: name.into(),
                     version: None,
                     size: 4,
@@ -701,7 +718,7 @@ async fn every_operation_documents_its_errors_as_problems() {
     let api = Api::new().await;
     let doc = Contract::of(&api).await.doc;
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 33, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut operations = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
@@ -720,7 +737,7 @@ async fn every_operation_documents_its_errors_as_problems() {
             }
         }
     }
-    assert_eq!(operations, 33);
+    assert_eq!(operations, 39);
 }
 
 const PROBLEM: &str = "application/problem+json";
@@ -817,7 +834,7 @@ async fn real_responses_fit_the_document() {
 }
 
 /// The bytes of a test plugin built in `plugins/`.
-fn component(name: &str) -> Vec<u8> {
+pub fn component(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
         "../plugins/target/wasm32-wasip2/release/{name}.wasm"
     ));

@@ -47,7 +47,8 @@ pub async fn start(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let task_ref = ns.task(&task)?;
+    // The task's webhook secret is the credential: no token, every namespace.
+    let task_ref = ns.task(&crate::model::auth::Caller::unrestricted(), &task)?;
     let body = body?;
     let task = svc
         .task(&task_ref)
@@ -71,6 +72,7 @@ pub async fn start(
         Some(parse_json::<Value>(&body, "webhook body")?)
     };
     let key = idempotency_key(&headers)?;
+    super::executions::take_trigger(&svc, &task.spec.namespace)?;
     if !svc.accept_webhook_signature(&task.id, &signature).await? {
         return Err(ApiError::Unauthorized(
             "this signature was already used: the request is a replay".into(),

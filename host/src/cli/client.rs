@@ -30,12 +30,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the client and a tokio runtime, runs one command on it and turns
 /// its outcome into an exit code: errors go to stderr as `error: …`, exit 2.
-pub fn run<F, Fut>(server: &str, command: F) -> u8
+pub fn run<F, Fut>(server: &str, token: Option<String>, command: F) -> u8
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = anyhow::Result<u8>>,
 {
-    let client = match Client::new(server) {
+    let token = match super::token::resolve(token, server) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let client = match Client::new(server, token.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -98,7 +102,7 @@ pub struct Client {
 impl Client {
     /// A client of the server at `server` (`http://HOST:PORT`, maybe with a
     /// path prefix). Only `http` is supported: this build has no TLS.
-    pub fn new(server: &str) -> Result<Client, String> {
+    pub fn new(server: &str, token: Option<&str>) -> Result<Client, String> {
         let base =
             Url::parse(server).map_err(|e| format!("--server {server:?} is not a URL: {e}"))?;
         if base.scheme() != "http" {
@@ -106,7 +110,15 @@ impl Client {
                 "--server {server:?}: only http:// URLs are supported"
             ));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the token has characters a header cannot carry".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -417,6 +429,35 @@ impl Client {
     pub async fn workers(&self) -> Result<Reply<WorkerList>, ClientError> {
         self.get(self.url(&["workers"])).await
     }
+
+    /// `POST /tokens` → the token with its `secret`.
+    pub async fn create_token(
+        &self,
+        request: &Value,
+    ) -> Result<Reply<crate::model::auth::Token>, ClientError> {
+        let request = self.http.post(self.url(&["tokens"])).json(request);
+        Ok(self.json(request).await?.1)
+    }
+
+    /// `GET /tokens`.
+    pub async fn tokens(&self) -> Result<Reply<TokenList>, ClientError> {
+        self.get(self.url(&["tokens"])).await
+    }
+
+    /// `DELETE /tokens/{id}` → the revoked token.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+    ) -> Result<Reply<crate::model::auth::Token>, ClientError> {
+        let request = self.http.delete(self.url(&["tokens", id]));
+        Ok(self.json(request).await?.1)
+    }
+}
+
+/// `GET /tokens`.
+#[derive(Debug, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<crate::model::auth::Token>,
 }
 
 /// A decoded answer and the JSON it was decoded from: the text output reads
@@ -508,7 +549,7 @@ mod tests {
             .unwrap()
             .port();
         let server = format!("http://127.0.0.1:{port}");
-        let client = Client::new(&server).unwrap();
+        let client = Client::new(&server, None).unwrap();
         match client.workers().await {
             Err(ClientError::Unreachable { server: s, .. }) => assert_eq!(s, server),
             other => panic!("expected unreachable, got {other:?}"),
@@ -517,12 +558,12 @@ mod tests {
 
     #[test]
     fn urls_are_built_under_api_v1_with_encoded_segments() {
-        let c = Client::new("http://localhost:8480/").unwrap();
+        let c = Client::new("http://localhost:8480/", None).unwrap();
         assert_eq!(
             c.url(&["tasks", "greet", "executions"]).as_str(),
             "http://localhost:8480/api/v1/tasks/greet/executions"
         );
-        let c = Client::new("http://h:1/ward").unwrap();
+        let c = Client::new("http://h:1/ward", None).unwrap();
         assert_eq!(
             c.url(&["tasks", "a b/c"]).as_str(),
             "http://h:1/ward/api/v1/tasks/a%20b%2Fc"
@@ -541,8 +582,12 @@ mod tests {
         );
         let url = Client::with_query(c.url(&["executions"]), &[("after", None)]);
         assert_eq!(url.as_str(), "http://h:1/ward/api/v1/executions");
-        assert!(Client::new("https://h").unwrap_err().contains("http://"));
-        assert!(Client::new("nope").is_err());
+        assert!(
+            Client::new("https://h", None)
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(Client::new("nope", None).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod sse;
 mod stats;
 mod task;
 mod time;
+mod token;
 mod top;
 mod worker;
 
@@ -49,6 +50,16 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub server: String,
+    /// The API token the client commands send [default: `token` in
+    /// ~/.config/ward/config.toml, else a local server's admin token].
+    #[arg(
+        long,
+        global = true,
+        env = "WARD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -73,6 +84,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// A live view of the server: rates, running, success, busiest tasks.
     Top(top::TopArgs),
+    /// Make, list and revoke API tokens (admin).
+    Token(token::TokenArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -96,12 +109,15 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::New(args) => new::main(args),
-        Command::Plugin(args) => client::run(&cli.server, |c| plugin::main(c, args)),
-        Command::Task(args) => client::run(&cli.server, |c| task::main(c, args)),
-        Command::Execution(args) => client::run(&cli.server, |c| execution::main(c, args)),
-        Command::Worker(args) => client::run(&cli.server, |c| worker::main(c, args)),
-        Command::Stats(args) => client::run(&cli.server, |c| stats::main(c, args)),
-        Command::Top(args) => client::run(&cli.server, |c| top::main(c, args)),
+        Command::Plugin(args) => client::run(&cli.server, cli.token, |c| plugin::main(c, args)),
+        Command::Task(args) => client::run(&cli.server, cli.token, |c| task::main(c, args)),
+        Command::Execution(args) => {
+            client::run(&cli.server, cli.token, |c| execution::main(c, args))
+        }
+        Command::Worker(args) => client::run(&cli.server, cli.token, |c| worker::main(c, args)),
+        Command::Stats(args) => client::run(&cli.server, cli.token, |c| stats::main(c, args)),
+        Command::Top(args) => client::run(&cli.server, cli.token, |c| top::main(c, args)),
+        Command::Token(args) => client::run(&cli.server, cli.token, |c| token::main(c, args)),
         Command::Serve(args) => serve::main(args),
     };
     ExitCode::from(code)

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// of its body [default: 10s].
     #[arg(long, env = "WARD_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub read_timeout: Option<Duration>,
+    /// Serve without tokens, every caller admin: only on a loopback
+    /// address, for a machine of one's own [default: off].
+    #[arg(long, env = "WARD_NO_AUTH")]
+    pub no_auth: bool,
     /// The server's own log lines on stderr: `text`, or `json` (one object
     /// per line: timestamp, level, target, message and fields).
     #[arg(long, env = "WARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -112,6 +116,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             read_timeout: self.read_timeout,
             memory_budget: self.memory_budget,
+            no_auth: self.no_auth.then_some(true),
         }
     }
 
@@ -211,14 +216,36 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         });
     }
 
+    let token_file = data.join(crate::runtime::access::ADMIN_TOKEN_FILE);
+    if config.no_auth {
+        tracing::warn!("auth is OFF (--no-auth): every caller on {addr} is admin");
+    } else if let Some(path) = svc
+        .first_admin_token(&data)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        eprintln!(
+            "first start: an admin token was written to {} (0600); the CLI on this machine reads it",
+            path.display()
+        );
+    }
     let app = crate::api::app(svc.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     println!(
         "Ward is serving on http://{addr} (data in {})",
         data.display()
     );
-    println!(
-        "  try: curl -s -XPOST http://{addr}/api/v1/tasks/hello/executions -d '{{\"input\":{{\"name\":\"Ada\"}}}}'"
-    );
+    if config.no_auth {
+        println!("  WARNING: auth is off (--no-auth): anyone who reaches {addr} is admin");
+        println!(
+            "  try: curl -s -XPOST http://{addr}/api/v1/tasks/hello/executions -d '{{\"input\":{{\"name\":\"Ada\"}}}}'"
+        );
+    } else {
+        println!("  admin token: {}", token_file.display());
+        println!(
+            "  try: curl -s -H \"Authorization: Bearer $(cat {})\" -XPOST http://{addr}/api/v1/tasks/hello/executions -d '{{\"input\":{{\"name\":\"Ada\"}}}}'",
+            token_file.display()
+        );
+    }
     let shutdown = {
         let svc = svc.clone();
         async move {
@@ -275,7 +302,7 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
         // is a new version (the digest as semver build metadata).
         let hex = crate::sandbox::component::digest(&bytes);
         let version = format!("{}+{}", env!("CARGO_PKG_VERSION"), &hex[..12]);
-        match svc.add_plugin(&name, Some(version), bytes).await {
+        match svc.add_plugin("default", &name, Some(version), bytes).await {
             Ok(_) => names.push(name),
             Err(e) => {
                 tracing::warn!(plugin = %path.display(), error = %e, "example plugin not registered")

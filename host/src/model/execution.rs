@@ -227,10 +227,17 @@ pub struct StoredLog {
 pub struct Plugin {
     /// `sha256:<hex>`.
     pub id: String,
+    /// The namespace its name belongs to.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     pub name: String,
     pub version: Option<String>,
     pub size: u64,
     pub created_at: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
 }
 
 #[cfg(test)]

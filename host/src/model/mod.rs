@@ -6,6 +6,7 @@
 //! without pointing back. Nothing here does I/O.
 
 pub mod analytics;
+pub mod auth;
 pub mod clock;
 pub mod dataset;
 pub mod execution;

@@ -18,14 +18,17 @@ impl Service {
     /// Validates and stores a component; returns the plugin and whether it is new.
     pub async fn add_plugin(
         &self,
+        namespace: &str,
         name: &str,
         version: Option<String>,
         bytes: Vec<u8>,
     ) -> ServiceResult<(Plugin, bool)> {
-        crate::model::limits::check_plugin_name(name).map_err(|m| ServiceError::Invalid {
-            message: m.clone(),
-            problems: vec![m],
-        })?;
+        crate::model::limits::check_plugin_name(name)
+            .and_then(|()| crate::model::limits::check_name("namespace", namespace))
+            .map_err(|m| ServiceError::Invalid {
+                message: m.clone(),
+                problems: vec![m],
+            })?;
         if bytes.len() > self.config.max_plugin_bytes {
             return Err(ServiceError::Invalid {
                 message: "component too large".into(),
@@ -61,6 +64,7 @@ impl Service {
         })?;
         let plugin = Plugin {
             id: format!("sha256:{hex}"),
+            namespace: namespace.to_string(),
             name: name.to_string(),
             version,
             size: size as u64,
@@ -107,12 +111,13 @@ impl Service {
             if action.trim().is_empty() || resolved.contains_key(action) {
                 continue;
             }
-            match self.store.plugin(action).await? {
+            match self.store.plugin(Some(&spec.namespace), action).await? {
                 Some(plugin) => {
                     resolved.insert(action.to_string(), plugin.id);
                 }
                 None => problems.push(format!(
-                    "{place} {action:?} is not a registered plugin (push it first: POST /api/v1/plugins)"
+                    "{place} {action:?} is not a registered plugin in namespace {} (push it first: POST /api/v1/plugins)",
+                    spec.namespace
                 )),
             }
         }
@@ -270,22 +275,33 @@ impl Service {
         Ok(found)
     }
 
-    /// The loaded component of a task's action, from memory when possible.
-    pub(super) async fn action_for(&self, action: &str) -> ServiceResult<Arc<LoadedAction>> {
+    /// The loaded component of a task's action (a digest, or a name in
+    /// `namespace`), from memory when possible.
+    pub(super) async fn action_for(
+        &self,
+        namespace: &str,
+        action: &str,
+    ) -> ServiceResult<Arc<LoadedAction>> {
+        let key = format!("{namespace}/{action}");
         let generation = {
             let cache = lock(&self.actions);
-            if let Some(a) = cache.entries.get(action) {
+            if let Some(a) = cache.entries.get(&key) {
                 return Ok(a.clone());
             }
             cache.generation
         };
-        let loaded = self.load_action(action).await?;
-        lock(&self.actions).insert(generation, action, loaded.clone());
+        let loaded = self.load_action(namespace, action).await?;
+        lock(&self.actions).insert(generation, &key, loaded.clone());
         Ok(loaded)
     }
 
-    async fn load_action(&self, action: &str) -> ServiceResult<Arc<LoadedAction>> {
-        let plugin = self.store.plugin(action).await?.ok_or_else(|| {
+    async fn load_action(&self, namespace: &str, action: &str) -> ServiceResult<Arc<LoadedAction>> {
+        // A task's actions are resolved to digests in its namespace when it
+        // is stored; a name (a task stored before that) is looked up there.
+        let digest =
+            action.starts_with("sha256:") || crate::model::limits::looks_like_digest(action);
+        let scope = (!digest).then_some(namespace);
+        let plugin = self.store.plugin(scope, action).await?.ok_or_else(|| {
             ServiceError::NotFound(format!("plugin {action:?} is not registered"))
         })?;
         let hex = plugin.id.trim_start_matches("sha256:").to_string();

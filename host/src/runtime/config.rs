@@ -45,6 +45,9 @@ pub struct ServiceConfig {
     /// Longest a caller may wait for an execution's end in one request
     /// (`?wait=`); longer asks are cut to this.
     pub max_wait: Duration,
+    /// Every API call shows a bearer token (off: `--no-auth`, every caller
+    /// is admin).
+    pub require_tokens: bool,
 }
 
 impl ServiceConfig {
@@ -62,6 +65,7 @@ impl ServiceConfig {
             plugins_dir,
             max_plugin_bytes: 64 << 20,
             max_wait: Duration::from_secs(60),
+            require_tokens: true,
         }
     }
 }
@@ -108,6 +112,9 @@ pub struct Settings {
     /// of its body, before it is cut off.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Option<Duration>,
+    /// Serve without tokens: every caller is admin. Only on a loopback
+    /// address.
+    pub no_auth: Option<bool>,
 }
 
 impl Settings {
@@ -128,6 +135,7 @@ impl Settings {
             max_connections: self.max_connections.or(lower.max_connections),
             memory_budget: self.memory_budget.or(lower.memory_budget),
             read_timeout: self.read_timeout.or(lower.read_timeout),
+            no_auth: self.no_auth.or(lower.no_auth),
         }
     }
 
@@ -184,6 +192,7 @@ pub struct ServeConfig {
     pub read_timeout: Duration,
     #[serde(serialize_with = "exact_size::serialize")]
     pub memory_budget: ByteSize,
+    pub no_auth: bool,
 }
 
 /// The address `ward serve` listens on unless told otherwise.
@@ -221,6 +230,7 @@ impl ServeConfig {
             memory_budget: s
                 .memory_budget
                 .unwrap_or_else(|| ByteSize::b(crate::sandbox::engine::default_memory_budget())),
+            no_auth: s.no_auth.unwrap_or(false),
         };
         let problems = config.problems();
         if problems.is_empty() {
@@ -310,6 +320,12 @@ impl ServeConfig {
                 humantime::format_duration(self.read_timeout)
             ));
         }
+        if self.no_auth && !self.listen.ip().is_loopback() {
+            p.push(format!(
+                "no_auth is allowed only on a loopback address (127.0.0.1, ::1), not {}: anyone who reaches the port would be admin",
+                self.listen
+            ));
+        }
         if let Some(dir) = &self.plugins
             && !dir.is_dir()
         {
@@ -329,6 +345,7 @@ impl ServeConfig {
         s.bounds.max_memory_bytes = self.max_task_memory.as_u64();
         s.bounds.max_timeout = self.max_task_timeout;
         s.max_wait = self.max_wait;
+        s.require_tokens = !self.no_auth;
         s
     }
 
@@ -356,7 +373,7 @@ fn open_files_limit() -> Option<usize> {
 }
 
 /// `$XDG_DATA_HOME/ward`, else `~/.local/share/ward`, else `.ward`.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     let var = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())

@@ -5,6 +5,7 @@
 //!
 //! Calls `sandbox` and `store`; knows nothing of HTTP or the command line.
 
+pub mod access;
 mod catalog;
 pub mod config;
 mod dispatch;

@@ -12,13 +12,15 @@ use crate::model::task::Task;
 use crate::store::{AnalyticsFilter, AttemptMetric, EventFilter, ExecutionFilter};
 
 impl Service {
-    pub async fn plugins(&self) -> ServiceResult<Vec<Plugin>> {
-        Ok(self.store.plugins().await?)
+    /// Every plugin, or a namespace's.
+    pub async fn plugins(&self, namespace: Option<&str>) -> ServiceResult<Vec<Plugin>> {
+        Ok(self.store.plugins(namespace).await?)
     }
 
-    /// A plugin by its digest id or name (the newest of that name).
-    pub async fn plugin(&self, id_or_name: &str) -> ServiceResult<Option<Plugin>> {
-        Ok(self.store.plugin(id_or_name).await?)
+    /// A plugin of `namespace` by its digest id or name (the newest of
+    /// that name).
+    pub async fn plugin(&self, namespace: &str, id_or_name: &str) -> ServiceResult<Option<Plugin>> {
+        Ok(self.store.plugin(Some(namespace), id_or_name).await?)
     }
 
     pub async fn tasks(&self) -> ServiceResult<Vec<Task>> {
@@ -109,7 +111,8 @@ impl Service {
         Ok(self.store.media_of(execution_id).await?)
     }
 
-    pub async fn media(&self, id: &str) -> ServiceResult<Option<MediaInfo>> {
+    /// A media object and its execution's namespace.
+    pub async fn media(&self, id: &str) -> ServiceResult<Option<(MediaInfo, String)>> {
         Ok(self.store.media(id).await?)
     }
 

@@ -73,6 +73,8 @@ pub struct Service {
     pub(super) schedules_changed: Notify,
     /// Seals secret task variables before they are stored.
     pub(super) secrets: super::secrets::SecretBox,
+    /// Tokens, namespaces' limits and trigger buckets.
+    pub(super) access: super::access::Access,
 }
 
 /// What a trigger asks for; every field may be left at its default.
@@ -149,6 +151,7 @@ impl Service {
             })?;
         let svc = Arc::new(Service {
             secrets,
+            access: Default::default(),
             tasks: Mutex::new(Cache::default()),
             actions: Mutex::new(Cache::default()),
             store,
@@ -172,6 +175,7 @@ impl Service {
             let after = svc.newest_event_id().await?;
             tokio::spawn(svc.clone().trace_ended_executions(after));
         }
+        svc.load_namespace_limits().await?;
         svc.recover().await?;
         tokio::spawn(svc.clone().dispatcher());
         tokio::spawn(svc.clone().scheduler());

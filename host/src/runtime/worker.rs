@@ -124,7 +124,10 @@ impl Service {
         cancel: &CancellationToken,
     ) -> AttemptReport {
         let step = started.step.as_str();
-        match self.action_for(started.spec.plugin_of(step)).await {
+        match self
+            .action_for(&started.spec.namespace, started.spec.plugin_of(step))
+            .await
+        {
             Err(e) => AttemptReport::failed_before_start(
                 started.number,
                 ErrorKind::LoadFailed,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::model::auth::{AuditEntry, NamespaceLimits, Token};
 use crate::model::execution::{Event, Execution, Plugin, ScopedEvent, StoredLog, Trigger};
 use crate::model::report::{AttemptReport, MediaInfo};
 use crate::model::state::{ExecutionState, Forbidden, TaskRunState};
@@ -262,6 +263,7 @@ pub struct NewLog {
 pub struct ExecutionFilter {
     pub states: Vec<ExecutionState>,
     pub task_id: Option<String>,
+    pub namespace: Option<String>,
     /// Only the children of this execution.
     pub parent_id: Option<String>,
     /// Created at or after: UTC RFC 3339 with microseconds, the form stored
@@ -324,8 +326,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a plugin; the registration stored (this one, or the same
     /// name, version and bytes stored before) and whether it is new.
     async fn put_plugin(&self, plugin: &Plugin) -> StoreResult<(Plugin, bool)>;
-    async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>>;
-    async fn plugins(&self) -> StoreResult<Vec<Plugin>>;
+    /// A plugin by digest or name (its newest upload), in `namespace`, or
+    /// in any namespace when `None` (the worker's lookups of a digest).
+    async fn plugin(
+        &self,
+        namespace: Option<&str>,
+        id_or_name: &str,
+    ) -> StoreResult<Option<Plugin>>;
+    /// Every plugin, or a namespace's.
+    async fn plugins(&self, namespace: Option<&str>) -> StoreResult<Vec<Plugin>>;
     async fn create_task(&self, task: &Task) -> StoreResult<()>;
     /// Replaces the live task `task` points at (by id, or by name in its
     /// namespace) with a new version.
@@ -428,8 +437,37 @@ pub trait Store: Send + Sync + 'static {
         newest: bool,
     ) -> StoreResult<Vec<ScopedEvent>>;
     async fn media_of(&self, execution_id: &str) -> StoreResult<Vec<MediaInfo>>;
-    async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>>;
+    /// A media object and the namespace of the execution that stored it.
+    async fn media(&self, id: &str) -> StoreResult<Option<(MediaInfo, String)>>;
     async fn metrics(&self, execution_id: &str) -> StoreResult<Vec<AttemptMetric>>;
+
+    // Tokens, the audit trail and namespaces' shares.
+    /// Stores a new token under the hash of its secret.
+    async fn put_token(&self, token: &Token, hash: &str) -> StoreResult<()>;
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<Token>>;
+    /// Every token, oldest first.
+    async fn tokens(&self) -> StoreResult<Vec<Token>>;
+    /// Marks the token revoked at `at` (kept when already revoked).
+    async fn revoke_token(&self, id: &str, at: &str) -> StoreResult<Option<Token>>;
+    /// Appends to the audit trail (`entry.id` is assigned).
+    async fn record_audit(&self, entry: AuditEntry) -> StoreResult<()>;
+    /// The audit trail after id `after`, oldest first, or one namespace's.
+    async fn audit(
+        &self,
+        namespace: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// Sets (replaces) a namespace's limits.
+    async fn set_namespace_limits(
+        &self,
+        namespace: &str,
+        limits: &NamespaceLimits,
+    ) -> StoreResult<()>;
+    /// Every namespace that has limits.
+    async fn namespace_limits(&self) -> StoreResult<BTreeMap<String, NamespaceLimits>>;
+    /// Bytes of media and outputs a namespace's executions hold.
+    async fn stored_bytes(&self, namespace: &str) -> StoreResult<u64>;
 
     /// Where every commit's events and log lines are published.
     fn changes(&self) -> &Arc<changes::Changes>;

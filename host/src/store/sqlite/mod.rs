@@ -4,6 +4,7 @@
 //! reads use a small sqlx pool of other connections, which WAL lets run
 //! beside the writer.
 
+mod access;
 mod analytics;
 mod apply;
 #[cfg(test)]
@@ -223,6 +224,7 @@ fn plugin_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Plugin> {
     let digest: String = row.try_get("digest")?;
     Ok(Plugin {
         id: format!("sha256:{digest}"),
+        namespace: row.try_get("namespace")?,
         name: row.try_get("name")?,
         version: row.try_get("version")?,
         size: row.try_get::<i64, _>("size")? as u64,
@@ -248,37 +250,64 @@ impl Store for SqliteStore {
         self.writer.run(move |c| writes::put_plugin(c, &p)).await
     }
 
-    async fn plugin(&self, id_or_name: &str) -> StoreResult<Option<Plugin>> {
+    async fn plugin(
+        &self,
+        namespace: Option<&str>,
+        id_or_name: &str,
+    ) -> StoreResult<Option<Plugin>> {
         let mut c = self.reader().await?;
         // A digest (`sha256:<hex>` or the hex alone) finds only the content
         // with that hash; anything else is a name (its newest upload).
         let digest = id_or_name
             .strip_prefix("sha256:")
             .or_else(|| crate::model::limits::looks_like_digest(id_or_name).then_some(id_or_name));
-        let row = match digest {
-            Some(hex) => {
-                sqlx::query(
-                    "SELECT * FROM plugins WHERE digest = ? ORDER BY created_at, rowid LIMIT 1",
-                )
-                .bind(hex.to_ascii_lowercase())
-                .fetch_optional(&mut *c)
-                .await?
+        let (column, value, order) = match digest {
+            Some(hex) => ("digest", hex.to_ascii_lowercase(), "created_at, rowid"),
+            None => (
+                "name",
+                id_or_name.to_string(),
+                "created_at DESC, rowid DESC",
+            ),
+        };
+        let row = match namespace {
+            Some(ns) => {
+                let sql = format!(
+                    "SELECT * FROM plugins WHERE namespace = ? AND {column} = ? ORDER BY {order} LIMIT 1"
+                );
+                sqlx::query(&sql)
+                    .bind(ns)
+                    .bind(value)
+                    .fetch_optional(&mut *c)
+                    .await?
             }
-            None => sqlx::query(
-                "SELECT * FROM plugins WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            )
-            .bind(id_or_name)
-            .fetch_optional(&mut *c)
-            .await?,
+            None => {
+                let sql =
+                    format!("SELECT * FROM plugins WHERE {column} = ? ORDER BY {order} LIMIT 1");
+                sqlx::query(&sql)
+                    .bind(value)
+                    .fetch_optional(&mut *c)
+                    .await?
+            }
         };
         row.as_ref().map(plugin_from_row).transpose()
     }
 
-    async fn plugins(&self) -> StoreResult<Vec<Plugin>> {
+    async fn plugins(&self, namespace: Option<&str>) -> StoreResult<Vec<Plugin>> {
         let mut c = self.reader().await?;
-        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name, created_at, rowid")
-            .fetch_all(&mut *c)
-            .await?;
+        let rows =
+            match namespace {
+                Some(ns) => sqlx::query(
+                    "SELECT * FROM plugins WHERE namespace = ? ORDER BY name, created_at, rowid",
+                )
+                .bind(ns)
+                .fetch_all(&mut *c)
+                .await?,
+                None => {
+                    sqlx::query("SELECT * FROM plugins ORDER BY namespace, name, created_at, rowid")
+                        .fetch_all(&mut *c)
+                        .await?
+                }
+            };
         rows.iter().map(plugin_from_row).collect()
     }
 
@@ -382,6 +411,9 @@ impl Store for SqliteStore {
         }
         if let Some(t) = &f.task_id {
             q.push(" AND task_id = ").push_bind(t.clone());
+        }
+        if let Some(n) = &f.namespace {
+            q.push(" AND namespace = ").push_bind(n.clone());
         }
         if let Some(p) = &f.parent_id {
             q.push(" AND parent_id = ").push_bind(p.clone());
@@ -735,13 +767,18 @@ impl Store for SqliteStore {
         rows.iter().map(media_from_row).collect()
     }
 
-    async fn media(&self, id: &str) -> StoreResult<Option<MediaInfo>> {
+    async fn media(&self, id: &str) -> StoreResult<Option<(MediaInfo, String)>> {
         let mut c = self.reader().await?;
-        let row = sqlx::query("SELECT * FROM media WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *c)
-            .await?;
-        row.as_ref().map(media_from_row).transpose()
+        let row = sqlx::query(
+            "SELECT m.*, e.namespace AS namespace FROM media m \
+             JOIN executions e ON e.id = m.execution_id WHERE m.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.as_ref()
+            .map(|r| Ok((media_from_row(r)?, r.try_get("namespace")?)))
+            .transpose()
     }
 
     async fn metrics(&self, execution_id: &str) -> StoreResult<Vec<AttemptMetric>> {
@@ -763,6 +800,51 @@ impl Store for SqliteStore {
             );
         }
         Ok(out)
+    }
+
+    async fn put_token(&self, token: &Token, hash: &str) -> StoreResult<()> {
+        self.put_token_row(token, hash).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<Token>> {
+        self.token_row("hash", hash).await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<Token>> {
+        self.token_rows().await
+    }
+
+    async fn revoke_token(&self, id: &str, at: &str) -> StoreResult<Option<Token>> {
+        self.revoke_token_row(id, at).await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+        self.audit_append(entry).await
+    }
+
+    async fn audit(
+        &self,
+        namespace: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_rows(namespace, after, limit).await
+    }
+
+    async fn set_namespace_limits(
+        &self,
+        namespace: &str,
+        limits: &NamespaceLimits,
+    ) -> StoreResult<()> {
+        self.set_limits_row(namespace, limits).await
+    }
+
+    async fn namespace_limits(&self) -> StoreResult<BTreeMap<String, NamespaceLimits>> {
+        self.limits_rows().await
+    }
+
+    async fn stored_bytes(&self, namespace: &str) -> StoreResult<u64> {
+        self.stored_bytes_of(namespace).await
     }
 
     fn changes(&self) -> &Arc<Changes> {

@@ -402,9 +402,9 @@ pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<(Plugin, boo
     let digest = p.id.trim_start_matches("sha256:");
     let taken: Option<String> = c
         .prepare_cached(
-            "SELECT digest FROM plugins WHERE name = ? AND version IS ? AND digest != ? LIMIT 1",
+            "SELECT digest FROM plugins WHERE namespace = ? AND name = ? AND version IS ? AND digest != ? LIMIT 1",
         )?
-        .query_row(params![p.name, p.version, digest], |r| r.get(0))
+        .query_row(params![p.namespace, p.name, p.version, digest], |r| r.get(0))
         .optional()?;
     if let Some(other) = taken {
         let version = p
@@ -419,16 +419,16 @@ pub(super) fn put_plugin(c: &Connection, p: &Plugin) -> StoreResult<(Plugin, boo
         )));
     }
     let n = c
-        .prepare_cached("INSERT INTO plugins (digest, name, version, size, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?
-        .execute(params![digest, p.name, p.version, p.size as i64, p.created_at])?;
+        .prepare_cached("INSERT INTO plugins (digest, namespace, name, version, size, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?
+        .execute(params![digest, p.namespace, p.name, p.version, p.size as i64, p.created_at])?;
     if n == 1 {
         return Ok((p.clone(), true));
     }
     let created_at: String = c
         .prepare_cached(
-            "SELECT created_at FROM plugins WHERE name = ? AND version IS ? AND digest = ?",
+            "SELECT created_at FROM plugins WHERE namespace = ? AND name = ? AND version IS ? AND digest = ?",
         )?
-        .query_row(params![p.name, p.version, digest], |r| r.get(0))?;
+        .query_row(params![p.namespace, p.name, p.version, digest], |r| r.get(0))?;
     Ok((
         Plugin {
             created_at,

@@ -1,0 +1,732 @@
+//! Tokens, scopes and namespaces through the API: every endpoint × every
+//! scope × an object of the token's own namespace or another's, with the
+//! exact status each must answer; and tokens that are missing, wrong,
+//! expired or revoked.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::tests::{Api, Reply, component};
+use crate::model::auth::Scope;
+use crate::runtime::access::NewToken;
+
+impl Api {
+    async fn token(&self, namespace: Option<&str>, scopes: &[Scope]) -> String {
+        self.svc
+            .create_token(NewToken {
+                namespace: namespace.map(String::from),
+                scopes: scopes.iter().copied().collect(),
+                ..NewToken::default()
+            })
+            .await
+            .unwrap()
+            .1
+    }
+
+    /// `path` is under `/api/v1`; `body` JSON, or a component's bytes.
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &Method,
+        path: &str,
+        body: &Body0,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(format!("/api/v1{path}"));
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Body0::None => req.body(Body::empty()),
+            Body0::Json(v) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            Body0::Bytes(b) => req.body(Body::from(b.clone())),
+        };
+        self.send(req.unwrap()).await
+    }
+}
+
+#[derive(Clone)]
+enum Body0 {
+    None,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// What one namespace holds for the table: a task, an ended execution of
+/// it, and a media object.
+struct Objects {
+    task: String,
+    execution: String,
+    media: String,
+    /// A token to revoke (again and again: revoking is idempotent).
+    victim: String,
+}
+
+async fn fill(api: &Api, admin: &str, ns: &str) -> Objects {
+    let as_admin = |method: Method, path: String, body: Body0| async move {
+        let r = api.call_as(Some(admin), &method, &path, &body).await;
+        assert!(
+            r.status.is_success(),
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    };
+    as_admin(
+        Method::POST,
+        format!("/plugins?name=chaos&namespace={ns}"),
+        Body0::Bytes(component("chaos")),
+    )
+    .await;
+    let task = as_admin(
+        Method::POST,
+        "/tasks".into(),
+        Body0::Json(
+            json!({"name": "t", "namespace": ns, "action": "chaos", "input": {"mode": "ok"}}),
+        ),
+    )
+    .await;
+    as_admin(
+        Method::POST,
+        "/tasks".into(),
+        Body0::Json(json!({"name": "m", "namespace": ns, "action": "chaos",
+            "input": {"mode": "media_flood", "size": 1 << 20}})),
+    )
+    .await;
+    let path = |t: &str| format!("/tasks/{t}/executions?namespace={ns}&wait=60s");
+    let execution = as_admin(Method::POST, path("t"), Body0::Json(json!({}))).await;
+    let with_media = as_admin(Method::POST, path("m"), Body0::Json(json!({}))).await;
+    let media = as_admin(
+        Method::GET,
+        format!("/executions/{}/media", with_media["id"].as_str().unwrap()),
+        Body0::None,
+    )
+    .await;
+    let victim = api
+        .svc
+        .create_token(NewToken {
+            namespace: Some(ns.into()),
+            scopes: [Scope::TasksRead].into(),
+            ..NewToken::default()
+        })
+        .await
+        .unwrap()
+        .0
+        .id;
+    Objects {
+        victim,
+        task: task["id"].as_str().unwrap().into(),
+        execution: execution["id"].as_str().unwrap().into(),
+        media: media["media"][0]["id"].as_str().unwrap().into(),
+    }
+}
+
+/// Every endpoint, as (method, path with `{task}`/`{execution}`/`{media}`/
+/// `{ns}` to fill, body, the scope it needs, whether it names an object).
+fn endpoints(chaos: &[u8]) -> Vec<(Method, &'static str, Body0, Option<Scope>, bool)> {
+    use Scope::*;
+    let none = Body0::None;
+    let empty = Body0::Json(json!({}));
+    let task = Body0::Json(json!({"name": "t", "action": "chaos", "input": {"mode": "ok"}}));
+    vec![
+        (Method::GET, "/healthz", none.clone(), None, false),
+        (Method::GET, "/openapi.json", none.clone(), None, false),
+        (
+            Method::GET,
+            "/plugins",
+            none.clone(),
+            Some(TasksRead),
+            false,
+        ),
+        (
+            Method::GET,
+            "/plugins?namespace={ns}",
+            none.clone(),
+            Some(TasksRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/plugins/chaos?namespace={ns}",
+            none.clone(),
+            Some(TasksRead),
+            true,
+        ),
+        (
+            Method::POST,
+            "/plugins?name=chaos&namespace={ns}",
+            Body0::Bytes(chaos.to_vec()),
+            Some(PluginsWrite),
+            true,
+        ),
+        (Method::GET, "/tasks", none.clone(), Some(TasksRead), false),
+        (
+            Method::POST,
+            "/tasks",
+            Body0::Json(json!({"name": "{unique}", "namespace": "{ns}", "action": "chaos"})),
+            Some(TasksWrite),
+            true,
+        ),
+        (
+            Method::GET,
+            "/tasks/{task}",
+            none.clone(),
+            Some(TasksRead),
+            true,
+        ),
+        (Method::PUT, "/tasks/{task}", task, Some(TasksWrite), true),
+        (
+            Method::GET,
+            "/tasks/{task}/dataset",
+            none.clone(),
+            Some(TasksRead),
+            true,
+        ),
+        (
+            Method::POST,
+            "/tasks/{task}/schedule/pause",
+            none.clone(),
+            Some(TasksWrite),
+            true,
+        ),
+        (
+            Method::POST,
+            "/tasks/{task}/schedule/resume",
+            none.clone(),
+            Some(TasksWrite),
+            true,
+        ),
+        (
+            Method::POST,
+            "/tasks/{task}/executions",
+            empty.clone(),
+            Some(ExecutionsTrigger),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions",
+            none.clone(),
+            Some(ExecutionsRead),
+            false,
+        ),
+        (
+            Method::GET,
+            "/executions?task_id=t&namespace={ns}",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/logs",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/events",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/outputs",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/metrics",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/media",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/executions/{execution}/dataset",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::POST,
+            "/executions/{execution}/cancel",
+            none.clone(),
+            Some(ExecutionsControl),
+            true,
+        ),
+        (
+            Method::POST,
+            "/executions/{execution}/pause",
+            none.clone(),
+            Some(ExecutionsControl),
+            true,
+        ),
+        (
+            Method::POST,
+            "/executions/{execution}/resume",
+            none.clone(),
+            Some(ExecutionsControl),
+            true,
+        ),
+        (
+            Method::POST,
+            "/executions/{execution}/restart",
+            none.clone(),
+            Some(ExecutionsControl),
+            true,
+        ),
+        (
+            Method::POST,
+            "/executions/{execution}/replay",
+            none.clone(),
+            Some(ExecutionsControl),
+            true,
+        ),
+        (
+            Method::GET,
+            "/events?namespace={ns}",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/analytics?namespace={ns}",
+            none.clone(),
+            Some(ExecutionsRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/media/{media}",
+            none.clone(),
+            Some(MediaRead),
+            true,
+        ),
+        (
+            Method::GET,
+            "/media/{media}/link",
+            none.clone(),
+            Some(MediaRead),
+            true,
+        ),
+        (Method::GET, "/workers", none.clone(), Some(Admin), false),
+        (Method::GET, "/tokens", none.clone(), Some(Admin), false),
+        (
+            Method::POST,
+            "/tokens",
+            Body0::Json(json!({"namespace": "{ns}", "scopes": ["tasks:read"]})),
+            Some(Admin),
+            true,
+        ),
+        (
+            Method::DELETE,
+            "/tokens/{victim}",
+            none.clone(),
+            Some(Admin),
+            false,
+        ),
+        (Method::GET, "/audit", none.clone(), Some(Admin), false),
+        (
+            Method::GET,
+            "/namespaces/{ns}/limits",
+            none.clone(),
+            Some(Admin),
+            true,
+        ),
+        (
+            Method::PUT,
+            "/namespaces/{ns}/limits",
+            empty,
+            Some(Admin),
+            true,
+        ),
+    ]
+}
+
+fn fill_in(text: &str, ns: &str, o: &Objects) -> String {
+    text.replace("{ns}", ns)
+        .replace("{task}", &o.task)
+        .replace("{execution}", &o.execution)
+        .replace("{media}", &o.media)
+        .replace("{victim}", &o.victim)
+        .replace("{unique}", &uuid::Uuid::now_v7().simple().to_string())
+}
+
+fn filled(body: &Body0, ns: &str, o: &Objects) -> Body0 {
+    match body {
+        Body0::Json(v) => {
+            Body0::Json(serde_json::from_str(&fill_in(&v.to_string(), ns, o)).unwrap())
+        }
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_each_scope_and_namespace_exactly() {
+    let api = Api::with_tokens().await;
+    let admin = api.token(None, &[Scope::Admin]).await;
+    let own = fill(&api, &admin, "a").await;
+    let other = fill(&api, &admin, "b").await;
+    let chaos = component("chaos");
+    let mut tokens = vec![(Scope::Admin, admin.clone())];
+    for scope in Scope::ALL.into_iter().filter(|s| *s != Scope::Admin) {
+        tokens.push((scope, api.token(Some("a"), &[scope]).await));
+    }
+    let mut checked = 0;
+    for (method, path, body, needs, names_object) in endpoints(&chaos) {
+        // What the admin gets for namespace a's object is what any token
+        // allowed to do it gets; the admin sees namespace b's as well.
+        let own_path = fill_in(path, "a", &own);
+        let own_body = filled(&body, "a", &own);
+        let expected = api
+            .call_as(Some(&admin), &method, &own_path, &own_body)
+            .await
+            .status;
+        assert!(
+            !matches!(expected.as_u16(), 401 | 403 | 404) && expected.as_u16() < 500,
+            "{method} {own_path} as admin: {expected}"
+        );
+        for (scope, token) in &tokens {
+            let allowed = needs.is_none_or(|n| n == *scope || *scope == Scope::Admin);
+            let r = api
+                .call_as(Some(token), &method, &own_path, &own_body)
+                .await;
+            let want = if allowed {
+                expected
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(
+                r.status,
+                want,
+                "{method} {own_path} with {scope}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            if want == StatusCode::FORBIDDEN {
+                let detail = r.problem(StatusCode::FORBIDDEN);
+                assert!(detail.contains(needs.unwrap().as_str()), "{detail}");
+            }
+            checked += 1;
+            if !names_object {
+                continue;
+            }
+            let other_path = fill_in(path, "b", &other);
+            let other_body = filled(&body, "b", &other);
+            let r = api
+                .call_as(Some(token), &method, &other_path, &other_body)
+                .await;
+            let want = match (allowed, *scope == Scope::Admin) {
+                (false, _) => StatusCode::FORBIDDEN,
+                (true, true) => r.status, // the admin reaches b too (checked below)
+                // A task written into another namespace names it: refused,
+                // without revealing anything of what b holds.
+                (true, false) if method == Method::POST && path == "/tasks" => {
+                    StatusCode::FORBIDDEN
+                }
+                (true, false) => StatusCode::NOT_FOUND,
+            };
+            assert_eq!(
+                r.status,
+                want,
+                "{method} {other_path} with {scope}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            if *scope == Scope::Admin {
+                assert!(
+                    !matches!(r.status.as_u16(), 401 | 403 | 404) && r.status.as_u16() < 500,
+                    "{method} {other_path} as admin: {}",
+                    r.status
+                );
+            }
+            checked += 1;
+        }
+        // No token: only the public routes answer.
+        let r = api.call_as(None, &method, &own_path, &own_body).await;
+        let want = if needs.is_none() {
+            expected
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(r.status, want, "{method} {own_path} without a token");
+        if want == StatusCode::UNAUTHORIZED {
+            assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+        }
+    }
+    assert!(checked > 400, "{checked}");
+
+    // Lists show only the caller's namespace.
+    let reader = api
+        .token(Some("a"), &[Scope::TasksRead, Scope::ExecutionsRead])
+        .await;
+    let tasks = api
+        .call_as(Some(&reader), &Method::GET, "/tasks", &Body0::None)
+        .await
+        .json();
+    assert!(
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["namespace"] == "a"),
+        "{tasks}"
+    );
+    let all = api
+        .call_as(Some(&admin), &Method::GET, "/tasks", &Body0::None)
+        .await
+        .json();
+    assert!(
+        all["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["namespace"] == "b")
+    );
+    let execs = api
+        .call_as(
+            Some(&reader),
+            &Method::GET,
+            "/executions?limit=1000",
+            &Body0::None,
+        )
+        .await
+        .json();
+    let list = execs["executions"].as_array().unwrap();
+    assert!(
+        !list.is_empty() && list.iter().all(|e| e["namespace"] == "a"),
+        "{execs}"
+    );
+    let events = api
+        .call_as(
+            Some(&reader),
+            &Method::GET,
+            "/events?limit=1000",
+            &Body0::None,
+        )
+        .await
+        .json();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["namespace"] == "a"),
+        "{events}"
+    );
+}
+
+#[tokio::test]
+async fn missing_wrong_expired_and_revoked_tokens_are_401() {
+    let api = Api::with_tokens().await;
+    let get = |token: Option<String>| {
+        let api = &api;
+        async move {
+            api.call_as(token.as_deref(), &Method::GET, "/tasks", &Body0::None)
+                .await
+        }
+    };
+    let detail = get(None).await.problem(StatusCode::UNAUTHORIZED);
+    assert!(detail.contains("Bearer"), "{detail}");
+    get(Some("ward_".to_string() + &"0".repeat(64)))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    get(Some("not even a token".into()))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    let r = api
+        .send(
+            Request::get("/api/v1/tasks")
+                .header(header::AUTHORIZATION, "Basic YTpi")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    r.problem(StatusCode::UNAUTHORIZED);
+
+    let (token, secret) = api
+        .svc
+        .create_token(NewToken {
+            namespace: Some("a".into()),
+            scopes: [Scope::TasksRead].into(),
+            ..NewToken::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        secret.starts_with("ward_") && secret.len() == 5 + 64,
+        "{secret}"
+    );
+    assert_eq!(get(Some(secret.clone())).await.status, StatusCode::OK);
+    api.svc.revoke_token(&token.id).await.unwrap();
+    let detail = get(Some(secret)).await.problem(StatusCode::UNAUTHORIZED);
+    assert!(detail.contains("revoked"), "{detail}");
+
+    let (_, short) = api
+        .svc
+        .create_token(NewToken {
+            namespace: Some("a".into()),
+            scopes: [Scope::TasksRead].into(),
+            expires_in: Some(std::time::Duration::from_millis(300)),
+            ..NewToken::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(Some(short.clone())).await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    get(Some(short)).await.problem(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_and_stored_as_hashes() {
+    let api = Api::with_tokens().await;
+    let admin = api.token(None, &[Scope::Admin]).await;
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::POST,
+            "/tokens",
+            &Body0::Json(json!({"namespace": "acme", "scopes": ["tasks:read", "executions:trigger"], "expires": "30d", "name": "ci"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let made = r.json();
+    let secret = made["secret"].as_str().unwrap().to_string();
+    assert_eq!(made["namespace"], "acme");
+    assert_eq!(made["scopes"], json!(["tasks:read", "executions:trigger"]));
+    assert!(made["expires_at"].is_string());
+    let listed = api
+        .call_as(Some(&admin), &Method::GET, "/tokens", &Body0::None)
+        .await;
+    let text = String::from_utf8_lossy(&listed.body).to_string();
+    assert!(
+        !text.contains(&secret) && !text.contains("secret"),
+        "{text}"
+    );
+    assert!(!text.contains(&admin));
+    let stored = api.svc.store().tokens().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for bad in [
+        json!({"scopes": ["tasks:read"]}),
+        json!({"namespace": "a", "scopes": ["admin"]}),
+        json!({"namespace": "a", "scopes": []}),
+        json!({"namespace": "a", "scopes": ["tasks:delete"]}),
+    ] {
+        let r = api
+            .call_as(
+                Some(&admin),
+                &Method::POST,
+                "/tokens",
+                &Body0::Json(bad.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::POST,
+            "/tokens",
+            &Body0::Json(json!({"namespace": "a", "scopes": ["tasks:read"], "expires": "soon"})),
+        )
+        .await;
+    r.problem(StatusCode::BAD_REQUEST);
+    let id = made["id"].as_str().unwrap();
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::DELETE,
+            &format!("/tokens/{id}"),
+            &Body0::None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json()["revoked_at"].is_string());
+    let r = api
+        .call_as(Some(&secret), &Method::GET, "/tasks", &Body0::None)
+        .await;
+    r.problem(StatusCode::UNAUTHORIZED);
+}
+
+/// Uploads, changes and control requests are in the audit trail with the
+/// token that made them, refused ones too.
+#[tokio::test]
+async fn the_audit_trail_names_the_token_of_every_change() {
+    let api = Api::with_tokens().await;
+    let admin = api.token(None, &[Scope::Admin]).await;
+    let objects = fill(&api, &admin, "a").await;
+    let (writer_token, writer) = api
+        .svc
+        .create_token(NewToken {
+            namespace: Some("a".into()),
+            scopes: [Scope::ExecutionsControl].into(),
+            ..NewToken::default()
+        })
+        .await
+        .unwrap();
+    let cancel = format!("/executions/{}/cancel", objects.execution);
+    api.call_as(Some(&writer), &Method::POST, &cancel, &Body0::None)
+        .await;
+    api.call_as(
+        Some(&writer),
+        &Method::DELETE,
+        &format!("/tasks/{}", objects.task),
+        &Body0::None,
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN);
+    let trail = api
+        .call_as(
+            Some(&admin),
+            &Method::GET,
+            "/audit?limit=1000",
+            &Body0::None,
+        )
+        .await
+        .json();
+    let entries = trail["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.starts_with(&["plugin.upload", "task.create", "task.create"]),
+        "{actions:?}"
+    );
+    let cancelled = entries
+        .iter()
+        .find(|e| e["action"] == "execution.cancel")
+        .unwrap();
+    assert_eq!(cancelled["token_id"], writer_token.id.as_str());
+    assert_eq!(cancelled["object"], objects.execution.as_str());
+    assert_eq!(cancelled["namespace"], "a");
+    let refused = entries
+        .iter()
+        .find(|e| e["action"] == "task.delete")
+        .unwrap();
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["token_id"], writer_token.id.as_str());
+    assert!(entries.iter().all(|e| e["ts"].is_string()));
+}
