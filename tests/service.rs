@@ -223,11 +223,21 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
     // A fresh client: the server may close this connection after a 413.
     let r = reqwest::Client::new()
         .post(s.url("/tasks"))
+        .bearer_auth(&s.token)
         .body(vec![b' '; 2 << 20])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // Without a token: 401, read rather than reset while the body is sent.
+    let r = reqwest::Client::new()
+        .post(s.url("/plugins?name=big"))
+        .body(vec![0u8; 8 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
 
     let (status, _, body) = post_raw("/plugins?name=junk", b"not a component".to_vec()).await;
     assert_eq!(status, 422);

@@ -238,6 +238,7 @@ async fn python_and_javascript_actions_upload_and_run_through_the_server() {
         let name = format!("{lang}-hello");
         let r = reqwest::Client::new()
             .post(s.url(&format!("/plugins?name={name}&version=0.1.0")))
+            .bearer_auth(&s.token)
             .header("content-type", "application/wasm")
             .body(bytes)
             .send()
@@ -275,6 +276,7 @@ async fn python_and_javascript_actions_upload_and_run_through_the_server() {
         let newer = replace_all(&bytes, b"ward:action/host@0.1.0", b"ward:action/host@0.2.0");
         let r = reqwest::Client::new()
             .post(s.url(&format!("/plugins?name={lang}-newer&version=0.1.0")))
+            .bearer_auth(&s.token)
             .header("content-type", "application/wasm")
             .body(newer)
             .send()

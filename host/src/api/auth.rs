@@ -126,12 +126,12 @@ pub async fn authorize(State(svc): State<AppState>, mut request: Request, next: 
         // Read before any await: a request's body is not `Sync`.
         let secret = match bearer(&request) {
             Ok(secret) => secret.map(String::from),
-            Err(e) => return e.into_response(),
+            Err(e) => return super::refuse_unread(request, e.into_response()),
         };
         match identify(&svc, secret.as_deref(), need).await {
             Ok(Some(caller)) => caller,
             Ok(None) => return next.run(request).await,
-            Err(e) => return e.into_response(),
+            Err(e) => return super::refuse_unread(request, e.into_response()),
         }
     };
     let entry = action.map(|action| AuditEntry {
@@ -149,9 +149,10 @@ pub async fn authorize(State(svc): State<AppState>, mut request: Request, next: 
         object: object_of(&route, request.uri().path()),
     });
     let response = match need {
-        Need::Scope(scope) if caller.require(scope).is_err() => {
-            ApiError::Forbidden(format!("this token lacks the scope {scope}")).into_response()
-        }
+        Need::Scope(scope) if caller.require(scope).is_err() => super::refuse_unread(
+            request,
+            ApiError::Forbidden(format!("this token lacks the scope {scope}")).into_response(),
+        ),
         _ => {
             request.extensions_mut().insert(caller);
             next.run(request).await

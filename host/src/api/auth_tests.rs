@@ -730,3 +730,171 @@ async fn the_audit_trail_names_the_token_of_every_change() {
     assert_eq!(refused["token_id"], writer_token.id.as_str());
     assert!(entries.iter().all(|e| e["ts"].is_string()));
 }
+
+/// A namespace triggering at ten times its rate gets 429s with
+/// `Retry-After` for the excess and runs at most its share of attempts at
+/// once; another namespace's executions meanwhile start as soon as a slot
+/// is free, not behind the flood's backlog.
+#[tokio::test]
+async fn a_flooding_namespace_does_not_delay_another_beyond_its_share() {
+    let api = Api::with_tokens().await; // 4 slots
+    let admin = api.token(None, &[Scope::Admin]).await;
+    fill(&api, &admin, "greedy").await;
+    fill(&api, &admin, "calm").await;
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::PUT,
+            "/namespaces/greedy/limits",
+            &Body0::Json(json!({"running": 2, "triggers_per_second": 2, "burst": 4})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["limits"]["running"], 2);
+    let greedy = api.token(Some("greedy"), &[Scope::ExecutionsTrigger]).await;
+    let calm = api
+        .token(
+            Some("calm"),
+            &[Scope::ExecutionsTrigger, Scope::ExecutionsRead],
+        )
+        .await;
+    // Asleep, not spinning: slots are what is shared here, not the CPU.
+    let slow = Body0::Json(json!({"input": {"mode": "sleep", "ms": 1000}}));
+
+    // At least 10× the rate: 200 triggers at once, answered within 10 s.
+    // The bucket lets its burst through and one more per 500 ms; the rest
+    // are 429.
+    let began = std::time::Instant::now();
+    let answers = futures_util::future::join_all(
+        (0..200).map(|_| api.call_as(Some(&greedy), &Method::POST, "/tasks/t/executions", &slow)),
+    )
+    .await;
+    let elapsed = began.elapsed().as_secs_f64();
+    assert!(
+        200.0 / elapsed >= 10.0 * 2.0,
+        "200 triggers took {elapsed:.1}s"
+    );
+    let (mut accepted, mut refused) = (0, 0);
+    for r in answers {
+        match r.status {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry: u64 = r.headers[header::RETRY_AFTER]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(retry >= 1);
+                assert!(r.problem(StatusCode::TOO_MANY_REQUESTS).contains("greedy"));
+                refused += 1;
+            }
+            other => panic!("{other}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    let most = 4.0 + 2.0 * elapsed + 1.0;
+    assert!(
+        accepted >= 4 && (accepted as f64) <= most,
+        "{accepted} accepted in {elapsed:.2}s (at most {most:.0})"
+    );
+    assert_eq!(accepted + refused, 200);
+
+    // The calm namespace's triggers all pass, and each of its executions
+    // starts within a spin or so although greedy's backlog is seconds long.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let r = api
+            .call_as(
+                Some(&calm),
+                &Method::POST,
+                "/tasks/t/executions?wait=30s",
+                &Body0::Json(json!({"input": {"mode": "ok"}})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let e = r.json();
+        assert_eq!(e["state"], "SUCCESS", "{e}");
+        let ms = |k: &str| crate::model::clock::parse_rfc3339_ms(e[k].as_str().unwrap()).unwrap();
+        waits.push((ms("started_at") - ms("created_at")) as i64);
+        assert!(greedy_running(&api).await <= 2);
+    }
+    // Greedy's backlog at its share of 2: accepted × 1 s / 2.
+    let backlog_ms = accepted as i64 * 1000 / 2;
+    let worst = *waits.iter().max().unwrap();
+    assert!(
+        worst * 10 < backlog_ms,
+        "calm waited up to {worst} ms with greedy's backlog at {backlog_ms} ms: {waits:?}"
+    );
+    api.svc.shutdown().await;
+}
+
+/// How many of greedy's executions are running now.
+async fn greedy_running(api: &Api) -> usize {
+    api.svc
+        .executions(&crate::store::ExecutionFilter {
+            namespace: Some("greedy".into()),
+            states: vec![crate::model::state::ExecutionState::Running],
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// A namespace's stored bytes limit cuts its attempts' media and outputs
+/// to what is left, then refuses to start more.
+#[tokio::test]
+async fn a_namespace_stores_no_more_than_its_limit() {
+    let api = Api::with_tokens().await;
+    let admin = api.token(None, &[Scope::Admin]).await;
+    fill(&api, &admin, "a").await;
+    let held = api.svc.stored_bytes("a").await.unwrap();
+    assert!(held >= 1 << 20, "fill stored media: {held}");
+    let limit = held + (3 << 20);
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::PUT,
+            "/namespaces/a/limits",
+            &Body0::Json(json!({"stored_bytes": limit})),
+        )
+        .await;
+    assert_eq!(r.json()["stored_bytes"], held);
+    let run = || async {
+        api.call_as(
+            Some(&admin),
+            &Method::POST,
+            "/tasks/m/executions?namespace=a&wait=60s",
+            &Body0::Json(json!({})),
+        )
+        .await
+        .json()
+    };
+    let first = run().await;
+    let id = first["id"].as_str().unwrap();
+    let media = api
+        .call_as(
+            Some(&admin),
+            &Method::GET,
+            &format!("/executions/{id}/media"),
+            &Body0::None,
+        )
+        .await
+        .json();
+    assert_eq!(media["media"].as_array().unwrap().len(), 3, "{first}");
+    assert!(api.svc.stored_bytes("a").await.unwrap() <= limit);
+    let second = run().await;
+    assert_eq!(second["state"], "FAILED", "{second}");
+    assert!(second.to_string().contains("at its limit of"), "{second}");
+    api.svc.shutdown().await;
+}

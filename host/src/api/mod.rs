@@ -171,24 +171,43 @@ async fn declared_length(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => {
-            // Read (and drop) a bounded part of the body while the answer is
-            // sent, so that a client still writing it sees the 413 rather than
-            // a reset connection; then the connection closes.
-            let body = request.into_body();
-            tokio::spawn(drain(body, n.min(LINGER_BYTES)));
-            let mut response = problem::ApiError::TooLarge(format!(
+        Some(n) if n > limit as u64 => refuse_unread(
+            request,
+            problem::ApiError::TooLarge(format!(
                 "request body too large: Content-Length {n} is over this route's limit of {limit} bytes"
             ))
-            .into_response();
-            response.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
-            response
-        }
+            .into_response(),
+        ),
         _ => next.run(request).await,
     }
+}
+
+/// Answers a request refused before its body was read (too large, no
+/// token): a bounded part of the body is read and dropped while the answer
+/// is sent, so that a client still writing it sees the answer rather than
+/// a reset connection; then the connection closes.
+pub(crate) fn refuse_unread(request: axum::extract::Request, mut response: Response) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = request
+        .headers()
+        .contains_key(axum::http::header::TRANSFER_ENCODING);
+    if declared.is_none_or(|n| n == 0) && !chunked {
+        return response;
+    }
+    let body = request.into_body();
+    tokio::spawn(drain(
+        body,
+        declared.unwrap_or(LINGER_BYTES).min(LINGER_BYTES),
+    ));
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// The most of a refused body read before its connection is closed.

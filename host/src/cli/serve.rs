@@ -224,9 +224,9 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
     {
-        eprintln!(
-            "first start: an admin token was written to {} (0600); the CLI on this machine reads it",
-            path.display()
+        tracing::info!(
+            file = %path.display(),
+            "first start: an admin token was written (0600); the CLI on this machine reads it"
         );
     }
     let app = crate::api::app(svc.clone()).layer(tower_http::trace::TraceLayer::new_for_http());

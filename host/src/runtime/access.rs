@@ -201,6 +201,11 @@ impl Service {
     /// Reads every namespace's limits into memory (at start).
     pub(super) async fn load_namespace_limits(&self) -> ServiceResult<()> {
         let limits = self.store.namespace_limits().await?;
+        let mut d = self.lock_dispatch();
+        for (ns, l) in &limits {
+            d.set_namespace_limit(ns, l.running.map(|n| n as usize), &self.config.queue_limits);
+        }
+        drop(d);
         *lock(&self.access.limits) = limits;
         Ok(())
     }
@@ -224,6 +229,11 @@ impl Service {
         lock(&self.access.limits).insert(namespace.to_string(), limits.clone());
         lock(&self.access.buckets).remove(namespace);
         // A lower or higher running cap changes what may be dispatched.
+        self.lock_dispatch().set_namespace_limit(
+            namespace,
+            limits.running.map(|n| n as usize),
+            &self.config.queue_limits,
+        );
         self.wake.notify_one();
         Ok(limits)
     }

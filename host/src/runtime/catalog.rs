@@ -222,6 +222,7 @@ impl Service {
         self.lock_dispatch().set_task_limit(
             &task.id,
             task.spec.concurrency,
+            &task.spec.namespace,
             &self.config.queue_limits,
         );
         Ok(task)
@@ -244,6 +245,7 @@ impl Service {
         self.lock_dispatch().set_task_limit(
             &task.id,
             task.spec.concurrency,
+            &task.spec.namespace,
             &self.config.queue_limits,
         );
         Ok(task)

@@ -1,7 +1,8 @@
 //! The dispatcher: an in-memory ready queue of task runs, ordered by
 //! priority then age, with delayed entries for retries and backoffs,
-//! bounded by the host's slots and per-task and per-queue limits. Backed by
-//! the store (every queued run is a runnable row), so nothing queued is lost.
+//! bounded by the host's slots and per-task, per-queue and per-namespace
+//! limits. Backed by the store (every queued run is a runnable row), so
+//! nothing queued is lost.
 //!
 //! A run held back by its task's or queue's limit is parked under that
 //! task or queue until one of its runs ends, instead of going back into the
@@ -67,6 +68,20 @@ pub(super) struct Dispatch {
     parked_by_task: HashMap<String, BinaryHeap<Ready>>,
     /// Ready runs held back by their queue's limit, by queue.
     parked_by_queue: HashMap<String, BinaryHeap<Ready>>,
+    /// Each task's namespace, and namespaces' shares of running attempts
+    /// (`running` of their limits).
+    task_namespaces: HashMap<String, String>,
+    namespace_limits: HashMap<String, usize>,
+    running_by_namespace: HashMap<String, usize>,
+    /// Ready runs held back by their namespace's limit, by namespace.
+    parked_by_namespace: HashMap<String, BinaryHeap<Ready>>,
+}
+
+/// The limit that holds a ready run back.
+enum Hold {
+    Task(String),
+    Queue(String),
+    Namespace(String),
 }
 
 impl Dispatch {
@@ -76,10 +91,58 @@ impl Dispatch {
         &mut self,
         task_id: &str,
         limit: Option<u32>,
+        namespace: &str,
         queue_limits: &HashMap<String, usize>,
     ) {
         self.task_limits.insert(task_id.to_string(), limit);
+        self.task_namespaces
+            .insert(task_id.to_string(), namespace.to_string());
         self.unpark_task(task_id, queue_limits);
+    }
+
+    /// Sets a namespace's share of running attempts (`None`: no limit); a
+    /// higher one lets its parked runs go.
+    pub(super) fn set_namespace_limit(
+        &mut self,
+        namespace: &str,
+        limit: Option<usize>,
+        queue_limits: &HashMap<String, usize>,
+    ) {
+        match limit {
+            Some(l) => self.namespace_limits.insert(namespace.to_string(), l),
+            None => self.namespace_limits.remove(namespace),
+        };
+        self.unpark_namespace(namespace, queue_limits);
+    }
+
+    fn namespace_of(&self, run: &RunRef) -> Option<&String> {
+        self.task_namespaces.get(&run.task_id)
+    }
+
+    /// Which limit, if any, holds `run` back now.
+    fn held_by(&self, run: &RunRef, queue_limits: &HashMap<String, usize>) -> Option<Hold> {
+        let task_limit = self.task_limits.get(&run.task_id).copied().flatten();
+        if task_limit.is_some_and(|l| count(&self.running_by_task, &run.task_id) >= l as usize) {
+            return Some(Hold::Task(run.task_id.clone()));
+        }
+        let queue_limit = queue_limits.get(&run.queue).copied();
+        if queue_limit.is_some_and(|l| count(&self.running_by_queue, &run.queue) >= l) {
+            return Some(Hold::Queue(run.queue.clone()));
+        }
+        let ns = self.namespace_of(run)?;
+        let ns_limit = self.namespace_limits.get(ns).copied();
+        if ns_limit.is_some_and(|l| count(&self.running_by_namespace, ns) >= l) {
+            return Some(Hold::Namespace(ns.clone()));
+        }
+        None
+    }
+
+    fn park_under(&mut self, hold: Hold, item: Ready) {
+        match hold {
+            Hold::Task(t) => park(&mut self.parked_by_task, &t, item),
+            Hold::Queue(q) => park(&mut self.parked_by_queue, &q, item),
+            Hold::Namespace(n) => park(&mut self.parked_by_namespace, &n, item),
+        }
     }
 
     /// Queued runs (ready, parked or delayed) per queue, queues with none
@@ -98,23 +161,17 @@ impl Dispatch {
             .iter()
             .chain(self.parked_by_task.values().flatten())
             .chain(self.parked_by_queue.values().flatten())
+            .chain(self.parked_by_namespace.values().flatten())
             .chain(self.delayed_items.values())
             .map(|r| &r.run)
     }
 
-    /// The next ready run whose task and queue are under their limits,
-    /// counted as running; runs held back on the way are parked.
+    /// The next ready run whose task, queue and namespace are under their
+    /// limits, counted as running; runs held back on the way are parked.
     fn next_startable(&mut self, queue_limits: &HashMap<String, usize>) -> Option<Ready> {
         while let Some(item) = self.ready.pop() {
-            let task_limit = self.task_limits.get(&item.run.task_id).copied().flatten();
-            let task_running = count(&self.running_by_task, &item.run.task_id);
-            if task_limit.is_some_and(|l| task_running >= l as usize) {
-                park(&mut self.parked_by_task, &item.run.task_id.clone(), item);
-                continue;
-            }
-            let queue_limit = queue_limits.get(&item.run.queue).copied();
-            if queue_limit.is_some_and(|l| count(&self.running_by_queue, &item.run.queue) >= l) {
-                park(&mut self.parked_by_queue, &item.run.queue.clone(), item);
+            if let Some(hold) = self.held_by(&item.run, queue_limits) {
+                self.park_under(hold, item);
                 continue;
             }
             self.queued.remove(&item.run.task_run_id);
@@ -129,12 +186,15 @@ impl Dispatch {
                 .running_by_queue
                 .entry(item.run.queue.clone())
                 .or_insert(0) += 1;
+            if let Some(ns) = self.namespace_of(&item.run).cloned() {
+                *self.running_by_namespace.entry(ns).or_insert(0) += 1;
+            }
             return Some(item);
         }
         None
     }
 
-    /// A run has ended: its task and queue may start parked runs.
+    /// A run has ended: its task, queue and namespace may start parked runs.
     fn released(&mut self, run: &RunRef, queue_limits: &HashMap<String, usize>) {
         if let Some(n) = self.running_by_task.get_mut(&run.task_id) {
             *n = n.saturating_sub(1);
@@ -142,52 +202,92 @@ impl Dispatch {
         if let Some(n) = self.running_by_queue.get_mut(&run.queue) {
             *n = n.saturating_sub(1);
         }
+        let ns = self.namespace_of(run).cloned();
+        if let Some(ns) = &ns
+            && let Some(n) = self.running_by_namespace.get_mut(ns)
+        {
+            *n = n.saturating_sub(1);
+        }
         self.unpark_task(&run.task_id, queue_limits);
         self.unpark_queue(&run.queue, queue_limits);
-    }
-
-    /// Moves the best runs parked under `task_id` back to the ready queue,
-    /// as many as its limit has room for. One still held by its queue's
-    /// limit moves under that queue instead, without taking the room.
-    fn unpark_task(&mut self, task_id: &str, queue_limits: &HashMap<String, usize>) {
-        let limit = self.task_limits.get(task_id).copied().flatten();
-        let running = count(&self.running_by_task, task_id);
-        let mut free = limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(running));
-        while free > 0 {
-            let Some(item) = take_parked(&mut self.parked_by_task, task_id) else {
-                break;
-            };
-            let queue_full = queue_limits
-                .get(&item.run.queue)
-                .is_some_and(|l| count(&self.running_by_queue, &item.run.queue) >= *l);
-            if queue_full {
-                park(&mut self.parked_by_queue, &item.run.queue.clone(), item);
-            } else {
-                self.ready.push(item);
-                free -= 1;
-            }
+        if let Some(ns) = ns {
+            self.unpark_namespace(&ns, queue_limits);
         }
     }
 
-    /// The same for a queue: runs still held by their task's limit move
-    /// under that task.
+    /// Moves the best runs parked under `task_id` back to the ready queue,
+    /// as many as its limit has room for. One still held by its queue's or
+    /// namespace's limit moves under that instead, without taking the room.
+    fn unpark_task(&mut self, task_id: &str, queue_limits: &HashMap<String, usize>) {
+        let limit = self.task_limits.get(task_id).copied().flatten();
+        let running = count(&self.running_by_task, task_id);
+        let free = limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(running));
+        self.unpark(Parked::Task, task_id, free, queue_limits);
+    }
+
+    /// The same for a queue.
     fn unpark_queue(&mut self, queue: &str, queue_limits: &HashMap<String, usize>) {
-        let mut free = queue_limits.get(queue).map_or(usize::MAX, |l| {
+        let free = queue_limits.get(queue).map_or(usize::MAX, |l| {
             l.saturating_sub(count(&self.running_by_queue, queue))
         });
+        self.unpark(Parked::Queue, queue, free, queue_limits);
+    }
+
+    /// The same for a namespace.
+    fn unpark_namespace(&mut self, namespace: &str, queue_limits: &HashMap<String, usize>) {
+        let free = self
+            .namespace_limits
+            .get(namespace)
+            .map_or(usize::MAX, |l| {
+                l.saturating_sub(count(&self.running_by_namespace, namespace))
+            });
+        self.unpark(Parked::Namespace, namespace, free, queue_limits);
+    }
+
+    fn unpark(
+        &mut self,
+        from: Parked,
+        key: &str,
+        mut free: usize,
+        queue_limits: &HashMap<String, usize>,
+    ) {
         while free > 0 {
-            let Some(item) = take_parked(&mut self.parked_by_queue, queue) else {
+            let heap = match from {
+                Parked::Task => &mut self.parked_by_task,
+                Parked::Queue => &mut self.parked_by_queue,
+                Parked::Namespace => &mut self.parked_by_namespace,
+            };
+            let Some(item) = take_parked(heap, key) else {
                 break;
             };
-            let task_limit = self.task_limits.get(&item.run.task_id).copied().flatten();
-            let task_full = task_limit
-                .is_some_and(|l| count(&self.running_by_task, &item.run.task_id) >= l as usize);
-            if task_full {
-                park(&mut self.parked_by_task, &item.run.task_id.clone(), item);
-            } else {
-                self.ready.push(item);
-                free -= 1;
+            // Runs moved back to the ready queue are not counted as running
+            // yet: `free` counts them instead, so the key's own limit never
+            // holds one here.
+            match self.held_by(&item.run, queue_limits) {
+                Some(hold) if !hold.is(from, key) => self.park_under(hold, item),
+                _ => {
+                    self.ready.push(item);
+                    free -= 1;
+                }
             }
+        }
+    }
+}
+
+/// Where a run is parked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parked {
+    Task,
+    Queue,
+    Namespace,
+}
+
+impl Hold {
+    fn is(&self, parked: Parked, key: &str) -> bool {
+        match self {
+            Hold::Task(k) => parked == Parked::Task && k == key,
+            Hold::Queue(k) => parked == Parked::Queue && k == key,
+            Hold::Namespace(k) => parked == Parked::Namespace && k == key,
         }
     }
 }
@@ -337,7 +437,7 @@ mod tests {
         // Queue q and task t: one at a time each.
         let queues = HashMap::from([("q".to_string(), 1)]);
         let mut d = Dispatch::default();
-        d.set_task_limit("t", Some(1), &queues);
+        d.set_task_limit("t", Some(1), "n", &queues);
         d.ready.push(ready("x", "q", 0));
         assert_eq!(start_all(&mut d, &queues), ["x-0"]);
         d.ready.push(ready("t", "q", 1)); // held by q (t is free yet)
@@ -378,7 +478,7 @@ mod tests {
     fn runs_over_a_limit_are_parked_until_a_run_of_theirs_ends() {
         let mut d = Dispatch::default();
         let queues = HashMap::from([("slow".to_string(), 1)]);
-        d.set_task_limit("a", Some(1), &queues);
+        d.set_task_limit("a", Some(1), "n", &queues);
         for seq in 0..5 {
             d.ready.push(ready("a", "default", seq));
         }
@@ -401,10 +501,42 @@ mod tests {
         assert_eq!(start_all(&mut d, &queues), ["c-6"]);
 
         // A raised limit lets parked runs go at once.
-        d.set_task_limit("a", Some(3), &queues);
+        d.set_task_limit("a", Some(3), "n", &queues);
         assert_eq!(start_all(&mut d, &queues), ["a-2", "a-3"]);
-        d.set_task_limit("a", None, &queues);
+        d.set_task_limit("a", None, "n", &queues);
         assert_eq!(start_all(&mut d, &queues), ["a-4"]);
+        assert_eq!(d.queued_runs().count(), 0);
+    }
+
+    #[test]
+    fn a_namespace_runs_no_more_than_its_share_and_others_pass_it() {
+        let queues = HashMap::new();
+        let mut d = Dispatch::default();
+        d.set_task_limit("flood", None, "greedy", &queues);
+        d.set_task_limit("other", None, "calm", &queues);
+        d.set_namespace_limit("greedy", Some(2), &queues);
+        for seq in 0..10 {
+            d.ready.push(ready("flood", "default", seq));
+        }
+        d.ready.push(ready("other", "default", 10));
+        assert_eq!(
+            start_all(&mut d, &queues),
+            ["flood-0", "flood-1", "other-10"],
+            "the calm namespace's run passes the greedy one's backlog"
+        );
+        let run = |id: &str| RunRef {
+            task_run_id: id.into(),
+            execution_id: String::new(),
+            task_id: "flood".into(),
+            queue: "default".into(),
+            priority: 0,
+        };
+        d.released(&run("flood-0"), &queues);
+        assert_eq!(start_all(&mut d, &queues), ["flood-2"]);
+        d.set_namespace_limit("greedy", Some(4), &queues);
+        assert_eq!(start_all(&mut d, &queues), ["flood-3", "flood-4"]);
+        d.set_namespace_limit("greedy", None, &queues);
+        assert_eq!(start_all(&mut d, &queues).len(), 5);
         assert_eq!(d.queued_runs().count(), 0);
     }
 

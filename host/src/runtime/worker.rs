@@ -151,6 +151,16 @@ impl Service {
                     }
                 }
                 spec.quotas = self.config.quotas;
+                if let Err(message) = self
+                    .share_of_storage(&started.spec.namespace, &mut spec.quotas)
+                    .await
+                {
+                    return AttemptReport::failed_before_start(
+                        started.number,
+                        ErrorKind::LoadFailed,
+                        message,
+                    );
+                }
                 let grants = started.spec.grants_of(step);
                 spec.variables = grants.variables.clone();
                 match self.open_secrets(&started.spec, step) {
@@ -182,6 +192,37 @@ impl Service {
                 self.sandbox.run(&action, spec).await
             }
         }
+    }
+}
+
+impl Service {
+    /// Cuts an attempt's media and outputs quotas to what its namespace's
+    /// `stored_bytes` limit leaves; `Err` when nothing is left. Checked when
+    /// the attempt starts, so attempts running at once may together pass
+    /// the limit by what each was allowed.
+    async fn share_of_storage(
+        &self,
+        namespace: &str,
+        quotas: &mut crate::model::limits::Quotas,
+    ) -> Result<(), String> {
+        let Some(limit) = self.namespace_limits(namespace).stored_bytes else {
+            return Ok(());
+        };
+        let held = self
+            .stored_bytes(namespace)
+            .await
+            .map_err(|e| format!("reading namespace {namespace:?}'s stored bytes: {e}"))?;
+        let left = limit.saturating_sub(held);
+        if left == 0 {
+            return Err(format!(
+                "namespace {namespace:?} holds {held} bytes of media and outputs, at its limit of {limit}: nothing more may be stored until the limit is raised"
+            ));
+        }
+        quotas.media_total_bytes = quotas.media_total_bytes.min(left);
+        quotas.media_object_bytes = quotas.media_object_bytes.min(left);
+        quotas.outputs_total_bytes = quotas.outputs_total_bytes.min(left);
+        quotas.output_bytes = quotas.output_bytes.min(left);
+        Ok(())
     }
 }
 

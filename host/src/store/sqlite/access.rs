@@ -203,7 +203,8 @@ impl SqliteStore {
             "SELECT \
                (SELECT IFNULL(SUM(m.size), 0) FROM media m JOIN executions e ON e.id = m.execution_id \
                 WHERE e.namespace = ?1) + \
-               (SELECT IFNULL(SUM(LENGTH(outputs)), 0) FROM executions WHERE namespace = ?1) AS bytes",
+               (SELECT IFNULL(SUM(LENGTH(outputs)), 0) FROM executions \
+                WHERE namespace = ?1 AND outputs != '{}') AS bytes",
         )
         .bind(namespace)
         .fetch_one(&mut *c)
