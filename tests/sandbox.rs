@@ -3,6 +3,8 @@
 //! followed by a normal attempt on the same runner.
 
 mod common;
+#[path = "http/mod.rs"]
+mod http;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -321,5 +321,6 @@ fn source(l: &LogLine) -> &'static str {
         crate::model::report::LogSource::Host => "host",
         crate::model::report::LogSource::Stdout => "stdout",
         crate::model::report::LogSource::Stderr => "stderr",
+        crate::model::report::LogSource::Http => "http",
     }
 }

@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod execution;
 pub mod flow;
 pub mod limits;
+pub mod net;
 pub mod plan;
 pub mod report;
 pub mod retry;

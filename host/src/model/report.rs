@@ -169,6 +169,9 @@ pub enum LogSource {
     Stdout,
     /// The guest's standard error, one entry per line.
     Stderr,
+    /// An outbound request through `wasi:http`: method, host, status,
+    /// bytes and time, one line each.
+    Http,
 }
 
 /// Log levels, as in the WIT `level` enum.

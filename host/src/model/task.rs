@@ -159,6 +159,10 @@ pub struct Grants {
     /// [`SECRET_SHOWN`] in an update keeps the one stored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Outbound HTTP through `wasi:http` to the hosts it allows; without
+    /// it every request is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::net::HttpGrant>,
 }
 
 /// What the API shows in place of a secret's value.
@@ -387,6 +391,9 @@ impl TaskSpec {
             }
         }
         for g in self.all_grants() {
+            if let Some(http) = &g.http {
+                p.extend(http.problems());
+            }
             for (name, value) in &g.secrets {
                 if let Err(e) = check_name("secret", name) {
                     p.push(e);

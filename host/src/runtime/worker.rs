@@ -177,6 +177,7 @@ impl Service {
                     }
                 }
                 spec.scratch = grants.scratch;
+                spec.http = grants.http.clone();
                 spec.last_checkpoint = started.checkpoint.clone();
                 spec.cancel = cancel.clone();
                 spec.checkpoint_sink = Some(Arc::new(StoreCheckpoints {

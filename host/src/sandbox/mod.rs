@@ -63,6 +63,8 @@ pub struct AttemptSpec {
     pub secrets: Vec<String>,
     /// Whether the attempt gets a fresh scratch dir at `/scratch`.
     pub scratch: bool,
+    /// Outbound HTTP; every request is denied without it.
+    pub http: Option<crate::model::net::HttpGrant>,
     /// The task run's last checkpoint, from an earlier attempt.
     pub last_checkpoint: Option<String>,
     /// Where media go.
@@ -86,6 +88,7 @@ impl AttemptSpec {
             variables: BTreeMap::new(),
             secrets: Vec::new(),
             scratch: false,
+            http: None,
             last_checkpoint: None,
             media,
             checkpoint_sink: None,
@@ -122,6 +125,8 @@ impl Sandbox {
         let engine = engine::build_engine(&config)?;
         let mut linker = Linker::<AttemptState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Every attempt may import wasi:http; only a grant lets a request out.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Action::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)?;
         engine::start_epoch_ticker(&engine, config.epoch_tick);
         let components = ComponentCache::new(

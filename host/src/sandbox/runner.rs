@@ -166,6 +166,7 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
         ),
         variables: spec.variables.clone(),
         warnings: Warnings::new(spec.quotas.warnings),
+        http: super::capabilities::http::Http::new(spec.http.clone(), logs.clone()),
         interrupt: None,
         host_spans: super::state::MAX_HOST_SPANS,
     };
@@ -213,7 +214,11 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
     };
     let wall = started.elapsed();
     let fuel_left = store.get_fuel().unwrap_or(0);
-    let state = store.into_data();
+    let mut state = store.into_data();
+    // Dropping the guest's resources ends its HTTP bodies, which records
+    // their requests before the logs are finished.
+    state.table = wasmtime::component::ResourceTable::new();
+    state.http.report(&mut state.metrics);
     let (status, result, error) = classify(outcome, &state, &spec, wall);
     drop(scratch);
 

@@ -11,8 +11,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capabilities::{
-    checkpoints::Checkpoints, logs::Logs, media::Media, metrics::Metrics, outputs::Outputs,
-    warnings::Warnings,
+    checkpoints::Checkpoints, http::Http, logs::Logs, media::Media, metrics::Metrics,
+    outputs::Outputs, warnings::Warnings,
 };
 use super::limits::MemoryLimiter;
 
@@ -34,6 +34,8 @@ pub struct AttemptState {
     pub checkpoints: Checkpoints,
     pub variables: BTreeMap<String, String>,
     pub warnings: Warnings,
+    /// Outbound HTTP (`wasi:http`), as the task grants it.
+    pub http: Http,
     pub interrupt: Option<Interrupt>,
     /// Host-call spans this attempt may still make (see `sandbox::host`).
     pub host_spans: u32,
@@ -43,6 +45,16 @@ pub struct AttemptState {
 /// a guest calling in a loop cannot flood the trace exporter's queue and
 /// push out other executions' spans.
 pub const MAX_HOST_SPANS: u32 = 128;
+
+impl wasmtime_wasi_http::WasiHttpView for AttemptState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.hooks,
+        }
+    }
+}
 
 impl WasiView for AttemptState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
