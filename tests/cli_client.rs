@@ -364,3 +364,129 @@ async fn top_draws_live_figures_in_a_terminal_and_quits_on_q() {
         assert!(last.contains(want), "{want:?} in {last}");
     }
 }
+
+/// `ward token create|list|revoke`, and which token the client commands
+/// send: `WARD_TOKEN`, else a local server's admin token from the data dir.
+#[tokio::test]
+async fn tokens_are_made_used_and_revoked_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let token_file = dir.path().join("admin.token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin token is its owner's only");
+
+    let out = ward(
+        &s,
+        &[
+            "token",
+            "create",
+            "--namespace",
+            "acme",
+            "--scopes",
+            "tasks:read",
+            "--expires",
+            "30d",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = stdout(&out).trim().to_string();
+    assert!(secret.starts_with("ward_"), "{secret}");
+    let as_acme = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(args)
+            .env("WARD_SERVER", s.root())
+            .env("WARD_TOKEN", &secret)
+            .output()
+            .unwrap()
+    };
+    // Its namespace holds no tasks (the example is in default).
+    let out = as_acme(&["task", "list", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["tasks"], serde_json::json!([]));
+    let out = as_acme(&["execution", "start", "hello"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("executions:trigger"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = ward(&s, &["token", "list", "--json"]);
+    let tokens = json(&out)["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 2);
+    assert!(!stdout(&out).contains(&secret));
+    let made = tokens.iter().find(|t| t["namespace"] == "acme").unwrap();
+    let out = ward(&s, &["token", "list"]);
+    assert!(stdout(&out).contains("acme") && stdout(&out).contains("tasks:read"));
+    let out = ward(&s, &["token", "revoke", made["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = as_acme(&["task", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+
+    // No WARD_TOKEN: the admin token of the local server's data dir.
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["task", "list", "--json"])
+        .env("WARD_SERVER", s.root())
+        .env("WARD_DATA_DIR", dir.path())
+        .env_remove("WARD_TOKEN")
+        .env("WARD_CLIENT_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("\"hello\""));
+    // A config file's token wins over the data dir's.
+    let config = dir.path().join("client.toml");
+    std::fs::write(&config, format!("token = \"{secret}\"\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["task", "list"])
+        .env("WARD_SERVER", s.root())
+        .env("WARD_DATA_DIR", dir.path())
+        .env_remove("WARD_TOKEN")
+        .env("WARD_CLIENT_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "the revoked token was sent");
+}
+
+#[tokio::test]
+async fn no_auth_is_only_for_loopback() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args([
+            "serve",
+            "--no-auth",
+            "--listen",
+            "0.0.0.0:0",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only on a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch_with(dir.path(), &["--no-auth"]);
+    assert!(s.token.is_empty(), "no admin token without auth");
+    assert!(!dir.path().join("admin.token").exists());
+    let r = reqwest::get(s.url("/tasks")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -255,6 +255,67 @@ async fn a_granted_scratch_dir_works_and_does_not_leak() {
     assert!(!std::path::Path::new("/tmp/ward-escape").exists());
 }
 
+/// A guest filling its scratch dir, with bytes or with files, is stopped
+/// at the quota (give or take what it writes between two looks) and ends
+/// `disk_limit`; its dir is gone after the attempt; a guest under the quota
+/// is not disturbed.
+#[tokio::test]
+async fn a_scratch_dir_past_its_quota_ends_the_attempt() {
+    let mut s = spec(json!({"mode": "disk_fill"}));
+    s.scratch = true;
+    s.quotas.scratch_bytes = 16 << 20;
+    let began = Instant::now();
+    let r = chaos_with(s).await;
+    assert_eq!(kind(&r), ErrorKind::DiskLimit, "{r:?}");
+    let message = &r.error.as_ref().unwrap().message;
+    assert!(message.contains("over its quota of 16 MiB"), "{message}");
+    assert!(began.elapsed() < Duration::from_secs(20));
+
+    let mut s = spec(json!({"mode": "disk_files", "count": 50_000}));
+    s.scratch = true;
+    let r = chaos_with(s).await;
+    assert_eq!(kind(&r), ErrorKind::DiskLimit, "{r:?}");
+    assert!(r.error.as_ref().unwrap().message.contains("10000"), "{r:?}");
+
+    // Under the quota: untouched.
+    let mut s = spec(json!({"mode": "disk_fill", "size": 4 << 20}));
+    s.scratch = true;
+    s.quotas.scratch_bytes = 16 << 20;
+    let r = chaos_with(s).await;
+    assert_eq!(r.status, AttemptStatus::Success, "{r:?}");
+    assert_eq!(r.result.unwrap()["written"], 4 << 20);
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ward-scratch-"))
+        .filter(|e| e.path().join("fill").exists())
+        .count();
+    assert_eq!(left, 0, "scratch dirs are removed after their attempt");
+}
+
+/// The host's scratch budget is shared: a quota over all of it is refused
+/// before the attempt starts.
+#[tokio::test]
+async fn a_scratch_quota_over_the_host_budget_is_refused() {
+    let sandbox = Sandbox::new(EngineConfig {
+        scratch_budget_bytes: 32 << 20,
+        ..EngineConfig::small()
+    })
+    .unwrap();
+    let action = sandbox.load_file(&common::plugin("chaos")).unwrap();
+    let mut s = spec(json!({"mode": "ok"}));
+    s.scratch = true;
+    s.quotas.scratch_bytes = 64 << 20;
+    let r = sandbox.run(&action, s).await;
+    assert_eq!(kind(&r), ErrorKind::LoadFailed, "{r:?}");
+    assert!(
+        r.error
+            .unwrap()
+            .message
+            .contains("over this host's scratch budget"),
+    );
+}
+
 #[tokio::test]
 async fn sockets_and_name_lookup_are_refused_at_call_time() {
     let r = chaos(json!({"mode": "socket"})).await;

@@ -1333,3 +1333,184 @@ async fn hostile_guests_through_the_server_end_as_limited_attempts() {
     let id = s.start("greet", json!({"name": "again"})).await;
     s.wait_for(&id, "SUCCESS", Duration::from_secs(60)).await;
 }
+
+/// Granted outbound HTTP through a real server: the `http-fetch` example
+/// fetches from a local server it is granted; the same guest refused a host
+/// not granted, a private address, a redirect to one, a request flood and a
+/// huge body, and a guest filling its scratch dir, each end as a failed
+/// attempt naming the reason, while the server serves others — and a token
+/// of another namespace sees none of it.
+#[tokio::test]
+async fn granted_http_and_its_abuse_through_the_server() {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello from the granted host\n" }))
+        .route("/huge", get(|| async { vec![b'x'; 20 << 20] }))
+        .route(
+            "/loop",
+            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/loop")]) }),
+        )
+        .route(
+            "/to/{target}",
+            get(
+                |axum::extract::Path(target): axum::extract::Path<String>| async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", format!("http://{target}/hello"))],
+                    )
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap().to_string();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::launch(dir.path());
+    let trusted = json!({"allow": [local, format!("localhost:{port}")], "allow_private": [local]});
+    let task = |name: &str, grants: Value| {
+        json!({"name": name, "action": "http-fetch", "grants": grants,
+               "retry": {"max_attempts": 1}, "limits": {"timeout": "10s"}})
+    };
+    s.create_task(task("fetch", json!({"http": trusted}))).await;
+    s.create_task(task("fetch-ungranted", json!({}))).await;
+    s.create_task(task(
+        "fetch-public-only",
+        json!({"http": {"allow": [local]}}),
+    ))
+    .await;
+    s.create_task(task(
+        "fetch-limited",
+        json!({"http": {"allow": [local], "allow_private": [local], "max_requests": 3, "max_bytes": "1MiB"}}),
+    ))
+    .await;
+    s.create_task(
+        json!({"name": "filler", "action": "chaos", "grants": {"scratch": true},
+        "retry": {"max_attempts": 1}}),
+    )
+    .await;
+
+    let ok = s
+        .start("fetch", json!({"url": format!("http://{local}/hello")}))
+        .await;
+    let cases = [
+        (
+            "fetch-ungranted",
+            format!("http://{local}/hello"),
+            "grants no outbound HTTP",
+        ),
+        (
+            "fetch",
+            "http://example.com/".to_string(),
+            "is not in grants.http.allow",
+        ),
+        (
+            "fetch-public-only",
+            format!("http://{local}/hello"),
+            "loopback",
+        ),
+        (
+            "fetch",
+            format!("http://localhost:{port}/hello"),
+            "not reachable unless",
+        ),
+        (
+            "fetch",
+            format!("http://{local}/to/localhost:{port}"),
+            "localhost is 127.0.0.1",
+        ),
+        (
+            "fetch-limited",
+            format!("http://{local}/loop"),
+            "max_requests (3) reached",
+        ),
+        (
+            "fetch-limited",
+            format!("http://{local}/huge"),
+            "over grants.http.max_bytes",
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (task, url, reason) in &cases {
+        refused.push((
+            s.start(task, json!({"url": url, "max_redirects": 10}))
+                .await,
+            *reason,
+        ));
+    }
+    let filler = s.start("filler", json!({"mode": "disk_fill"})).await;
+
+    let e = s.wait_for(&ok, "SUCCESS", Duration::from_secs(60)).await;
+    assert_eq!(e["outputs"]["status"], 200, "{e}");
+    assert_eq!(e["outputs"]["size"], 28);
+    let (_, logs) = s.get(&format!("/executions/{ok}/logs")).await;
+    let http: Vec<&Value> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["source"] == "http")
+        .collect();
+    assert_eq!(http.len(), 1, "{logs}");
+    assert!(
+        http[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("GET {local} → 200, 28 bytes")),
+        "{logs}"
+    );
+    let (_, media) = s.get(&format!("/executions/{ok}/media")).await;
+    let object = media["media"][0]["id"].as_str().unwrap().to_string();
+
+    for (id, reason) in refused {
+        let e = s.wait_for(&id, "FAILED", Duration::from_secs(60)).await;
+        let (_, logs) = s.get(&format!("/executions/{id}/logs")).await;
+        let said = logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["source"] == "http")
+            .any(|l| l["message"].as_str().unwrap().contains(reason));
+        assert!(said, "{reason}: {e}\n{logs}");
+    }
+    let e = s.wait_for(&filler, "FAILED", Duration::from_secs(60)).await;
+    assert_eq!(e["error"]["kind"], "disk_limit", "{e}");
+
+    // Another namespace's token sees none of it.
+    let r = s
+        .http
+        .post(s.url("/tokens"))
+        .json(&json!({"namespace": "acme", "scopes": ["executions:read", "media:read", "tasks:read"]}))
+        .send()
+        .await
+        .unwrap();
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = reqwest::Client::new();
+    for path in [
+        format!("/executions/{ok}"),
+        format!("/executions/{ok}/logs"),
+        format!("/media/{object}"),
+        "/tasks/fetch".to_string(),
+        "/plugins/http-fetch".to_string(),
+    ] {
+        let r = other
+            .get(s.url(&path))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = other
+        .get(s.url("/executions"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["executions"], json!([]));
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+}

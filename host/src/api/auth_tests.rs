@@ -898,3 +898,45 @@ async fn a_namespace_stores_no_more_than_its_limit() {
     assert!(second.to_string().contains("at its limit of"), "{second}");
     api.svc.shutdown().await;
 }
+
+/// A token holds at most `max_follows_per_token` streams open; closing one
+/// makes room; another token is not held up by it.
+#[tokio::test]
+async fn a_token_holds_a_bounded_number_of_followed_streams() {
+    use tower::ServiceExt;
+    let api = Api::with_tokens().await;
+    let admin = api.token(None, &[Scope::Admin]).await;
+    let objects = fill(&api, &admin, "a").await;
+    let reader = api.token(Some("a"), &[Scope::ExecutionsRead]).await;
+    let open = |token: &str, path: String| {
+        let req = Request::get(format!("/api/v1{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        api.app.clone().oneshot(req)
+    };
+    let cap = api.svc.config().max_follows_per_token;
+    let mut streams = Vec::new();
+    for i in 0..cap {
+        let path = if i % 2 == 0 {
+            "/events?follow=true".to_string()
+        } else {
+            format!("/executions/{}/logs?follow=true", objects.execution)
+        };
+        let r = open(&reader, path).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        streams.push(r);
+    }
+    let r = open(&reader, "/events?follow=true".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    // Pages are not streams.
+    let r = open(&reader, "/events".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Another token is not counted with this one.
+    let r = open(&admin, "/events?follow=true".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    streams.pop();
+    let r = open(&reader, "/events?follow=true".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -143,7 +143,9 @@ pub async fn list(
         states,
     };
     if follow {
-        let stream = svc.follow_all(filter, after, tail).filter_map(|e| {
+        let permit = super::executions::follow_permit(&svc, &caller)?;
+        let stream = svc.follow_all(filter, after, tail).filter_map(move |e| {
+            let _held = &permit;
             let event = SseEvent::default()
                 .event("event")
                 .id(e.event.id.to_string())

@@ -418,6 +418,19 @@ pub async fn load(
         .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))
 }
 
+/// One more stream for the caller's token, or 429.
+pub fn follow_permit(
+    svc: &AppState,
+    caller: &Caller,
+) -> Result<crate::runtime::access::FollowPermit, ApiError> {
+    svc.follow_permit(caller).map_err(|cap| ApiError::TooMany {
+        detail: format!(
+            "this token already holds {cap} followed streams open, its most: close one first"
+        ),
+        retry_after: 1,
+    })
+}
+
 /// Takes a trigger from the namespace's share, or answers 429.
 pub fn take_trigger(svc: &AppState, namespace: &str) -> Result<(), ApiError> {
     svc.take_trigger(namespace).map_err(|over| {
@@ -684,9 +697,13 @@ async fn feed(
     let q = q.checked(&headers)?;
     load(&svc, &caller, &id, false).await?;
     if q.follow {
+        let permit = follow_permit(&svc, &caller)?;
         let stream = svc
             .follow(&id, page.feed(), q.after)
-            .filter_map(|item| std::future::ready(sse_event(item).map(Ok::<_, Infallible>)));
+            .filter_map(move |item| {
+                let _held = &permit;
+                std::future::ready(sse_event(item).map(Ok::<_, Infallible>))
+            });
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());

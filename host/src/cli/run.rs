@@ -43,6 +43,14 @@ pub struct RunArgs {
     /// Give each attempt a fresh scratch dir at /scratch.
     #[arg(long)]
     pub scratch: bool,
+    /// Let the guest call this host through wasi:http (`api.example.com`,
+    /// `*.example.org:443`; repeatable). Without it every request is denied.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    pub allow_http: Vec<String>,
+    /// A host of --allow-http that may resolve to loopback or private
+    /// addresses (repeatable).
+    #[arg(long = "allow-private", value_name = "HOST")]
+    pub allow_private: Vec<String>,
     /// Where media are stored (default: a new temp dir, printed).
     #[arg(long, value_name = "DIR")]
     pub media_dir: Option<PathBuf>,
@@ -112,6 +120,26 @@ fn read_input(args: &RunArgs) -> Result<String, String> {
     Ok(text)
 }
 
+/// The grant `--allow-http` and `--allow-private` make, checked.
+fn http_grant(args: &RunArgs) -> Result<Option<crate::model::net::HttpGrant>, String> {
+    if args.allow_http.is_empty() {
+        if !args.allow_private.is_empty() {
+            return Err("--allow-private needs the same host in --allow-http".into());
+        }
+        return Ok(None);
+    }
+    let grant: crate::model::net::HttpGrant = serde_json::from_value(serde_json::json!({
+        "allow": args.allow_http, "allow_private": args.allow_private,
+    }))
+    .map_err(|e| format!("--allow-http: {e}"))?;
+    let problems = grant.problems();
+    if problems.is_empty() {
+        Ok(Some(grant))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 async fn run(args: RunArgs, input: String, media: Arc<MediaStore>) -> u8 {
     let config = EngineConfig {
         cache_dir: super::default_cache_dir(),
@@ -159,6 +187,10 @@ async fn run(args: RunArgs, input: String, media: Arc<MediaStore>) -> u8 {
     };
     spec.variables = args.vars.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.scratch = args.scratch;
+    match http_grant(&args) {
+        Ok(grant) => spec.http = grant,
+        Err(e) => return usage_error(e),
+    }
 
     // Ctrl-C cancels the running attempt; it ends `killed`.
     let cancel = spec.cancel.clone();

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// [default: 3/4 of the machine's memory].
     #[arg(long, env = "WARD_MEMORY_BUDGET", value_name = "SIZE")]
     pub memory_budget: Option<ByteSize>,
+    /// Disk all attempts' scratch dirs may hold at once: each reserves its
+    /// quota (256 MiB) before it starts [default: half the free space of
+    /// the temporary directory].
+    #[arg(long, env = "WARD_SCRATCH_BUDGET", value_name = "SIZE")]
+    pub scratch_budget: Option<ByteSize>,
     /// How long a client may take to send a request's headers, or each part
     /// of its body [default: 10s].
     #[arg(long, env = "WARD_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -116,6 +121,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             read_timeout: self.read_timeout,
             memory_budget: self.memory_budget,
+            scratch_budget: self.scratch_budget,
             no_auth: self.no_auth.then_some(true),
         }
     }
@@ -187,6 +193,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         Sandbox::new(EngineConfig {
             cache_dir: Some(data.join("artifacts")),
             memory_budget_bytes: config.memory_budget.as_u64(),
+            scratch_budget_bytes: config.scratch_budget.as_u64(),
             ..EngineConfig::default()
         })
         .map_err(|e| format!("sandbox: {e:#}"))?,

@@ -62,6 +62,8 @@ pub struct Quotas {
     pub checkpoint_bytes: u64,
     /// Warnings kept per attempt; more are counted, not kept.
     pub warnings: u32,
+    /// What a granted scratch dir may hold on disk.
+    pub scratch_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -76,6 +78,7 @@ impl Default for Quotas {
             metric_series: 1_000,
             checkpoint_bytes: MIB,
             warnings: 100,
+            scratch_bytes: 256 * MIB,
         }
     }
 }

@@ -91,6 +91,8 @@ pub enum ErrorKind {
     /// A flow step's template (`input`, `if`, `save`) or the task's
     /// `outputs` could not be rendered.
     TemplateError,
+    /// The attempt's scratch dir grew past its quota.
+    DiskLimit,
 }
 
 impl ErrorKind {

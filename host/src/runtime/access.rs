@@ -33,6 +33,8 @@ const TOKEN_CACHE_FOR: Duration = Duration::from_secs(5);
 /// The state behind tokens and shares, one per service.
 #[derive(Default)]
 pub(super) struct Access {
+    /// Streams each token holds open (`?follow=true`).
+    follows: std::sync::Arc<Mutex<HashMap<String, usize>>>,
     /// Tokens by the hash of their secret, with when they were read (ms).
     tokens: Mutex<HashMap<String, (Option<Token>, i64)>>,
     /// Namespaces' limits as last read or set.
@@ -58,6 +60,26 @@ pub struct OverRate {
     pub rate: f64,
     /// When a trigger will be let through again.
     pub retry_after: Duration,
+}
+
+/// A followed stream held open by a token; the count goes down when it
+/// is dropped (with the stream).
+pub struct FollowPermit {
+    counts: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    key: Option<String>,
+}
+
+impl Drop for FollowPermit {
+    fn drop(&mut self) {
+        let Some(key) = &self.key else { return };
+        let mut counts = lock(&self.counts);
+        if let Some(n) = counts.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(key);
+            }
+        }
+    }
 }
 
 pub fn hash_secret(secret: &str) -> String {
@@ -273,6 +295,27 @@ impl Service {
             namespace: namespace.to_string(),
             rate,
             retry_after: Duration::from_secs_f64(wait.max(0.001)),
+        })
+    }
+
+    /// Lets `caller` hold one more followed stream, or says how many it
+    /// may hold (`Err(cap)`). A server without tokens has no cap.
+    pub fn follow_permit(&self, caller: &Caller) -> Result<FollowPermit, usize> {
+        let counts = self.access.follows.clone();
+        let Some(token) = caller.token_id.clone() else {
+            return Ok(FollowPermit { counts, key: None });
+        };
+        let cap = self.config.max_follows_per_token;
+        let mut held = lock(&counts);
+        let n = held.entry(token.clone()).or_insert(0);
+        if *n >= cap {
+            return Err(cap);
+        }
+        *n += 1;
+        drop(held);
+        Ok(FollowPermit {
+            counts,
+            key: Some(token),
         })
     }
 

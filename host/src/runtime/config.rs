@@ -48,6 +48,8 @@ pub struct ServiceConfig {
     /// Every API call shows a bearer token (off: `--no-auth`, every caller
     /// is admin).
     pub require_tokens: bool,
+    /// Streams (`?follow=true`) one token may hold open at once.
+    pub max_follows_per_token: usize,
 }
 
 impl ServiceConfig {
@@ -66,6 +68,7 @@ impl ServiceConfig {
             max_plugin_bytes: 64 << 20,
             max_wait: Duration::from_secs(60),
             require_tokens: true,
+            max_follows_per_token: 32,
         }
     }
 }
@@ -108,6 +111,9 @@ pub struct Settings {
     /// Linear memory all attempts may hold at once; each reserves its
     /// memory limit before it starts (`12GiB`, or bytes).
     pub memory_budget: Option<ByteSize>,
+    /// Disk all scratch dirs may hold at once; each attempt with a scratch
+    /// dir reserves its quota first.
+    pub scratch_budget: Option<ByteSize>,
     /// How long a client may take to send a request's headers, or each part
     /// of its body, before it is cut off.
     #[serde(with = "humantime_serde")]
@@ -134,6 +140,7 @@ impl Settings {
             max_wait: self.max_wait.or(lower.max_wait),
             max_connections: self.max_connections.or(lower.max_connections),
             memory_budget: self.memory_budget.or(lower.memory_budget),
+            scratch_budget: self.scratch_budget.or(lower.scratch_budget),
             read_timeout: self.read_timeout.or(lower.read_timeout),
             no_auth: self.no_auth.or(lower.no_auth),
         }
@@ -192,6 +199,8 @@ pub struct ServeConfig {
     pub read_timeout: Duration,
     #[serde(serialize_with = "exact_size::serialize")]
     pub memory_budget: ByteSize,
+    #[serde(serialize_with = "exact_size::serialize")]
+    pub scratch_budget: ByteSize,
     pub no_auth: bool,
 }
 
@@ -230,6 +239,11 @@ impl ServeConfig {
             memory_budget: s
                 .memory_budget
                 .unwrap_or_else(|| ByteSize::b(crate::sandbox::engine::default_memory_budget())),
+            scratch_budget: s.scratch_budget.unwrap_or_else(|| {
+                ByteSize::b(crate::sandbox::scratch::default_budget(
+                    &std::env::temp_dir(),
+                ))
+            }),
             no_auth: s.no_auth.unwrap_or(false),
         };
         let problems = config.problems();
@@ -294,6 +308,13 @@ impl ServeConfig {
             "memory_budget",
             self.memory_budget,
             16 << 20,
+            1 << 50,
+            &mut p,
+        );
+        size(
+            "scratch_budget",
+            self.scratch_budget,
+            1 << 20,
             1 << 50,
             &mut p,
         );

@@ -51,6 +51,10 @@ pub struct EngineConfig {
     /// budget is spent, so that no mix of guests can push the host into the
     /// OOM killer. Default: three quarters of the machine's memory.
     pub memory_budget_bytes: u64,
+    /// Disk all scratch dirs may hold at once (bytes): each attempt with a
+    /// scratch dir reserves its quota first. Default: half the free space
+    /// of the temporary directory at start.
+    pub scratch_budget_bytes: u64,
 }
 
 /// Three quarters of the machine's memory (Linux: `/proc/meminfo`), else 4 GiB.
@@ -79,6 +83,7 @@ impl Default for EngineConfig {
             fuel_yield_interval: 1_000_000,
             cache_dir: None,
             memory_budget_bytes: default_memory_budget(),
+            scratch_budget_bytes: super::scratch::default_budget(&std::env::temp_dir()),
         }
     }
 }

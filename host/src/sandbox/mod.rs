@@ -16,6 +16,7 @@ pub mod redact;
 // The report types are the model's vocabulary; the sandbox fills them in.
 pub use crate::model::report;
 mod runner;
+pub mod scratch;
 mod state;
 
 use std::collections::BTreeMap;
@@ -109,13 +110,21 @@ pub struct Sandbox {
     /// The host's memory budget in MiB; an attempt reserves its memory
     /// limit here before it starts.
     memory_budget: Arc<Semaphore>,
+    /// The host's scratch disk budget in MiB; an attempt with a scratch
+    /// dir reserves its quota here.
+    scratch_budget: Arc<Semaphore>,
     config: EngineConfig,
     scratch_root: PathBuf,
 }
 
 /// The memory budget in whole MiB (at least one attempt of 1 MiB).
 fn budget_mib(config: &EngineConfig) -> u32 {
-    u32::try_from(config.memory_budget_bytes >> 20)
+    mib(config.memory_budget_bytes)
+}
+
+/// A budget in whole MiB, as a semaphore holds it (at least 1).
+fn mib(bytes: u64) -> u32 {
+    u32::try_from(bytes >> 20)
         .unwrap_or(u32::MAX >> 3)
         .clamp(1, Semaphore::MAX_PERMITS as u32 >> 1)
 }
@@ -136,6 +145,7 @@ impl Sandbox {
         Ok(Sandbox {
             admission: Arc::new(Semaphore::new(config.total_core_instances as usize)),
             memory_budget: Arc::new(Semaphore::new(budget_mib(&config) as usize)),
+            scratch_budget: Arc::new(Semaphore::new(mib(config.scratch_budget_bytes) as usize)),
             engine,
             linker,
             components,

@@ -32,6 +32,8 @@ enum Outcome {
     Returned(wasmtime::Result<Result<String, ActionError>>),
     Cancelled,
     TimedOut,
+    /// The scratch dir went over its quota; why.
+    DiskLimit(String),
 }
 
 pub(super) async fn run(
@@ -116,6 +118,31 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
     let logs =
         Logs::new(spec.quotas.log_bytes, spec.log_observer.clone()).redacting(redact.clone());
 
+    // A scratch dir's quota comes out of the host's scratch budget first.
+    let _disk = if spec.scratch {
+        let want = super::mib(spec.quotas.scratch_bytes);
+        let budget = super::mib(sandbox.config.scratch_budget_bytes);
+        if want > budget {
+            return AttemptReport::failed_before_start(
+                attempt,
+                ErrorKind::LoadFailed,
+                format!(
+                    "scratch quota {} is over this host's scratch budget of {} for all attempts at once",
+                    bytes_display(spec.quotas.scratch_bytes),
+                    bytes_display(u64::from(budget) << 20)
+                ),
+            );
+        }
+        tokio::select! {
+            permit = sandbox.scratch_budget.clone().acquire_many_owned(want) => Some(permit.expect("the scratch budget is never closed")),
+            _ = spec.cancel.cancelled() => {
+                return AttemptReport::failed_before_start(attempt, ErrorKind::Cancelled, "cancelled before it started".into());
+            }
+        }
+    } else {
+        None
+    };
+
     // A scratch dir only when granted: creating one costs 20-50 µs.
     let scratch = if spec.scratch {
         match tempfile::Builder::new()
@@ -178,12 +205,25 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
     store
         .fuel_async_yield_interval(Some(sandbox.config.fuel_yield_interval))
         .expect("fuel and async are enabled on the engine");
-    // Check cancellation and the deadline on every epoch tick.
+    // The scratch dir's quota, watched while the guest runs.
+    let watch = scratch.as_ref().map(|dir| {
+        super::scratch::Watch::start(dir.path().to_path_buf(), spec.quotas.scratch_bytes)
+    });
+    let disk_over = watch.as_ref().map(|w| w.over.clone());
+    let disk_tripped = watch.as_ref().map(|w| w.tripped.clone());
+
+    // Check cancellation, the scratch quota and the deadline on every
+    // epoch tick.
     let cancel = spec.cancel.clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
+        let over = disk_over
+            .as_ref()
+            .is_some_and(|o| o.lock().is_ok_and(|o| o.is_some()));
         let why = if cancel.is_cancelled() {
             Interrupt::Cancelled
+        } else if over {
+            Interrupt::DiskLimit
         } else if Instant::now() >= deadline {
             Interrupt::Timeout
         } else {
@@ -205,12 +245,41 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
             let instance = instantiate(action, &mut store).await?;
             instance.call_run(&mut store, &invocation).await
         };
+        let tripped = async {
+            match &disk_tripped {
+                Some(t) => t.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             r = call => Outcome::Returned(r),
             _ = spec.cancel.cancelled() => Outcome::Cancelled,
+            _ = tripped => Outcome::DiskLimit(String::new()),
             _ = sleep_until((deadline + BLOCKED_GRACE).into()) => Outcome::TimedOut,
         }
+    };
+    // Once more at the end: a guest that filled the dir between two looks
+    // and returned is over its quota all the same.
+    let outcome = match (&watch, &scratch) {
+        (Some(w), Some(dir)) => {
+            w.stop_now();
+            let (bytes, entries) = super::scratch::usage(dir.path());
+            let late = (bytes > spec.quotas.scratch_bytes || entries > super::scratch::MAX_ENTRIES)
+                .then(|| {
+                    format!(
+                        "the scratch dir holds {} on disk and {entries} entries, over its quota of {} or {} entries",
+                        bytes_display(bytes),
+                        bytes_display(spec.quotas.scratch_bytes),
+                        super::scratch::MAX_ENTRIES
+                    )
+                });
+            match w.reason().or(late) {
+                Some(why) => Outcome::DiskLimit(why),
+                None => outcome,
+            }
+        }
+        _ => outcome,
     };
     let wall = started.elapsed();
     let fuel_left = store.get_fuel().unwrap_or(0);
@@ -312,6 +381,7 @@ fn classify(
     };
     match outcome {
         Outcome::Cancelled => failed(ErrorKind::Cancelled, "cancelled while running".into()),
+        Outcome::DiskLimit(why) => failed(ErrorKind::DiskLimit, why),
         Outcome::TimedOut => failed(
             ErrorKind::Timeout,
             format!(

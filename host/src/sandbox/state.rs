@@ -21,6 +21,8 @@ use super::limits::MemoryLimiter;
 pub enum Interrupt {
     Timeout,
     Cancelled,
+    /// The scratch dir went over its quota (`sandbox::scratch`).
+    DiskLimit,
 }
 
 pub struct AttemptState {

@@ -14,6 +14,8 @@
 //! | `memory_bomb` | allocates 1 MiB chunks until memory runs out |
 //! | `stack_overflow` | recurses without end |
 //! | `fs_escape` | tries to read and write outside its sandbox, reports each try |
+//! | `disk_fill` | writes 1 MiB chunks to `/scratch/fill` until `size` bytes (default 8 GiB) or an error |
+//! | `disk_files` | creates `count` empty files under `/scratch` (default 1,000,000) |
 //! | `socket` | tries TCP, UDP and name lookup, reports each try |
 //! | `output_flood` | sets outputs of `size` bytes until refused |
 //! | `log_flood` | writes `lines` lines of `size` bytes to host log, stdout and stderr |
@@ -261,6 +263,38 @@ impl Guest for Chaos {
             }
             "stack_overflow" => json!({ "depth": recurse(std::hint::black_box(u64::MAX)) }),
             "fs_escape" => fs_escape(),
+            "disk_fill" => {
+                use std::io::Write;
+                let size = num(&input, "size", 8 << 30);
+                let chunk = vec![0x5au8; 1 << 20];
+                let mut written = 0u64;
+                let error = match std::fs::File::create("/scratch/fill") {
+                    Err(e) => Some(e.to_string()),
+                    Ok(mut f) => loop {
+                        if written >= size {
+                            break None;
+                        }
+                        if let Err(e) = f.write_all(&chunk) {
+                            break Some(e.to_string());
+                        }
+                        written += chunk.len() as u64;
+                    },
+                };
+                json!({ "written": written, "error": error })
+            }
+            "disk_files" => {
+                let count = num(&input, "count", 1_000_000);
+                let mut made = 0u64;
+                let mut error = None;
+                while made < count {
+                    if let Err(e) = std::fs::File::create(format!("/scratch/f{made}")) {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                    made += 1;
+                }
+                json!({ "made": made, "error": error })
+            }
             "socket" => socket(),
             "output_flood" => {
                 let value =
