@@ -1342,29 +1342,9 @@ async fn hostile_guests_through_the_server_end_as_limited_attempts() {
 /// of another namespace sees none of it.
 #[tokio::test]
 async fn granted_http_and_its_abuse_through_the_server() {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route("/hello", get(|| async { "hello from the granted host\n" }))
-        .route("/huge", get(|| async { vec![b'x'; 20 << 20] }))
-        .route(
-            "/loop",
-            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/loop")]) }),
-        )
-        .route(
-            "/to/{target}",
-            get(
-                |axum::extract::Path(target): axum::extract::Path<String>| async move {
-                    (
-                        axum::http::StatusCode::FOUND,
-                        [("location", format!("http://{target}/hello"))],
-                    )
-                },
-            ),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let local = listener.local_addr().unwrap().to_string();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = common::local_server().await;
+    let local = addr.to_string();
+    let port = addr.port();
 
     let dir = tempfile::tempdir().unwrap();
     let s = Server::launch(dir.path());
@@ -1443,7 +1423,7 @@ async fn granted_http_and_its_abuse_through_the_server() {
 
     let e = s.wait_for(&ok, "SUCCESS", Duration::from_secs(60)).await;
     assert_eq!(e["outputs"]["status"], 200, "{e}");
-    assert_eq!(e["outputs"]["size"], 28);
+    assert_eq!(e["outputs"]["size"], 13);
     let (_, logs) = s.get(&format!("/executions/{ok}/logs")).await;
     let http: Vec<&Value> = logs["logs"]
         .as_array()
@@ -1456,7 +1436,7 @@ async fn granted_http_and_its_abuse_through_the_server() {
         http[0]["message"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("GET {local} → 200, 28 bytes")),
+            .starts_with(&format!("GET {local} → 200, 13 bytes")),
         "{logs}"
     );
     let (_, media) = s.get(&format!("/executions/{ok}/media")).await;

@@ -72,4 +72,43 @@ pub fn spec(input: serde_json::Value) -> AttemptSpec {
     )
 }
 
+/// A server on loopback: `/hello`, `/huge` (50 MiB), `/stall` (never
+/// answers), `/loop` (redirects to itself), `/to/{target}` (redirects to
+/// `http://{target}/hello`).
+pub async fn local_server() -> std::net::SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            get(|| async { ([("content-type", "text/plain")], "hello, world\n") }),
+        )
+        .route("/huge", get(|| async { vec![b'x'; 50 << 20] }))
+        .route(
+            "/stall",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/loop",
+            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/loop")]) }),
+        )
+        .route(
+            "/to/{target}",
+            get(
+                |axum::extract::Path(target): axum::extract::Path<String>| async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", format!("http://{target}/hello"))],
+                    )
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 pub mod server;

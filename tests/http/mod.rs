@@ -4,58 +4,14 @@
 //! by literal, a redirect to one, a request flood, a huge or stalled
 //! response — each refused with the host's reason in its `http` log line.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use ward::model::net::HttpGrant;
 use ward::sandbox::report::LogSource;
 use ward::sandbox::{AttemptReport, AttemptStatus, ErrorKind};
 
-use super::common::{load, sandbox, spec};
-
-/// A server on loopback: `/hello`, `/huge` (50 MiB), `/stall` (never
-/// answers), `/loop` (redirects to itself), `/to/{target}` (redirects to
-/// `http://{target}/hello`).
-async fn local_server() -> SocketAddr {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/hello",
-            get(|| async { ([("content-type", "text/plain")], "hello, world\n") }),
-        )
-        .route(
-            "/huge",
-            get(|| async { vec![b'x'; 50 << 20].into_response() }),
-        )
-        .route(
-            "/stall",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                "late"
-            }),
-        )
-        .route(
-            "/loop",
-            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/loop")]) }),
-        )
-        .route(
-            "/to/{target}",
-            get(
-                |axum::extract::Path(target): axum::extract::Path<String>| async move {
-                    (
-                        axum::http::StatusCode::FOUND,
-                        [("location", format!("http://{target}/hello"))],
-                    )
-                },
-            ),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
+use super::common::{load, local_server, sandbox, spec};
 
 fn grant(value: Value) -> HttpGrant {
     serde_json::from_value(value).unwrap()

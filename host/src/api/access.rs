@@ -90,6 +90,7 @@ pub async fn list_tokens(State(svc): State<AppState>) -> Result<Json<TokenList>,
     responses(
         (status = 200, description = "The token, revoked", body = Token),
         (status = 404, description = "No such token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The last live admin token", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn revoke_token(
     State(svc): State<AppState>,
@@ -162,10 +163,19 @@ pub async fn get_limits(
     Path(name): Path<String>,
 ) -> Result<Json<NamespaceShare>, ApiError> {
     crate::model::limits::check_name("namespace", &name).map_err(ApiError::BadRequest)?;
+    let limits = svc.namespace_limits(&name);
+    share(&svc, name, limits).await
+}
+
+async fn share(
+    svc: &AppState,
+    namespace: String,
+    limits: NamespaceLimits,
+) -> Result<Json<NamespaceShare>, ApiError> {
     Ok(Json(NamespaceShare {
-        limits: svc.namespace_limits(&name),
-        stored_bytes: svc.stored_bytes(&name).await?,
-        namespace: name,
+        stored_bytes: svc.stored_bytes(&namespace).await?,
+        limits,
+        namespace,
     }))
 }
 
@@ -187,9 +197,5 @@ pub async fn set_limits(
 ) -> Result<Json<NamespaceShare>, ApiError> {
     let limits: NamespaceLimits = parse_json(&body?, "namespace limits")?;
     let limits = svc.set_namespace_limits(&name, limits).await?;
-    Ok(Json(NamespaceShare {
-        limits,
-        stored_bytes: svc.stored_bytes(&name).await?,
-        namespace: name,
-    }))
+    share(&svc, name, limits).await
 }

@@ -668,6 +668,40 @@ async fn tokens_are_shown_once_and_stored_as_hashes() {
         .call_as(Some(&secret), &Method::GET, "/tasks", &Body0::None)
         .await;
     r.problem(StatusCode::UNAUTHORIZED);
+
+    // The last live admin token stays: nobody could make another.
+    let own = api.svc.tokens().await.unwrap();
+    let admin_id = own
+        .iter()
+        .find(|t| t.namespace.is_none())
+        .unwrap()
+        .id
+        .clone();
+    let r = api
+        .call_as(
+            Some(&admin),
+            &Method::DELETE,
+            &format!("/tokens/{admin_id}"),
+            &Body0::None,
+        )
+        .await;
+    assert!(
+        r.problem(StatusCode::CONFLICT)
+            .contains("last live admin token")
+    );
+    let second = api.token(None, &[Scope::Admin]).await;
+    let r = api
+        .call_as(
+            Some(&second),
+            &Method::DELETE,
+            &format!("/tokens/{admin_id}"),
+            &Body0::None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    api.call_as(Some(&admin), &Method::GET, "/tasks", &Body0::None)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }
 
 /// Uploads, changes and control requests are in the audit trail with the

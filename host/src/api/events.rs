@@ -125,18 +125,7 @@ pub async fn list(
         Some(t) => Some(task_id_of(&svc, &caller, t, q.namespace.as_deref()).await?),
         None => None,
     };
-    let namespace = match &caller.namespace {
-        Some(own) => {
-            if q.namespace.as_ref().is_some_and(|n| n != own) {
-                return Err(ApiError::NotFound(format!(
-                    "no namespace {:?}",
-                    q.namespace.unwrap_or_default()
-                )));
-            }
-            Some(own.clone())
-        }
-        None => q.namespace,
-    };
+    let namespace = super::tasks::namespace_filter(&caller, q.namespace)?;
     let filter = EventFilter {
         namespace,
         task_id,

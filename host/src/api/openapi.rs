@@ -76,9 +76,12 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     )]);
     for (path, item) in doc.paths.paths.iter_mut() {
         let public = matches!(path.as_str(), "/api/v1/healthz" | "/api/v1/openapi.json");
-        let triggers = path.ends_with("/executions")
+        // Triggers (a namespace's rate) and followed streams (a token's).
+        let limited = path.starts_with("/api/v1/tasks/") && path.ends_with("/executions")
             || path.ends_with("/replay")
-            || path.starts_with("/api/v1/webhooks/");
+            || path.starts_with("/api/v1/webhooks/")
+            || path.ends_with("/logs")
+            || path.ends_with("/events");
         let operations: [&mut Option<Operation>; 8] = [
             &mut item.get,
             &mut item.put,
@@ -91,41 +94,26 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         ];
         for op in operations.into_iter().flatten() {
             let responses = &mut op.responses.responses;
-            if !public {
+            responses
+                .entry("500".into())
+                .or_insert_with(|| internal.clone().into());
+            if public {
+                op.security = Some(vec![
+                    utoipa::openapi::security::SecurityRequirement::default(),
+                ]);
+            } else {
                 responses
                     .entry("401".into())
                     .or_insert_with(|| unauthorized.clone().into());
                 responses
                     .entry("403".into())
                     .or_insert_with(|| forbidden.clone().into());
-            } else {
-                op.security = Some(vec![
-                    utoipa::openapi::security::SecurityRequirement::default(),
-                ]);
             }
-            if triggers {
+            if limited {
                 responses
                     .entry("429".into())
                     .or_insert_with(|| too_many.clone().into());
             }
-        }
-    }
-    for item in doc.paths.paths.values_mut() {
-        let operations: [&mut Option<Operation>; 8] = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for op in operations.into_iter().flatten() {
-            op.responses
-                .responses
-                .entry("500".into())
-                .or_insert_with(|| internal.clone().into());
         }
     }
     doc

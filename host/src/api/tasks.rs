@@ -98,6 +98,23 @@ pub fn task_ref(
     Ok(TaskRef::new(id_or_name, &namespace))
 }
 
+/// The namespace a feed or a count across executions is narrowed to: the
+/// caller's own (another named → 404), or what an admin names (all when
+/// none).
+pub fn namespace_filter(
+    caller: &Caller,
+    asked: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match &caller.namespace {
+        Some(own) if asked.as_ref().is_some_and(|n| n != own) => Err(ApiError::NotFound(format!(
+            "no namespace {:?}",
+            asked.unwrap_or_default()
+        ))),
+        Some(own) => Ok(Some(own.clone())),
+        None => Ok(asked),
+    }
+}
+
 /// The live task `id_or_name` (a name in `namespace`) names, if the caller
 /// sees it.
 pub async fn visible_task(

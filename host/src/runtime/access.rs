@@ -143,6 +143,16 @@ impl Service {
     /// [`TOKEN_CACHE_FOR`]).
     pub async fn revoke_token(&self, id: &str) -> ServiceResult<Token> {
         let at = ms_to_stored(self.clock.now_ms());
+        // Never the last live admin token: nobody could make another.
+        let tokens = self.store.tokens().await?;
+        let live_admin = |t: &Token| t.valid_at(&at) && t.scopes.contains(&Scope::Admin);
+        if tokens.iter().any(|t| t.id == id && live_admin(t))
+            && !tokens.iter().any(|t| t.id != id && live_admin(t))
+        {
+            return Err(ServiceError::Conflict(format!(
+                "token {id} is the last live admin token: make another admin token before revoking it"
+            )));
+        }
         let token = self
             .store
             .revoke_token(id, &at)
