@@ -15,6 +15,29 @@ use super::problem::{ApiError, PROBLEM_JSON, Problem, parse_json};
 use crate::model::auth::{AuditEntry, NamespaceLimits, Scope, Token};
 use crate::runtime::access::NewToken;
 
+/// `GET /whoami`: the caller, as its token makes it.
+#[derive(Serialize, ToSchema)]
+pub struct Whoami {
+    /// `null` on a server run with `--no-auth`.
+    token_id: Option<String>,
+    /// `null`: every namespace (an admin).
+    namespace: Option<String>,
+    #[schema(value_type = Vec<String>)]
+    scopes: std::collections::BTreeSet<Scope>,
+}
+
+/// Who the token is: its namespace and scopes (any live token), so that a
+/// client can show what it may do.
+#[utoipa::path(get, path = "/whoami", tag = "access",
+    responses((status = 200, description = "The caller", body = Whoami)))]
+pub async fn whoami(caller: crate::model::auth::Caller) -> Json<Whoami> {
+    Json(Whoami {
+        token_id: caller.token_id,
+        namespace: caller.namespace,
+        scopes: caller.scopes,
+    })
+}
+
 /// `POST /tokens`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

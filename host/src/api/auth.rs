@@ -21,6 +21,8 @@ pub enum Need {
     Public,
     /// A token with this scope.
     Scope(Scope),
+    /// Any live token.
+    Token,
     /// The task's webhook secret (checked by the handler), no token.
     WebhookSignature,
     /// `media:read`, or a signed link (checked by the handler).
@@ -36,6 +38,7 @@ pub fn need(method: &Method, route: &str) -> (Need, Option<&'static str>) {
     let get = method == Method::GET || method == Method::HEAD;
     match (get, method.as_str(), route) {
         (true, _, "/healthz" | "/openapi.json") => (Public, None),
+        (true, _, "/whoami") => (Need::Token, None),
         (false, "POST", "/plugins") => (Need::Scope(PluginsWrite), Some("plugin.upload")),
         (true, _, "/plugins" | "/plugins/{id}") => (Need::Scope(TasksRead), None),
         (false, "POST", "/tasks") => (Need::Scope(TasksWrite), Some("task.create")),
@@ -176,7 +179,7 @@ async fn identify(
     let Some(secret) = secret else {
         return match need {
             Need::Public | Need::WebhookSignature | Need::MediaOrLink => Ok(None),
-            Need::Scope(_) => Err(ApiError::Unauthorized(
+            Need::Scope(_) | Need::Token => Err(ApiError::Unauthorized(
                 "this endpoint needs `Authorization: Bearer <token>` (a first start writes an admin token to admin.token in the data dir)".into(),
             )),
         };

@@ -617,6 +617,17 @@ async fn tokens_are_shown_once_and_stored_as_hashes() {
     assert_eq!(made["namespace"], "acme");
     assert_eq!(made["scopes"], json!(["tasks:read", "executions:trigger"]));
     assert!(made["expires_at"].is_string());
+    // Any live token may ask who it is.
+    let me = api
+        .call_as(Some(&secret), &Method::GET, "/whoami", &Body0::None)
+        .await
+        .json();
+    assert_eq!(me["namespace"], "acme");
+    assert_eq!(me["scopes"], json!(["tasks:read", "executions:trigger"]));
+    assert_eq!(me["token_id"], made["id"]);
+    api.call_as(None, &Method::GET, "/whoami", &Body0::None)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     let listed = api
         .call_as(Some(&admin), &Method::GET, "/tokens", &Body0::None)
         .await;
@@ -763,6 +774,50 @@ async fn the_audit_trail_names_the_token_of_every_change() {
     assert_eq!(refused["status"], 403);
     assert_eq!(refused["token_id"], writer_token.id.as_str());
     assert!(entries.iter().all(|e| e["ts"].is_string()));
+
+    // A control request that changes something is also in the
+    // execution's own events, with the token that asked.
+    let sleeper = api
+        .call_as(
+            Some(&admin),
+            &Method::POST,
+            "/tasks/t/executions?namespace=a",
+            &Body0::Json(json!({"input": {"mode": "sleep", "ms": 60000}})),
+        )
+        .await
+        .json();
+    let sleeper = sleeper["id"].as_str().unwrap();
+    let r = api
+        .call_as(
+            Some(&writer),
+            &Method::POST,
+            &format!("/executions/{sleeper}/cancel"),
+            &Body0::None,
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let events = api
+        .call_as(
+            Some(&admin),
+            &Method::GET,
+            &format!("/executions/{sleeper}/events"),
+            &Body0::None,
+        )
+        .await
+        .json();
+    let control = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "control")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(control["detail"]["action"], "cancel");
+    assert_eq!(control["detail"]["token_id"], writer_token.id.as_str());
 }
 
 /// A namespace triggering at ten times its rate gets 429s with

@@ -482,7 +482,9 @@ async fn control(
     c: Control,
 ) -> Result<Json<Execution>, ApiError> {
     load(&svc, &caller, &id, false).await?;
-    Ok(Json(svc.control(&id, c).await?))
+    Ok(Json(
+        svc.control_by(&id, c, caller.token_id.as_deref()).await?,
+    ))
 }
 
 /// Cancel an execution.

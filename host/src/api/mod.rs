@@ -132,6 +132,7 @@ fn routes(plugin_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(access::create_token, access::list_tokens))
         .routes(routes!(access::revoke_token))
         .routes(routes!(access::audit))
+        .routes(routes!(access::whoami))
         .routes(routes!(access::get_limits, access::set_limits))
         .routes(routes!(workers))
         .routes(routes!(healthz))

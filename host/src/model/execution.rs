@@ -194,7 +194,9 @@ pub struct Event {
     pub id: i64,
     pub execution_id: String,
     pub ts: String,
-    /// e.g. `execution.state`, `task_run.state`, `attempt.started`, `attempt.finished`.
+    /// e.g. `execution.state`, `task_run.state`, `attempt.started`,
+    /// `attempt.finished`, or `control` (`detail`: the `action` asked and
+    /// the `token_id` that asked it).
     pub kind: String,
     pub from: Option<String>,
     pub to: Option<String>,

@@ -504,7 +504,18 @@ impl Service {
     /// execution in the state this call's own plan produced, even if
     /// another change followed before it was read back.
     pub async fn control(&self, id: &str, control: Control) -> ServiceResult<Execution> {
-        let outcome = self.store.control(id, control).await?;
+        self.control_by(id, control, None).await
+    }
+
+    /// [`control`](Self::control) asked by the token `by`, which the
+    /// execution's `control` event records.
+    pub async fn control_by(
+        &self,
+        id: &str,
+        control: Control,
+        by: Option<&str>,
+    ) -> ServiceResult<Execution> {
+        let outcome = self.store.control_by(id, control, by).await?;
         self.act_on(&outcome);
         let mut exec = self
             .store

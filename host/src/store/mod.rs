@@ -368,7 +368,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<crate::model::analytics::Row>>;
     /// How many executions are in each state (states with none left out).
     async fn count_by_state(&self) -> StoreResult<Vec<(ExecutionState, u64)>>;
-    async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome>;
+    async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome> {
+        self.control_by(id, control, None).await
+    }
+    /// A control request, applied with an event `control` (`{"action",
+    /// "token_id"}`: who asked) in the same commit.
+    async fn control_by(
+        &self,
+        id: &str,
+        control: Control,
+        by: Option<&str>,
+    ) -> StoreResult<PlanOutcome>;
 
     // The attempt lifecycle.
     /// Marks the task run RUNNING under `worker` with a new fencing token and

@@ -865,16 +865,28 @@ pub(super) fn control(
     clock: &dyn Clock,
     id: &str,
     control: Control,
+    by: Option<&str>,
 ) -> StoreResult<PlanOutcome> {
     let loaded = load(c, Key::Execution(id), Read::Whole)?
         .ok_or_else(|| StoreError::NotFound(format!("no execution {id}")))?;
-    let event = match control {
-        Control::Cancel => Event::Cancel,
-        Control::Pause => Event::Pause,
-        Control::Resume => Event::Resume,
-        Control::Restart => Event::Restart,
+    let (event, action) = match control {
+        Control::Cancel => (Event::Cancel, "cancel"),
+        Control::Pause => (Event::Pause, "pause"),
+        Control::Resume => (Event::Resume, "resume"),
+        Control::Restart => (Event::Restart, "restart"),
     };
     let applied = plan_and_apply(c, clock, &loaded, &event, Extra::default())?;
+    // Who asked, in the same commit as what it changed (the audit trail in
+    // the execution's own events); a refused request wrote nothing.
+    push_event(
+        id,
+        (&loaded.task_id, &loaded.spec.namespace),
+        &clock.now_rfc3339(),
+        "control",
+        None,
+        None,
+        &json!({"action": action, "token_id": by}),
+    );
     Ok(outcome(&loaded, &applied.plan))
 }
 

@@ -454,10 +454,15 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn control(&self, id: &str, control: Control) -> StoreResult<PlanOutcome> {
-        let (id, clock) = (id.to_string(), self.clock.clone());
+    async fn control_by(
+        &self,
+        id: &str,
+        control: Control,
+        by: Option<&str>,
+    ) -> StoreResult<PlanOutcome> {
+        let (id, clock, by) = (id.to_string(), self.clock.clone(), by.map(String::from));
         self.writer
-            .run(move |c| apply::control(c, &*clock, &id, control))
+            .run(move |c| apply::control(c, &*clock, &id, control, by.as_deref()))
             .await
     }
 
