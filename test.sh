@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs Ward's whole test suite: formatting, lints, the plugins' own tests,
-# and the host's unit and end-to-end tests (which run the built plugins).
+# the host's unit and end-to-end tests (which run the built plugins), the
+# API fuzzed from its OpenAPI document, the web page in headless Chromium,
+# and a short run of each fuzz target.
 # Installs the wasm32-wasip2 target and builds plugins/ first. Exits non-zero
 # on any failure.
 #
@@ -52,6 +54,9 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 fi
 PATH="$PWD/$venv/bin:$PATH" MAX_EXAMPLES=50 tests/schemathesis.sh
+
+echo "== web page: end to end in headless Chromium (chromium and playwright-core installed on first use)"
+tests/web/run.sh
 
 echo "== fuzz: each target for ${FUZZ_SECONDS:-10}s (cargo-fuzz, installed on first use; a crash fails the run)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh

@@ -99,6 +99,7 @@ async fn fill(api: &Api, admin: &str, ns: &str) -> Objects {
     .await;
     let path = |t: &str| format!("/tasks/{t}/executions?namespace={ns}&wait=60s");
     let execution = as_admin(Method::POST, path("t"), Body0::Json(json!({}))).await;
+    assert!(execution["fuel_used"].as_u64().unwrap() > 0, "{execution}");
     let with_media = as_admin(Method::POST, path("m"), Body0::Json(json!({}))).await;
     let media = as_admin(
         Method::GET,
@@ -1028,4 +1029,37 @@ async fn a_token_holds_a_bounded_number_of_followed_streams() {
     streams.pop();
     let r = open(&reader, "/events?follow=true".into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The web page is served without a token (it asks for one itself), from
+/// this binary, under a policy that lets it reach only this origin.
+#[tokio::test]
+async fn the_web_page_is_served_without_a_token() {
+    let api = Api::with_tokens().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = api
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(
+            r.content_type().starts_with(kind),
+            "{path}: {}",
+            r.content_type()
+        );
+        let policy = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("default-src 'self'"), "{policy}");
+    }
+    let page = api
+        .send(Request::get("/").body(Body::empty()).unwrap())
+        .await;
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains("<script src=\"/ui/app.js\"></script>"));
+    // The API beside it still needs a token.
+    api.send(Request::get("/api/v1/tasks").body(Body::empty()).unwrap())
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }

@@ -236,6 +236,7 @@ pub(super) const EXECUTION_FIELDS: &[&str] = &[
     "replay_of",
     "scheduled_at",
     "variables",
+    "fuel_used",
 ];
 
 /// The fields asked for, checked; `None` for all.
@@ -319,7 +320,7 @@ pub async fn list(
     let filter = ExecutionFilter {
         states,
         task_id,
-        namespace: caller.namespace.clone(),
+        namespace: super::tasks::namespace_filter(&caller, q.namespace.clone())?,
         parent_id: q.parent_id.clone(),
         since,
         until,

@@ -26,6 +26,7 @@ pub mod problem;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod web;
 mod webhooks;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub fn app(svc: Arc<Service>) -> Router {
                 svc.clone(),
                 auth::authorize,
             ))
+            // The page asks for a token itself; serving it needs none.
+            .merge(web::routes())
             .route_layer(axum::middleware::from_fn(count_requests))
             .with_state(svc)
             .fallback(no_such_endpoint),

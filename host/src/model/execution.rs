@@ -87,6 +87,9 @@ pub struct Execution {
     /// The variables it started with (a replay starts with them again).
     #[serde(skip)]
     pub initial_variables: Option<serde_json::Map<String, Value>>,
+    /// Fuel its attempts have consumed so far, all together.
+    #[serde(default)]
+    pub fuel_used: u64,
     /// Present on `GET /executions/{id}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_runs: Option<Vec<TaskRun>>,

@@ -11,6 +11,7 @@
 //! | `loop` | spins forever (fuel, timeout, cancel) |
 //! | `spin` | spins for `ms` then returns |
 //! | `sleep` | blocks in a WASI sleep for `ms` (default 1 h) |
+//! | `talk` | logs `lines` lines (default 20), one every `ms` (default 200), then returns |
 //! | `memory_bomb` | allocates 1 MiB chunks until memory runs out |
 //! | `stack_overflow` | recurses without end |
 //! | `fs_escape` | tries to read and write outside its sandbox, reports each try |
@@ -249,6 +250,14 @@ impl Guest for Chaos {
                     n = std::hint::black_box(n + 1);
                 }
                 json!({ "spins": n })
+            }
+            "talk" => {
+                let lines = num(&input, "lines", 20);
+                for i in 0..lines {
+                    host::log(Level::Info, &format!("line {i} of {lines}"));
+                    std::thread::sleep(Duration::from_millis(num(&input, "ms", 200)));
+                }
+                json!({ "lines": lines })
             }
             "sleep" => {
                 std::thread::sleep(Duration::from_millis(num(&input, "ms", 3_600_000)));

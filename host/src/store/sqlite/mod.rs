@@ -151,7 +151,8 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
-     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of, initial_variables";
+     started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of, initial_variables, \
+     (SELECT IFNULL(SUM(json_extract(a.usage, '$.fuel_consumed')), 0) FROM attempts a WHERE a.execution_id = executions.id) AS fuel_used";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
@@ -179,6 +180,7 @@ fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
         current_step: row.json("current_step")?,
         replay_of: row.text("replay_of")?,
         initial_variables: row.json("initial_variables")?,
+        fuel_used: row.int("fuel_used")?.unwrap_or(0).max(0) as u64,
         task_runs: None,
     })
 }

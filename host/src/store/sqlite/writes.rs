@@ -632,6 +632,7 @@ pub(super) fn create_execution(
         current_step: None,
         replay_of: new.replay.map(|r| r.of),
         initial_variables: None,
+        fuel_used: 0,
         task_runs: None,
     })))
 }
