@@ -126,6 +126,11 @@ try {
   await page.waitForSelector(`.cards[data-state="SUCCESS"] .card[data-id="${napId}"]`, { timeout: 30000 });
   check(true, "the card moved to Succeeded when the execution ended, with no reload");
   await shot("board");
+  // Open the detail from the card.
+  await card.locator("a").click();
+  await ready("executions");
+  check(page.url().endsWith(`#/executions/${napId}`) && (await page.locator("h2 .badge.SUCCESS").count()) === 1,
+    "the card opens the execution's detail");
 
   // Detail: a log line appears live.
   const talk = (await api("/tasks/talker/executions", { method: "POST", json: {} })).json;
