@@ -594,7 +594,11 @@ async function pluginsView(main) {
 
 // Overview: figures over time from the analytics API.
 async function overviewView(main) {
-  const a = await must("/analytics?bucket=1h");
+  // The last day up to the next whole minute: the same window (and the
+  // server's cached answer) for every load within that minute.
+  const until = new Date(Math.ceil(Date.now() / 60000) * 60000);
+  const since = new Date(until.getTime() - 24 * 3600 * 1000);
+  const a = await must(`/analytics?bucket=1h&since=${since.toISOString()}&until=${until.toISOString()}`);
   const workers = await api("/workers");
   const slots = workers.ok ? workers.json.workers.reduce((n, w) => n + w.slots, 0) : 0;
   const buckets = a.buckets;

@@ -77,4 +77,5 @@ for (const [view, hash] of views) {
 }
 await browser.close();
 server.kill("SIGTERM");
-rmSync(data, { recursive: true, force: true });
+if (process.env.KEEP) console.log(`data kept in ${data}`);
+else rmSync(data, { recursive: true, force: true });

@@ -11,6 +11,10 @@ use crate::model::report::MediaInfo;
 use crate::model::task::Task;
 use crate::store::{AnalyticsFilter, AttemptMetric, EventFilter, ExecutionFilter};
 
+/// How long the same analytics are answered again without reading the
+/// store: an overview that is at most this stale.
+const ANALYTICS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Service {
     /// Every plugin, or a namespace's.
     pub async fn plugins(&self, namespace: Option<&str>) -> ServiceResult<Vec<Plugin>> {
@@ -83,6 +87,13 @@ impl Service {
         filter: &AnalyticsFilter,
         bucket: Bucket,
     ) -> ServiceResult<Analytics> {
+        let key = format!("{filter:?} {bucket:?}");
+        if let Some((k, at, a)) = &*super::catalog::lock(&self.analytics_cache)
+            && *k == key
+            && at.elapsed() < ANALYTICS_FRESH
+        {
+            return Ok(a.clone());
+        }
         let ms = |t: &str| parse_rfc3339_ms(t).map(|ms| ms as i64).unwrap_or_default();
         let rows = self.store.analytics_rows(filter).await?;
         let (since, until) = (ms(&filter.since), ms(&filter.until));
@@ -104,6 +115,7 @@ impl Service {
         {
             t.name = names.get(&t.task_id).cloned();
         }
+        *super::catalog::lock(&self.analytics_cache) = Some((key, std::time::Instant::now(), a.clone()));
         Ok(a)
     }
 

@@ -75,6 +75,9 @@ pub struct Service {
     pub(super) secrets: super::secrets::SecretBox,
     /// Tokens, namespaces' limits and trigger buckets.
     pub(super) access: super::access::Access,
+    /// The last analytics answered, with its filter and when: a page
+    /// reloading its overview reads 100,000 rows once, not each time.
+    pub(super) analytics_cache: Mutex<Option<(String, Instant, crate::model::analytics::Analytics)>>,
 }
 
 /// What a trigger asks for; every field may be left at its default.
@@ -152,6 +155,7 @@ impl Service {
         let svc = Arc::new(Service {
             secrets,
             access: Default::default(),
+            analytics_cache: Mutex::new(None),
             tasks: Mutex::new(Cache::default()),
             actions: Mutex::new(Cache::default()),
             store,

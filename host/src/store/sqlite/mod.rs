@@ -152,7 +152,7 @@ impl Columns for rusqlite::Row<'_> {
 
 const EXECUTION_COLUMNS: &str = "id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, \
      started_at, ended_at, duration_ms, outputs, result, error, labels, idempotency_key, variables, scheduled_at, current_step, replay_of, initial_variables, \
-     (SELECT IFNULL(SUM(json_extract(a.usage, '$.fuel_consumed')), 0) FROM attempts a WHERE a.execution_id = executions.id) AS fuel_used";
+     fuel AS fuel_used";
 
 fn execution_from_row(row: &impl Columns) -> StoreResult<Execution> {
     let trigger = row.string("trigger")?;
