@@ -920,7 +920,9 @@ async fn a_flooding_namespace_does_not_delay_another_beyond_its_share() {
     // Greedy's backlog at its share of 2: accepted × 1 s / 2.
     let backlog_ms = accepted as i64 * 1000 / 2;
     let worst = *waits.iter().max().unwrap();
-    println!("calm's queue waits (ms): {waits:?}; greedy accepted {accepted} of 200 in {elapsed:.2}s");
+    println!(
+        "calm's queue waits (ms): {waits:?}; greedy accepted {accepted} of 200 in {elapsed:.2}s"
+    );
     assert!(
         worst * 10 < backlog_ms,
         "calm waited up to {worst} ms with greedy's backlog at {backlog_ms} ms: {waits:?}"

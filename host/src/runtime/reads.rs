@@ -115,7 +115,8 @@ impl Service {
         {
             t.name = names.get(&t.task_id).cloned();
         }
-        *super::catalog::lock(&self.analytics_cache) = Some((key, std::time::Instant::now(), a.clone()));
+        *super::catalog::lock(&self.analytics_cache) =
+            Some((key, std::time::Instant::now(), a.clone()));
         Ok(a)
     }
 

@@ -77,7 +77,8 @@ pub struct Service {
     pub(super) access: super::access::Access,
     /// The last analytics answered, with its filter and when: a page
     /// reloading its overview reads 100,000 rows once, not each time.
-    pub(super) analytics_cache: Mutex<Option<(String, Instant, crate::model::analytics::Analytics)>>,
+    pub(super) analytics_cache:
+        Mutex<Option<(String, Instant, crate::model::analytics::Analytics)>>,
 }
 
 /// What a trigger asks for; every field may be left at its default.
