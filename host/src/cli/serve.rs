@@ -168,6 +168,9 @@ pub fn main(args: ServeArgs) -> u8 {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), String> {
+    // Before anything is announced: a SIGTERM sent as soon as "serving" is
+    // printed must find its handler installed (else it kills the process).
+    let signals = Signals::install().map_err(|e| format!("cannot handle signals: {e}"))?;
     let data = config.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -256,7 +259,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     let shutdown = {
         let svc = svc.clone();
         async move {
-            shutdown_signal().await;
+            signals.received().await;
             tracing::warn!("shutting down: no new attempts; waiting for running ones");
             svc.shutdown().await;
         }
@@ -270,19 +273,38 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, their handlers installed when this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Resolves at the first of them.
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Registers every component in `dir` as a plugin named after its file (with
