@@ -888,6 +888,20 @@ async fn for_each_runs_a_step_per_item_within_its_concurrency() {
         assert!(at_once <= 2, "{at_once} at once: {spans:?}");
     }
     assert_eq!(run(&e, "total")["input"], json!({"text": "2 2 2 2 2 "}));
+    // Analytics count its 7 task runs (kept on the execution as each is
+    // made) against its attempts.
+    let runs = e["task_runs"].as_array().unwrap();
+    let attempts: usize = runs
+        .iter()
+        .map(|r| r["attempts"].as_array().unwrap().len())
+        .sum();
+    let (_, a) = s.get("/analytics?task=fan-out").await;
+    assert_eq!(runs.len(), 7);
+    assert_eq!(
+        a["totals"]["attempts_per_task_run"].as_f64().unwrap(),
+        attempts as f64 / 7.0,
+        "{a}"
+    );
 }
 
 #[tokio::test]

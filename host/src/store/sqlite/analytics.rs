@@ -1,6 +1,6 @@
 //! The rows analytics add up: one per execution created in a window, read
 //! in one range scan on `executions_by_created` (usage is kept on the
-//! execution as attempts end; the task-run count is an index lookup).
+//! execution as attempts end, its task-run count by a trigger).
 //! Runs on a blocking thread with one of the point reader's connections.
 
 use rusqlite::params_from_iter;
@@ -13,8 +13,7 @@ use crate::store::{AnalyticsFilter, StoreError, StoreResult};
 
 pub(super) fn rows(reader: &PointReader, f: &AnalyticsFilter) -> StoreResult<Vec<Row>> {
     let mut sql = String::from(
-        "SELECT created_at, started_at, state, duration_ms, task_id, attempts, fuel, memory_peak, \
-         (SELECT COUNT(*) FROM task_runs t WHERE t.execution_id = x.id) AS task_runs, \
+        "SELECT created_at, started_at, state, duration_ms, task_id, attempts, fuel, memory_peak, task_runs, \
          CASE WHEN state = 'FAILED' THEN json_extract(error, '$.kind') END AS error_kind \
          FROM executions x WHERE created_at >= ? AND created_at < ?",
     );
