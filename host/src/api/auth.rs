@@ -151,12 +151,16 @@ pub async fn authorize(State(svc): State<AppState>, mut request: Request, next: 
         status: 0,
         object: object_of(&route, request.uri().path()),
     });
-    let response = match need {
-        Need::Scope(scope) if caller.require(scope).is_err() => super::refuse_unread(
+    let missing = match need {
+        Need::Scope(scope) => caller.require(scope).err(),
+        _ => None,
+    };
+    let response = match missing {
+        Some(missing) => super::refuse_unread(
             request,
-            ApiError::Forbidden(format!("this token lacks the scope {scope}")).into_response(),
+            ApiError::Forbidden(missing.to_string()).into_response(),
         ),
-        _ => {
+        None => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -238,11 +242,6 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Caller {
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Caller>().cloned())
     }
-}
-
-/// What a caller is not allowed to see answers as missing.
-pub fn hidden(what: impl std::fmt::Display) -> ApiError {
-    ApiError::NotFound(format!("no {what}"))
 }
 
 #[cfg(test)]

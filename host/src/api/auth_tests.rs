@@ -13,6 +13,15 @@ use crate::runtime::access::NewToken;
 
 impl Api {
     async fn token(&self, namespace: Option<&str>, scopes: &[Scope]) -> String {
+        self.token_and_id(namespace, scopes).await.1
+    }
+
+    /// A new token's record and secret.
+    async fn token_and_id(
+        &self,
+        namespace: Option<&str>,
+        scopes: &[Scope],
+    ) -> (crate::model::auth::Token, String) {
         self.svc
             .create_token(NewToken {
                 namespace: namespace.map(String::from),
@@ -21,7 +30,6 @@ impl Api {
             })
             .await
             .unwrap()
-            .1
     }
 
     /// `path` is under `/api/v1`; `body` JSON, or a component's bytes.
@@ -107,17 +115,7 @@ async fn fill(api: &Api, admin: &str, ns: &str) -> Objects {
         Body0::None,
     )
     .await;
-    let victim = api
-        .svc
-        .create_token(NewToken {
-            namespace: Some(ns.into()),
-            scopes: [Scope::TasksRead].into(),
-            ..NewToken::default()
-        })
-        .await
-        .unwrap()
-        .0
-        .id;
+    let victim = api.token_and_id(Some(ns), &[Scope::TasksRead]).await.0.id;
     Objects {
         victim,
         task: task["id"].as_str().unwrap().into(),
@@ -567,15 +565,7 @@ async fn missing_wrong_expired_and_revoked_tokens_are_401() {
         .await;
     r.problem(StatusCode::UNAUTHORIZED);
 
-    let (token, secret) = api
-        .svc
-        .create_token(NewToken {
-            namespace: Some("a".into()),
-            scopes: [Scope::TasksRead].into(),
-            ..NewToken::default()
-        })
-        .await
-        .unwrap();
+    let (token, secret) = api.token_and_id(Some("a"), &[Scope::TasksRead]).await;
     assert!(
         secret.starts_with("ward_") && secret.len() == 5 + 64,
         "{secret}"
@@ -724,14 +714,8 @@ async fn the_audit_trail_names_the_token_of_every_change() {
     let admin = api.token(None, &[Scope::Admin]).await;
     let objects = fill(&api, &admin, "a").await;
     let (writer_token, writer) = api
-        .svc
-        .create_token(NewToken {
-            namespace: Some("a".into()),
-            scopes: [Scope::ExecutionsControl].into(),
-            ..NewToken::default()
-        })
-        .await
-        .unwrap();
+        .token_and_id(Some("a"), &[Scope::ExecutionsControl])
+        .await;
     let cancel = format!("/executions/{}/cancel", objects.execution);
     api.call_as(Some(&writer), &Method::POST, &cancel, &Body0::None)
         .await;

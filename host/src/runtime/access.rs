@@ -278,11 +278,6 @@ impl Service {
             .unwrap_or_default()
     }
 
-    /// Every namespace with limits.
-    pub fn all_namespace_limits(&self) -> BTreeMap<String, NamespaceLimits> {
-        lock(&self.access.limits).clone()
-    }
-
     /// Takes one trigger from `namespace`'s bucket, or says when one will
     /// be there.
     pub fn take_trigger(&self, namespace: &str) -> Result<(), OverRate> {
@@ -335,9 +330,9 @@ impl Service {
     }
 }
 
+/// Unix ms in the stored form of times (see `model::parse_instant`).
 fn ms_to_stored(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_micros(t).to_string()
+    crate::model::clock::rfc3339_micros(ms.saturating_mul(1000))
 }
 
 /// Writes `text` to a file only its owner may read (created so, never
