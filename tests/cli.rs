@@ -197,6 +197,34 @@ fn media_go_under_the_media_dir_and_their_url_is_the_path() {
 }
 
 #[test]
+fn a_run_keeps_its_own_media_dir_only_when_it_stored_media() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_in_tmp = |plugin: &str, input: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["run", &path(plugin), "--input", input, "--json"])
+            .env(
+                "WARD_CACHE_DIR",
+                std::env::temp_dir().join("ward-cli-test-cache"),
+            )
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        (json_report(&out), left)
+    };
+    let (_, left) = run_in_tmp("hello", "{}");
+    assert!(left.is_empty(), "a run without media left {left:?}");
+    let (r, left) = run_in_tmp("word_count", r#"{"text":"a b a"}"#);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let url = r["media"][0]["url"].as_str().unwrap();
+    assert!(std::path::Path::new(url).exists(), "{url}");
+}
+
+#[test]
 fn usage_and_load_errors_exit_two() {
     let out = ward(&["run", &path("hello"), "--input", "{not json"]);
     assert_eq!(out.status.code(), Some(2));

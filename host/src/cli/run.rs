@@ -83,10 +83,12 @@ pub fn main(args: RunArgs) -> u8 {
         Ok(i) => i,
         Err(e) => return usage_error(e),
     };
-    let media_dir = match &args.media_dir {
-        Some(d) => d.clone(),
+    // A media dir of our own outlives the run, since the report names files
+    // in it; one left empty is removed so that runs leave no litter.
+    let (media_dir, own_media_dir) = match &args.media_dir {
+        Some(d) => (d.clone(), false),
         None => match tempfile::Builder::new().prefix("ward-media-").tempdir() {
-            Ok(d) => d.keep(),
+            Ok(d) => (d.keep(), true),
             Err(e) => return usage_error(format!("cannot create a media dir: {e}")),
         },
     };
@@ -103,7 +105,12 @@ pub fn main(args: RunArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return usage_error(format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(run(args, input, media))
+    let code = runtime.block_on(run(args, input, media));
+    if own_media_dir {
+        // Fails, as it should, when the run stored anything.
+        let _ = std::fs::remove_dir(&media_dir);
+    }
+    code
 }
 
 fn read_input(args: &RunArgs) -> Result<String, String> {
