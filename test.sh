@@ -28,26 +28,29 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # off unless the caller asks for it.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-echo "== formatting"
+# Each stage says when it starts, so a slow CI run shows where time went.
+stage() { echo "== $* (at ${SECONDS}s)"; }
+
+stage "formatting"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 
-echo "== plugins: build (wasm32-wasip2) and test ($host), linted as they compile"
+stage "plugins: build (wasm32-wasip2) and test ($host), linted as they compile"
 (cd plugins && cargo build --release --locked && cargo test --locked --target "$host")
 
-echo "== plugins in Python: build (componentize-py, installed from PyPI on first use)"
+stage "plugins in Python: build (componentize-py, installed from PyPI on first use)"
 plugins/python/build.sh
 
-echo "== plugins in JavaScript: build (componentize-js, installed from npm on first use)"
+stage "plugins in JavaScript: build (componentize-js, installed from npm on first use)"
 plugins/js/build.sh
 
-echo "== host: build every target, linted as it compiles"
+stage "host: build every target, linted as it compiles"
 cargo test --locked --workspace --all-targets --no-run
 
-echo "== host: unit and end-to-end tests"
+stage "host: unit and end-to-end tests"
 cargo test --locked --workspace
 
-echo "== API: schemathesis against the served OpenAPI (50 examples per operation, no 5xx, schema-conformant)"
+stage "API: schemathesis against the served OpenAPI (50 examples per operation, no 5xx, schema-conformant)"
 venv=target/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
@@ -55,8 +58,10 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 PATH="$PWD/$venv/bin:$PATH" MAX_EXAMPLES=50 tests/schemathesis.sh
 
-echo "== web page: end to end in headless Chromium (chromium and playwright-core installed on first use)"
+stage "web page: end to end in headless Chromium (chromium and playwright-core installed on first use)"
 tests/web/run.sh
 
-echo "== fuzz: each target for ${FUZZ_SECONDS:-10}s (cargo-fuzz, installed on first use; a crash fails the run)"
+stage "fuzz: each target for ${FUZZ_SECONDS:-10}s (cargo-fuzz, installed on first use; a crash fails the run)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh
+
+echo "== all passed in ${SECONDS}s"

@@ -463,6 +463,53 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "the revoked token was sent");
+
+    // Scopes as several values, comma-separated, or the flag repeated.
+    let out = ward(
+        &s,
+        &[
+            "token",
+            "create",
+            "--namespace",
+            "acme",
+            "--scopes",
+            "tasks:read",
+            "executions:read,executions:trigger",
+            "--scopes",
+            "media:read",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = json(&out);
+    assert_eq!(
+        made["scopes"],
+        serde_json::json!([
+            "tasks:read",
+            "executions:trigger",
+            "executions:read",
+            "media:read"
+        ]),
+        "{made}"
+    );
+    let out = ward(
+        &s,
+        &[
+            "token",
+            "create",
+            "--namespace",
+            "acme",
+            "--scopes",
+            "tasks:rd",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tasks:rd"));
 }
 
 #[tokio::test]

@@ -30,10 +30,11 @@ pub enum TokenCommand {
         /// Its namespace (every token but an admin one has exactly one).
         #[arg(long)]
         namespace: Option<String>,
-        /// Comma-separated: admin, plugins:write, tasks:read, tasks:write,
-        /// executions:trigger, executions:read, executions:control, media:read.
-        #[arg(long, value_parser = parse_scopes)]
-        scopes: std::collections::BTreeSet<crate::model::auth::Scope>,
+        /// One or more, comma- or space-separated, or the flag repeated:
+        /// admin, plugins:write, tasks:read, tasks:write, executions:trigger,
+        /// executions:read, executions:control, media:read.
+        #[arg(long, required = true, num_args = 1.., value_parser = parse_scopes)]
+        scopes: Vec<std::collections::BTreeSet<crate::model::auth::Scope>>,
         /// How long it lives (`30d`, `12h`) [default: for ever].
         #[arg(long)]
         expires: Option<String>,
@@ -58,6 +59,7 @@ pub async fn main(client: Client, args: TokenArgs) -> anyhow::Result<u8> {
             expires,
             name,
         } => {
+            let scopes: std::collections::BTreeSet<_> = scopes.into_iter().flatten().collect();
             let reply = client
                 .create_token(&json!({
                     "namespace": namespace, "scopes": scopes, "expires": expires, "name": name,
