@@ -59,6 +59,7 @@ impl ComponentCache {
     pub fn new(artifacts: Option<PathBuf>, fingerprint: String) -> std::io::Result<Self> {
         if let Some(dir) = &artifacts {
             std::fs::create_dir_all(dir)?;
+            prune_artifacts(dir, std::time::SystemTime::now());
         }
         Ok(ComponentCache {
             loaded: Mutex::new(HashMap::new()),
@@ -119,6 +120,10 @@ impl ComponentCache {
             return Component::new(engine, bytes).map_err(|e| compile_error(&e));
         };
         if path.exists() {
+            // A hit counts as a use: pruning goes by the file's modified time.
+            if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             // SAFETY: the artifact folder belongs to this host and holds only
             // files this function wrote with `precompile_component` for an
             // engine of the same settings (the fingerprint is in the name);
@@ -141,6 +146,49 @@ impl ComponentCache {
         }
         // SAFETY: as above; the file holds exactly `artifact`.
         unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| compile_error(&e))
+    }
+}
+
+/// An artifact unused this long is removed when a cache opens: it is only a
+/// compiled copy of a component (recompiled on demand), and without pruning a
+/// plugin author's cache grows by one artifact, tens of MB, per build.
+pub(crate) const ARTIFACT_MAX_IDLE: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// A write that died half-way leaves a temporary file; one this old is no
+/// write in progress.
+const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes artifacts idle for `ARTIFACT_MAX_IDLE` (whatever engine settings
+/// they were made for: another Ward's are idle for this one) and stale
+/// temporary files. Best effort: a file it cannot read or remove stays.
+fn prune_artifacts(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut removed = 0usize;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let max_age = if name.ends_with(".cwasm") {
+            ARTIFACT_MAX_IDLE
+        } else if name.starts_with(".tmp") {
+            TEMP_MAX_AGE
+        } else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if meta.is_file() && idle > max_age && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "pruned idle compiled components");
     }
 }
 
@@ -282,6 +330,28 @@ mod tests {
         );
         let component = wat::parse_str("(component)").unwrap();
         assert_eq!(inspect(&component).unwrap(), 1);
+    }
+
+    #[test]
+    fn idle_artifacts_and_stale_temporary_files_are_pruned() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let file = |name: &str, age: Duration| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(now - age).unwrap();
+            path
+        };
+        let hour = Duration::from_secs(3600);
+        let used = file("aa-1.cwasm", ARTIFACT_MAX_IDLE - hour);
+        let idle = file("bb-2.cwasm", ARTIFACT_MAX_IDLE + hour);
+        let writing = file(".tmpAbC123", Duration::from_secs(60));
+        let dead = file(".tmpXyZ789", 2 * hour);
+        let other = file("notes.txt", ARTIFACT_MAX_IDLE * 2);
+        prune_artifacts(dir.path(), now);
+        assert!(used.exists() && writing.exists() && other.exists());
+        assert!(!idle.exists() && !dead.exists());
     }
 
     #[test]
