@@ -463,6 +463,27 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "the revoked token was sent");
+    // The config file may name the server too.
+    let admin = std::fs::read_to_string(&token_file).unwrap();
+    std::fs::write(
+        &config,
+        format!("server = \"{}\"\ntoken = \"{}\"\n", s.root(), admin.trim()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["task", "list", "--json"])
+        .env_remove("WARD_SERVER")
+        .env_remove("WARD_TOKEN")
+        .env("WARD_CLIENT_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("\"hello\""));
 
     // Scopes as several values, comma-separated, or the flag repeated.
     let out = ward(

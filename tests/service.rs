@@ -1424,6 +1424,7 @@ async fn granted_http_and_its_abuse_through_the_server() {
     let e = s.wait_for(&ok, "SUCCESS", Duration::from_secs(60)).await;
     assert_eq!(e["outputs"]["status"], 200, "{e}");
     assert_eq!(e["outputs"]["size"], 13);
+    assert!(e["outputs"]["headers"].is_object(), "{e}");
     let (_, logs) = s.get(&format!("/executions/{ok}/logs")).await;
     let http: Vec<&Value> = logs["logs"]
         .as_array()
@@ -1439,6 +1440,34 @@ async fn granted_http_and_its_abuse_through_the_server() {
             .starts_with(&format!("GET {local} → 200, 13 bytes")),
         "{logs}"
     );
+    // The request is an event of the execution too.
+    let (_, events) = s.get(&format!("/executions/{ok}/events")).await;
+    let calls: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "http.request")
+        .collect();
+    assert_eq!(calls.len(), 1, "{events}");
+    let call = &calls[0]["detail"];
+    assert_eq!(
+        (
+            &call["method"],
+            &call["host"],
+            &call["status"],
+            &call["bytes"],
+            &call["attempt"]
+        ),
+        (
+            &json!("GET"),
+            &json!(local),
+            &json!("200"),
+            &json!(13),
+            &json!(1)
+        ),
+        "{events}"
+    );
+    assert!(call["ms"].as_f64().unwrap() >= 0.0, "{call}");
     let (_, media) = s.get(&format!("/executions/{ok}/media")).await;
     let object = media["media"][0]["id"].as_str().unwrap().to_string();
 
@@ -1452,6 +1481,15 @@ async fn granted_http_and_its_abuse_through_the_server() {
             .filter(|l| l["source"] == "http")
             .any(|l| l["message"].as_str().unwrap().contains(reason));
         assert!(said, "{reason}: {e}\n{logs}");
+        let (_, events) = s.get(&format!("/executions/{id}/events")).await;
+        assert!(
+            events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "http.request"),
+            "{reason}: {events}"
+        );
     }
     let e = s.wait_for(&filler, "FAILED", Duration::from_secs(60)).await;
     assert_eq!(e["error"]["kind"], "disk_limit", "{e}");

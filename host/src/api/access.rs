@@ -46,11 +46,40 @@ pub struct TokenRequest {
     name: Option<String>,
     /// Its namespace; leave it out for an admin token.
     namespace: Option<String>,
+    /// A list, or one string of comma- or space-separated scopes.
     #[schema(value_type = Vec<String>, example = json!(["tasks:read", "executions:trigger"]))]
+    #[serde(deserialize_with = "scope_list")]
     scopes: Vec<Scope>,
-    /// How long it lives (`30d`, `12h`); for ever when left out.
+    /// How long it lives (`30d`, `12h`); for ever when left out. Also
+    /// accepted as `expires_in`.
     #[schema(example = "30d")]
+    #[serde(alias = "expires_in")]
     expires: Option<String>,
+}
+
+/// Scopes as a list, or as the CLI takes them: `"tasks:read,media:read"`.
+fn scope_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Scope>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        List(Vec<String>),
+        Text(String),
+    }
+    use std::str::FromStr;
+    match Written::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "scopes must be a list of scopes (or one string of them, comma-separated), e.g. [\"tasks:read\"]",
+        )
+    })? {
+        Written::List(list) => list
+            .iter()
+            .map(|s| Scope::from_str(s))
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom),
+        Written::Text(text) => crate::model::auth::parse_scopes(&text)
+            .map(|set| set.into_iter().collect())
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// A new token with its secret, shown only here.

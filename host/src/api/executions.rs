@@ -127,6 +127,7 @@ pub async fn start(
         variables: start.variables,
         scheduled_at: None,
         parent_id: None,
+        token_id: caller.token_id.clone(),
     };
     let (exec, created) = match wait {
         None => svc.start_execution(&task, request).await?,
@@ -591,7 +592,9 @@ pub async fn replay(
     } else {
         parse_json::<Option<ReplayBody>>(&body, "replay request")?.unwrap_or_default()
     };
-    let exec = svc.replay(&id, replay.from_step).await?;
+    let exec = svc
+        .replay(&id, replay.from_step, caller.token_id.clone())
+        .await?;
     Ok((StatusCode::CREATED, Json(exec)))
 }
 

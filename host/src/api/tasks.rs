@@ -29,14 +29,14 @@ fn task_body(body: &[u8], namespace: &str) -> Result<TaskSpec, ApiError> {
     })
 }
 
-/// A task a caller may write: one in a namespace it sees.
+/// A task a caller may write: one in a namespace it sees. Another
+/// namespace is a 404 like its objects (a 403 only ever names a scope).
 fn writable(caller: &Caller, spec: &TaskSpec) -> Result<(), ApiError> {
     if caller.sees(&spec.namespace) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
-            "this token belongs to namespace {:?}; it cannot write tasks in namespace {:?}",
-            caller.namespace.as_deref().unwrap_or_default(),
+        Err(ApiError::NotFound(format!(
+            "no namespace {:?}",
             spec.namespace
         )))
     }

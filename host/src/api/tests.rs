@@ -1115,6 +1115,31 @@ async fn lists_return_the_fields_asked_for_and_labels_are_bounded() {
         )
         .await;
     r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    // Inputs are bounded in bytes too, an execution's and a task's.
+    let r = api
+        .post(
+            "/tasks/t/executions",
+            json!({"input": {"big": "x".repeat(300 << 10)}}),
+        )
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let problems = r.json()["problems"].to_string();
+    assert!(
+        problems.contains("over the 256 KiB an input may be"),
+        "{problems}"
+    );
+    let r = api
+        .post(
+            "/tasks",
+            json!({"name": "big-input", "action": "noop", "input": {"x": "y".repeat(300 << 10)}}),
+        )
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.json()["problems"].to_string().contains("256 KiB"),
+        "{}",
+        r.json()
+    );
 }
 
 /// A secret is sealed at rest, never shown, read by the task's own attempts

@@ -30,16 +30,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the client and a tokio runtime, runs one command on it and turns
 /// its outcome into an exit code: errors go to stderr as `error: …`, exit 2.
-pub fn run<F, Fut>(server: &str, token: Option<String>, command: F) -> u8
+pub fn run<F, Fut>(server: Option<String>, token: Option<String>, command: F) -> u8
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = anyhow::Result<u8>>,
 {
-    let token = match super::token::resolve(token, server) {
-        Ok(t) => t,
+    let settings = match super::token::ClientConfig::load() {
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let client = match Client::new(server, token.as_deref()) {
+    let server = server
+        .filter(|s| !s.trim().is_empty())
+        .or(settings.server.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let token = super::token::resolve(token, &settings, &server);
+    let client = match Client::new(&server, token.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

@@ -41,15 +41,10 @@ pub mod exit {
     about = "Runs WebAssembly task actions as sandboxed, durable executions"
 )]
 pub struct Cli {
-    /// The Ward server the client commands talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "WARD_SERVER",
-        default_value = client::DEFAULT_SERVER,
-        value_name = "URL"
-    )]
-    pub server: String,
+    /// The Ward server the client commands talk to [default: `server` in
+    /// ~/.config/ward/config.toml, else http://127.0.0.1:8480].
+    #[arg(long, global = true, env = "WARD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// The API token the client commands send [default: `token` in
     /// ~/.config/ward/config.toml, else a local server's admin token].
     #[arg(
@@ -109,15 +104,15 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::New(args) => new::main(args),
-        Command::Plugin(args) => client::run(&cli.server, cli.token, |c| plugin::main(c, args)),
-        Command::Task(args) => client::run(&cli.server, cli.token, |c| task::main(c, args)),
+        Command::Plugin(args) => client::run(cli.server, cli.token, |c| plugin::main(c, args)),
+        Command::Task(args) => client::run(cli.server, cli.token, |c| task::main(c, args)),
         Command::Execution(args) => {
-            client::run(&cli.server, cli.token, |c| execution::main(c, args))
+            client::run(cli.server, cli.token, |c| execution::main(c, args))
         }
-        Command::Worker(args) => client::run(&cli.server, cli.token, |c| worker::main(c, args)),
-        Command::Stats(args) => client::run(&cli.server, cli.token, |c| stats::main(c, args)),
-        Command::Top(args) => client::run(&cli.server, cli.token, |c| top::main(c, args)),
-        Command::Token(args) => client::run(&cli.server, cli.token, |c| token::main(c, args)),
+        Command::Worker(args) => client::run(cli.server, cli.token, |c| worker::main(c, args)),
+        Command::Stats(args) => client::run(cli.server, cli.token, |c| stats::main(c, args)),
+        Command::Top(args) => client::run(cli.server, cli.token, |c| top::main(c, args)),
+        Command::Token(args) => client::run(cli.server, cli.token, |c| token::main(c, args)),
         Command::Serve(args) => serve::main(args),
     };
     ExitCode::from(code)

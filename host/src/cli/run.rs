@@ -47,8 +47,8 @@ pub struct RunArgs {
     /// `*.example.org:443`; repeatable). Without it every request is denied.
     #[arg(long = "allow-http", value_name = "HOST")]
     pub allow_http: Vec<String>,
-    /// A host of --allow-http that may resolve to loopback or private
-    /// addresses (repeatable).
+    /// Let the guest call this host even where it resolves to loopback or
+    /// private addresses (repeatable).
     #[arg(long = "allow-private", value_name = "HOST")]
     pub allow_private: Vec<String>,
     /// Where media are stored (default: a new temp dir, printed).
@@ -129,10 +129,7 @@ fn read_input(args: &RunArgs) -> Result<String, String> {
 
 /// The grant `--allow-http` and `--allow-private` make, checked.
 fn http_grant(args: &RunArgs) -> Result<Option<crate::model::net::HttpGrant>, String> {
-    if args.allow_http.is_empty() {
-        if !args.allow_private.is_empty() {
-            return Err("--allow-private needs the same host in --allow-http".into());
-        }
+    if args.allow_http.is_empty() && args.allow_private.is_empty() {
         return Ok(None);
     }
     let grant: crate::model::net::HttpGrant = serde_json::from_value(serde_json::json!({

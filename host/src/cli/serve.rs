@@ -22,8 +22,9 @@ use crate::store::sqlite::SqliteStore;
 /// over the file, and the file over the defaults (`runtime::config`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8480].
-    #[arg(long, env = "WARD_LISTEN", value_name = "ADDR")]
+    /// Address to listen on, `IP:PORT` or `HOST:PORT` (e.g. localhost:8480)
+    /// [default: 127.0.0.1:8480].
+    #[arg(long, env = "WARD_LISTEN", value_name = "ADDR", value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Where the database, media, components and compiled artifacts live
     /// [default: $XDG_DATA_HOME/ward or ~/.local/share/ward].
@@ -307,6 +308,29 @@ impl Signals {
     }
 }
 
+/// `--listen`: an address, or a name resolved now (its first IPv4
+/// address, else its first): `localhost:8480` is 127.0.0.1:8480.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!("{text:?} is not IP:PORT or HOST:PORT"));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 /// Registers every component in `dir` as a plugin named after its file (with
 /// `prefix`), and an example task `hello` when the hello plugin is there.
 async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
@@ -327,11 +351,19 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        // A name and version always mean the same bytes: a rebuilt example
-        // is a new version (the digest as semver build metadata).
+        // A name and version always mean the same bytes: an example is
+        // Ward's version, and one rebuilt since (other bytes under a taken
+        // version) a new version, with its digest as semver build metadata.
         let hex = crate::sandbox::component::digest(&bytes);
-        let version = format!("{}+{}", env!("CARGO_PKG_VERSION"), &hex[..12]);
-        match svc.add_plugin("default", &name, Some(version), bytes).await {
+        let plain = env!("CARGO_PKG_VERSION").to_string();
+        let mut added = svc
+            .add_plugin("default", &name, Some(plain.clone()), bytes.clone())
+            .await;
+        if let Err(crate::runtime::error::ServiceError::Conflict(_)) = added {
+            let rebuilt = format!("{plain}+{}", &hex[..12]);
+            added = svc.add_plugin("default", &name, Some(rebuilt), bytes).await;
+        }
+        match added {
             Ok(_) => names.push(name),
             Err(e) => {
                 tracing::warn!(plugin = %path.display(), error = %e, "example plugin not registered")
@@ -352,5 +384,27 @@ async fn register_examples(svc: &Arc<Service>, dir: &Path, prefix: &str) {
     names.sort();
     if !names.is_empty() {
         println!("  example plugins: {}", names.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_an_address_or_a_name_and_port() {
+        assert_eq!(
+            listen_address("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert_eq!(listen_address("[::1]:9").unwrap().to_string(), "[::1]:9");
+        let local = listen_address("localhost:8480").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 8480, "{local}");
+        for bad in ["localhost", "localhost:", ":80", "localhost:99999"] {
+            assert!(
+                listen_address(bad).unwrap_err().contains("HOST:PORT"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::exit;
-use super::output::{out, print_json, table};
+use super::output::{out, outln, print_json, table};
 use crate::model::auth::{Token, parse_scopes};
 use crate::runtime::access::ADMIN_TOKEN_FILE;
 
@@ -69,7 +69,7 @@ pub async fn main(client: Client, args: TokenArgs) -> anyhow::Result<u8> {
                 print_json(&reply.json);
             } else {
                 let secret = reply.json["secret"].as_str().unwrap_or_default();
-                out!("{secret}");
+                outln!("{secret}");
                 eprintln!(
                     "token {} made; the secret above is shown only now (send it as `Authorization: Bearer …`, or set WARD_TOKEN)",
                     reply.value.id
@@ -89,7 +89,7 @@ pub async fn main(client: Client, args: TokenArgs) -> anyhow::Result<u8> {
             if args.json {
                 print_json(&reply.json);
             } else {
-                out!("revoked {}", reply.value.id);
+                outln!("revoked {}", reply.value.id);
             }
         }
     }
@@ -135,29 +135,47 @@ fn config_file() -> Option<PathBuf> {
     })
 }
 
-/// The client config file's settings.
+/// The client config file's settings (`server = "http://…"`,
+/// `token = "ward_…"`), each used where no flag or variable gives it.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct ClientConfig {
-    token: Option<String>,
+pub struct ClientConfig {
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+impl ClientConfig {
+    /// The config file's settings; none when there is no file.
+    pub fn load() -> Result<ClientConfig, String> {
+        let Some(path) = config_file().filter(|p| p.is_file()) else {
+            return Ok(ClientConfig::default());
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: ClientConfig = toml::from_str(&text)
+            .map_err(|e| format!("{} (keys: server, token): {e}", path.display()))?;
+        config.server = config
+            .server
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        config.token = config
+            .token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        Ok(config)
+    }
 }
 
 /// The token to send to `server`: `given` (`--token`, `WARD_TOKEN`), else
 /// the config file's, else, when `server` is on a loopback address, the
 /// admin token in `$WARD_DATA_DIR` or the default data dir. `None` when
 /// there is none (the server will say 401).
-pub fn resolve(given: Option<String>, server: &str) -> Result<Option<String>, String> {
+pub fn resolve(given: Option<String>, config: &ClientConfig, server: &str) -> Option<String> {
     if let Some(t) = given.filter(|t| !t.trim().is_empty()) {
-        return Ok(Some(t.trim().to_string()));
+        return Some(t.trim().to_string());
     }
-    if let Some(path) = config_file().filter(|p| p.is_file()) {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: ClientConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(t) = config.token {
-            return Ok(Some(t.trim().to_string()));
-        }
+    if let Some(t) = &config.token {
+        return Some(t.clone());
     }
     let local = reqwest::Url::parse(server).ok().is_some_and(|u| {
         let host = u.host_str().unwrap_or_default();
@@ -168,14 +186,14 @@ pub fn resolve(given: Option<String>, server: &str) -> Result<Option<String>, St
                 .is_ok_and(|ip| ip.is_loopback())
     });
     if !local {
-        return Ok(None);
+        return None;
     }
     let dir = std::env::var_os("WARD_DATA_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(crate::runtime::config::default_data_dir);
-    Ok(std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))
+    std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))
         .ok()
         .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty()))
+        .filter(|t| !t.is_empty())
 }

@@ -226,8 +226,13 @@ impl Caller {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceLimits {
-    /// Attempts of the namespace running at once on a host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Attempts of the namespace running at once on a host (also accepted
+    /// as `running_attempts`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "running_attempts"
+    )]
     pub running: Option<u32>,
     /// Executions triggered per second (a token bucket); more are 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,9 +241,19 @@ pub struct NamespaceLimits {
     /// [default: one second's worth, at least 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// Bytes of media and outputs the namespace's executions may hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bytes of media and outputs the namespace's executions may hold: a
+    /// number, or a size such as `"10GiB"` (shown as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bytes_or_size"
+    )]
+    #[schema(value_type = Option<u64>)]
     pub stored_bytes: Option<u64>,
+}
+
+fn bytes_or_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<bytesize::ByteSize>::deserialize(d)?.map(|b| b.as_u64()))
 }
 
 impl NamespaceLimits {
@@ -292,6 +307,26 @@ pub struct AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_limits_take_sizes_and_the_long_name_of_running() {
+        let l: NamespaceLimits = serde_json::from_value(serde_json::json!({
+            "running_attempts": 2, "stored_bytes": "10MiB", "triggers_per_second": 5.0,
+        }))
+        .unwrap();
+        assert_eq!((l.running, l.stored_bytes), (Some(2), Some(10 << 20)));
+        let l: NamespaceLimits =
+            serde_json::from_value(serde_json::json!({"stored_bytes": 1000})).unwrap();
+        assert_eq!(l.stored_bytes, Some(1000));
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            serde_json::json!({"stored_bytes": 1000})
+        );
+        assert!(
+            serde_json::from_value::<NamespaceLimits>(serde_json::json!({"stored_bytes": "lots"}))
+                .is_err()
+        );
+    }
 
     fn token(namespace: Option<&str>, scopes: &[Scope]) -> Token {
         Token {

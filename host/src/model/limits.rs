@@ -124,6 +124,45 @@ pub fn check_plugin_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A plugin version: 1-64 printable characters without spaces, slashes or
+/// `?#&` (it appears in URLs and in `name@version` references), e.g.
+/// `1.2.0` or `0.1.0+3f2a9c`.
+pub fn check_plugin_version(version: &str) -> Result<(), String> {
+    const MAX: usize = 64;
+    if version.is_empty() || version.len() > MAX {
+        return Err(format!(
+            "plugin version must be 1-{MAX} bytes, got {}",
+            version.len()
+        ));
+    }
+    if let Some(c) = version.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '/' | '\\' | '?' | '#' | '&' | '@')
+    }) {
+        return Err(format!(
+            "plugin version {:?} has {c:?}; use a version like 1.2.0 (a `+` in a query string is sent as %2B)",
+            shorten(version, 80)
+        ));
+    }
+    Ok(())
+}
+
+/// At most this many bytes of JSON in an execution's input (and a task's
+/// default one): an input is stored with its execution and listed with it,
+/// so a page of 1,000 executions stays bounded. Data bigger than this
+/// belongs in media or a dataset the guest reads.
+pub const MAX_INPUT_BYTES: usize = 256 << 10;
+
+/// The problem with an input over [`MAX_INPUT_BYTES`], if it is.
+pub fn input_problem(what: &str, input: &serde_json::Value) -> Option<String> {
+    let len = serde_json::to_vec(input).map_or(usize::MAX, |b| b.len());
+    (len > MAX_INPUT_BYTES).then(|| {
+        format!(
+            "{what} is {len} bytes of JSON, over the {} KiB an input may be",
+            MAX_INPUT_BYTES >> 10
+        )
+    })
+}
+
 /// At most this many labels on an execution.
 pub const MAX_LABELS: usize = 64;
 /// At most this many bytes in a label's value.

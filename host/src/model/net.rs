@@ -15,10 +15,12 @@ pub struct HttpGrant {
     /// Hosts the guest may call: `api.example.com`, `*.example.org` (any
     /// subdomain, not the domain itself), each with an optional `:port`
     /// (any port when left out), or an IP literal (`[::1]:8080`).
+    #[serde(default)]
     pub allow: Vec<String>,
-    /// Hosts of `allow` that may resolve to loopback, private, link-local,
-    /// CGNAT or other non-public addresses (e.g. a service on the host's own
-    /// network); every other host is refused such addresses.
+    /// Hosts, in the same form, that may also resolve to loopback, private,
+    /// link-local, CGNAT or other non-public addresses (e.g. a service on the
+    /// host's own network); every other host is refused such addresses. A
+    /// host listed here is granted whether or not `allow` lists it too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_private: Vec<String>,
     /// Requests an attempt may make [default: 100].
@@ -52,22 +54,15 @@ impl HttpGrant {
     /// Every problem with the grant.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.allow.is_empty() {
-            p.push("grants.http.allow must name at least one host".into());
+        if self.allow.is_empty() && self.allow_private.is_empty() {
+            p.push("grants.http.allow (or allow_private) must name at least one host".into());
         }
-        if self.allow.len() > 256 {
-            p.push("grants.http.allow names at most 256 hosts".into());
+        if self.allow.len() + self.allow_private.len() > 256 {
+            p.push("grants.http.allow and allow_private name at most 256 hosts".into());
         }
         for pattern in self.allow.iter().chain(&self.allow_private) {
             if let Err(e) = HostPattern::parse(pattern) {
                 p.push(format!("grants.http: {pattern:?}: {e}"));
-            }
-        }
-        for private in &self.allow_private {
-            if !self.allow.contains(private) {
-                p.push(format!(
-                    "grants.http.allow_private: {private:?} is not in allow"
-                ));
             }
         }
         if self.max_requests == 0 || self.max_requests > 100_000 {
@@ -82,9 +77,10 @@ impl HttpGrant {
         p
     }
 
-    /// Whether a request to `host:port` is granted.
+    /// Whether a request to `host:port` is granted (by `allow` or
+    /// `allow_private`).
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        matches_any(&self.allow, host, port)
+        matches_any(&self.allow, host, port) || self.allows_private(host, port)
     }
 
     /// Whether `host:port` may reach non-public addresses.
@@ -286,14 +282,25 @@ mod tests {
     fn bad_grants_name_their_problems() {
         let mut g = grant(
             &["ok.com", "*.1.2.3.4", "bad host", "x.com:0", "[::1"],
-            &["other.com"],
+            &["other.com", "bad/host"],
         );
         g.max_requests = 0;
         let p = g.problems();
         assert_eq!(p.len(), 6, "{p:?}");
-        assert!(p.iter().any(|p| p.contains("not in allow")));
+        assert!(p.iter().any(|p| p.contains("\"bad/host\"")));
         let empty: HttpGrant = serde_json::from_value(serde_json::json!({"allow": []})).unwrap();
         assert!(!empty.problems().is_empty());
+        let none: HttpGrant = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(none.problems()[0].contains("at least one host"));
+        // allow_private alone grants its hosts, with their private addresses.
+        let private = grant(&[], &["127.0.0.1", "nas.lan:8443"]);
+        assert_eq!(private.problems(), Vec::<String>::new());
+        assert!(private.allows("127.0.0.1", 80) && private.allows_private("127.0.0.1", 80));
+        assert!(private.allows("nas.lan", 8443) && !private.allows("nas.lan", 80));
+        assert!(!private.allows("example.com", 443));
+        let both = grant(&["127.0.0.1:8080"], &["127.0.0.1"]);
+        assert_eq!(both.problems(), Vec::<String>::new());
+        assert!(both.allows_private("127.0.0.1", 8080));
         let fine = grant(&["a.com", "localhost:8080"], &["localhost:8080"]);
         assert_eq!(fine.problems(), Vec::<String>::new());
         assert_eq!(fine.max_requests, 100);

@@ -232,6 +232,19 @@ pub struct Usage {
     pub memory_peak_bytes: u64,
 }
 
+/// One outbound HTTP request of an attempt (granted or refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HttpCall {
+    pub method: String,
+    /// `host:port` as the guest asked for it.
+    pub host: String,
+    /// The response's code, or `denied` (the grant refused it) or `failed`.
+    pub status: String,
+    /// Body bytes sent and received.
+    pub bytes: u64,
+    pub ms: f64,
+}
+
 /// Everything one attempt produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptReport {
@@ -248,6 +261,9 @@ pub struct AttemptReport {
     pub checkpoint: Option<Value>,
     pub warnings: Vec<String>,
     pub usage: Usage,
+    /// Its outbound HTTP requests, in the order they ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpCall>,
 }
 
 impl AttemptReport {
@@ -269,6 +285,7 @@ impl AttemptReport {
             checkpoint: None,
             warnings: Vec::new(),
             usage: Usage::default(),
+            http: Vec::new(),
         }
     }
 

@@ -147,11 +147,13 @@ pub struct TaskLimits {
 
 /// What an attempt is given beyond the bare sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, try_from = "GrantsWritten")]
 pub struct Grants {
     /// A fresh scratch dir at `/scratch` per attempt.
     pub scratch: bool,
-    /// Variables `get-variable` returns.
+    /// Variables `get-variable` returns. A value may also be written
+    /// `{"value": "…", "secret": true}`: such a variable is kept in
+    /// `secrets`.
     pub variables: BTreeMap<String, String>,
     /// Secret variables `get-variable` also returns: sealed before the task
     /// is stored, never shown by the API (each value reads
@@ -163,6 +165,63 @@ pub struct Grants {
     /// it every request is denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<super::net::HttpGrant>,
+}
+
+/// `Grants` as a caller may write them: a variable marked secret in place.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[derive(Default)]
+struct GrantsWritten {
+    scratch: bool,
+    variables: BTreeMap<String, VariableWritten>,
+    secrets: BTreeMap<String, String>,
+    http: Option<super::net::HttpGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VariableWritten {
+    Plain(String),
+    Marked {
+        value: String,
+        #[serde(default)]
+        secret: bool,
+    },
+}
+
+impl TryFrom<GrantsWritten> for Grants {
+    type Error = String;
+
+    fn try_from(w: GrantsWritten) -> Result<Grants, String> {
+        let mut grants = Grants {
+            scratch: w.scratch,
+            variables: BTreeMap::new(),
+            secrets: w.secrets,
+            http: w.http,
+        };
+        for (name, value) in w.variables {
+            let (value, secret) = match value {
+                VariableWritten::Plain(v) => (v, false),
+                VariableWritten::Marked { value, secret } => (value, secret),
+            };
+            if !secret {
+                grants.variables.insert(name, value);
+                continue;
+            }
+            match grants.secrets.entry(name) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    return Err(format!(
+                        "grants: {:?} is both a variable marked secret and in grants.secrets",
+                        e.key()
+                    ));
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+            }
+        }
+        Ok(grants)
+    }
 }
 
 /// What the API shows in place of a secret's value.
@@ -276,6 +335,9 @@ impl TaskSpec {
             ));
         }
         if let Err(e) = check_name("namespace", &self.namespace) {
+            p.push(e);
+        }
+        if let Some(e) = super::limits::input_problem("input", &self.input) {
             p.push(e);
         }
         if let Err(e) = check_name("queue", &self.queue) {
@@ -598,6 +660,36 @@ mod tests {
         assert_eq!(s.queue, "default");
         assert!(s.problems(&TaskBounds::default()).is_empty());
         assert_eq!(s.limits(&TaskBounds::default()).unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn a_variable_marked_secret_is_kept_as_a_secret() {
+        let s = spec(
+            json!({"name": "t", "action": "hello", "grants": {"variables": {
+                "region": "eu", "plain": {"value": "x"},
+                "api_key": {"value": "k-123", "secret": true},
+            }}}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.grants.variables,
+            BTreeMap::from([("region".into(), "eu".into()), ("plain".into(), "x".into())])
+        );
+        assert_eq!(
+            s.grants.secrets,
+            BTreeMap::from([("api_key".to_string(), "k-123".to_string())])
+        );
+        assert!(s.problems(&TaskBounds::default()).is_empty());
+        // Shown as the API shows secrets; written back, the same spec.
+        let shown = serde_json::to_value(s.clone().without_secrets()).unwrap();
+        assert_eq!(shown["grants"]["secrets"]["api_key"], SECRET_SHOWN);
+        assert_eq!(shown["grants"]["variables"].get("api_key"), None);
+        let again = spec(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        let twice = spec(json!({"name": "t", "action": "hello", "grants": {
+            "variables": {"k": {"value": "a", "secret": true}}, "secrets": {"k": "b"},
+        }}));
+        assert!(twice.unwrap_err().to_string().contains("\"k\""));
     }
 
     #[test]

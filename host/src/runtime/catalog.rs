@@ -25,6 +25,10 @@ impl Service {
     ) -> ServiceResult<(Plugin, bool)> {
         crate::model::limits::check_plugin_name(name)
             .and_then(|()| crate::model::limits::check_name("namespace", namespace))
+            .and_then(|()| match &version {
+                Some(v) => crate::model::limits::check_plugin_version(v),
+                None => Ok(()),
+            })
             .map_err(|m| ServiceError::Invalid {
                 message: m.clone(),
                 problems: vec![m],

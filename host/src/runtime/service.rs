@@ -95,6 +95,8 @@ pub struct StartRequest {
     pub scheduled_at: Option<String>,
     /// The execution that started this one (a flow's subflow step).
     pub parent_id: Option<String>,
+    /// The API token that asked for it, recorded in its CREATED event.
+    pub token_id: Option<String>,
 }
 
 /// Whether a new execution starts with a flow step that makes several task
@@ -291,6 +293,7 @@ impl Service {
             variables,
             scheduled_at,
             parent_id,
+            token_id,
         } = request;
         let task = self
             .task(task)
@@ -317,6 +320,12 @@ impl Service {
         }
         vars.extend(variables);
         let input = input.unwrap_or_else(|| task.spec.input.clone());
+        if let Some(problem) = crate::model::limits::input_problem("the input", &input) {
+            return Err(ServiceError::Invalid {
+                message: "input too large".into(),
+                problems: vec![problem],
+            });
+        }
         if let Some(schema) = &task.spec.input_schema {
             let problems = crate::model::schema::violations(schema, &input);
             if !problems.is_empty() {
@@ -338,6 +347,7 @@ impl Service {
             idempotency_key,
             parent_id,
             task,
+            token_id,
         })
     }
 
@@ -371,7 +381,12 @@ impl Service {
     /// `from_step` (a flow's step), the steps before it are not run again:
     /// their task runs are copied as they ended, outputs included, and the
     /// variables they saved applied.
-    pub async fn replay(&self, id: &str, from_step: Option<String>) -> ServiceResult<Execution> {
+    pub async fn replay(
+        &self,
+        id: &str,
+        from_step: Option<String>,
+        token_id: Option<String>,
+    ) -> ServiceResult<Execution> {
         let original = self
             .store
             .execution(id, true)
@@ -468,6 +483,7 @@ impl Service {
             parent_id: None,
             variables,
             scheduled_at: None,
+            token_id,
             replay: Some(crate::store::Replay {
                 of: original.id.clone(),
                 from_step,

@@ -287,7 +287,7 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
     // Dropping the guest's resources ends its HTTP bodies, which records
     // their requests before the logs are finished.
     state.table = wasmtime::component::ResourceTable::new();
-    state.http.report(&mut state.metrics);
+    let http = state.http.report(&mut state.metrics);
     let (status, result, error) = classify(outcome, &state, &spec, wall);
     drop(scratch);
 
@@ -327,6 +327,7 @@ async fn run_attempt(sandbox: &Sandbox, action: &LoadedAction, spec: AttemptSpec
         logs: logs.finish(),
         checkpoint: state.checkpoints.into_written(),
         warnings,
+        http,
     }
 }
 

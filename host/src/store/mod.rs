@@ -113,6 +113,8 @@ pub struct NewExecution {
     /// A replay: the execution it replays, the flow steps before the one
     /// it starts from (copied, already ended), and that step.
     pub replay: Option<Replay>,
+    /// The API token that asked for it (its CREATED event names it).
+    pub token_id: Option<String>,
 }
 
 /// What a replay takes over from the execution it replays.

@@ -10,7 +10,7 @@
 //! - Result: `{"url", "status", "headers", "size", "sha256", "redirects",
 //!   "media": {"id", "url"}}` (`url`: the one that answered; `media` absent
 //!   for an empty body).
-//! - Outputs: `status`, `size`, `sha256`.
+//! - Outputs: `status`, `headers` (lowercase names), `size`, `sha256`.
 //! - Metrics: counter `fetches` by status; duration `fetch`.
 //! - A refused request (a host not granted, a private address, too many
 //!   requests or bytes) is a fatal error naming the host's reason; a
@@ -272,6 +272,7 @@ fn fetch(ctx: &Context, input: Input) -> Result<Fetched, Error> {
         Some(ctx.media(name, content_type, &answer.body)?)
     };
     ctx.output("status", &answer.status)?;
+    ctx.output("headers", &answer.headers)?;
     ctx.output("size", &size)?;
     ctx.output("sha256", &sha256)?;
     ctx.counter_with("fetches", 1, &[("status", &answer.status.to_string())]);

@@ -28,7 +28,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpH
 use super::logs::Logs;
 use super::metrics::Metrics;
 use crate::model::net::{HttpGrant, non_public};
-use crate::model::report::{LogLevel, LogSource};
+use crate::model::report::{HttpCall, LogLevel, LogSource};
 
 /// One attempt's outbound HTTP.
 pub struct Http {
@@ -48,11 +48,22 @@ impl Http {
         }
     }
 
-    /// Counts each request in `metrics`: `http.requests` by host and status
-    /// (`denied`, `failed` or the code), `http.bytes` and `http.request`
-    /// (its time) by host.
-    pub fn report(&self, metrics: &mut Metrics) {
+    /// Counts each request in `metrics` (`http.requests` by host and status
+    /// — `denied`, `failed` or the code —, `http.bytes` and `http.request`,
+    /// its time, by host) and lists them for the report.
+    pub fn report(&self, metrics: &mut Metrics) -> Vec<HttpCall> {
         let usage = lock(&self.hooks.usage);
+        let calls = usage
+            .records
+            .iter()
+            .map(|r| HttpCall {
+                method: r.method.clone(),
+                host: r.host.clone(),
+                status: r.status.clone(),
+                bytes: r.bytes,
+                ms: r.nanos as f64 / 1e6,
+            })
+            .collect();
         for r in &usage.records {
             let host = vec![("host".to_string(), r.host.clone())];
             let mut tags = host.clone();
@@ -61,6 +72,7 @@ impl Http {
             let _ = metrics.counter("http.bytes", r.bytes as i64, host.clone());
             let _ = metrics.duration("http.request", r.nanos, host);
         }
+        calls
     }
 }
 
@@ -80,6 +92,7 @@ struct Usage {
 }
 
 struct Record {
+    method: String,
     host: String,
     status: String,
     bytes: u64,
@@ -151,6 +164,7 @@ impl Call {
         };
         self.logs.push(level, LogSource::Http, line);
         lock(&self.usage).records.push(Record {
+            method: self.method.clone(),
             host: self.host.clone(),
             status: status.to_string(),
             bytes,

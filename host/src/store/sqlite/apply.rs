@@ -1009,8 +1009,29 @@ pub(super) fn finish_attempt(
             report: Some(&f.report),
         },
     )?;
+    // Each outbound request is an event of the execution, committed with
+    // the attempt (at most MAX_HTTP_EVENTS; the metrics count them all).
+    let now = clock.now_rfc3339();
+    for call in f.report.http.iter().take(MAX_HTTP_EVENTS) {
+        push_event(
+            &f.execution_id,
+            (&loaded.task_id, &loaded.spec.namespace),
+            &now,
+            "http.request",
+            None,
+            None,
+            &json!({
+                "task_run_id": f.task_run_id, "attempt": f.report.attempt,
+                "method": call.method, "host": call.host, "status": call.status,
+                "bytes": call.bytes, "ms": (call.ms * 10.0).round() / 10.0,
+            }),
+        );
+    }
     Ok(outcome(&loaded, &applied.plan))
 }
+
+/// Outbound requests recorded as events per attempt.
+pub(crate) const MAX_HTTP_EVENTS: usize = 1000;
 
 /// Closes the attempts a dead process left running: each task run's host
 /// is lost, and the planner retries it under its policy (or ends a killing

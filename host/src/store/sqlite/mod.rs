@@ -910,6 +910,7 @@ mod tests {
             variables: Default::default(),
             scheduled_at: None,
             replay: None,
+            token_id: None,
         })
         .await
         .unwrap()
@@ -942,6 +943,7 @@ mod tests {
                     variables: Default::default(),
                     scheduled_at: None,
                     replay: None,
+                    token_id: None,
                 })
                 .await
                 .unwrap();

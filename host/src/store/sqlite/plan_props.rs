@@ -149,6 +149,7 @@ fn http_execution(id: &str, task: &Task) -> NewExecution {
         variables: Default::default(),
         scheduled_at: None,
         replay: None,
+        token_id: None,
     }
 }
 

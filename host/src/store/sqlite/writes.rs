@@ -535,7 +535,10 @@ pub(super) fn create_execution(
     }
     let created_at = clock.now_rfc3339();
     let spec = &new.task.spec;
-    let (state, run_state, created) = plan::trigger(new.trigger.as_str());
+    let (state, run_state, mut created) = plan::trigger(new.trigger.as_str());
+    if let Some(token) = &new.token_id {
+        created.detail["token_id"] = token.as_str().into();
+    }
     c.prepare_cached(
         "INSERT INTO executions (id, task_id, task_version, namespace, parent_id, trigger, input, state, created_at, labels, idempotency_key, variables, scheduled_at, initial_variables, replay_of) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
