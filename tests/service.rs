@@ -547,17 +547,38 @@ async fn a_thousand_concurrent_executions_all_succeed_and_list_filters_work() {
         }
     }
     assert_eq!(seen.len(), 1000);
-    let csv = s
+    let r = s
         .http
         .get(s.url("/executions?task_id=noop&limit=5&format=csv"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let next = r.headers()["x-next-cursor"].to_str().unwrap().to_string();
+    let csv = r.text().await.unwrap();
     assert_eq!(csv.lines().count(), 6);
-    assert!(csv.starts_with("id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms"));
+    assert!(csv.starts_with(
+        "id,task_id,state,trigger,created_at,started_at,ended_at,duration_ms,namespace,parent_id,fuel_used"
+    ));
+    let page = |q: String| {
+        let http = s.http.clone();
+        let url = s.url(&q);
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let second = page(format!(
+        "/executions?task_id=noop&limit=5&format=csv&cursor={next}"
+    ))
+    .await;
+    let json_second = s
+        .get(&format!(
+            "/executions?task_id=noop&limit=5&fields=id&cursor={next}"
+        ))
+        .await
+        .1;
+    assert_eq!(
+        second.lines().nth(1).unwrap().split(',').next().unwrap(),
+        json_second["executions"][0]["id"].as_str().unwrap(),
+        "the header's cursor is the JSON page's"
+    );
     assert!(csv.lines().nth(1).unwrap().contains(",SUCCESS,http,"));
 }
 

@@ -71,9 +71,11 @@ function badge(state) {
   return el("span", { class: `badge ${state}` }, state);
 }
 
+// A task's name, else (not readable, or not yet known) the end of its id:
+// ids are UUID v7, whose first digits are a time most tasks share.
 function taskName(id) {
   const t = tasksById.get(id);
-  return t ? t.name : id.slice(0, 8);
+  return t ? t.name : `task …${id.slice(-8)}`;
 }
 
 function can(scope) {
@@ -95,24 +97,43 @@ function actionButton(label, action, onclick) {
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(path, opts = {}) {
-  const headers = Object.assign({}, opts.headers || {});
+// Signs out: the token and what was learned with it.
+function forget() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  me = null;
+  tasksById = new Map();
+  tasksRefused = false;
+  taskLookups.clear();
+}
+
+// The Authorization header of the token in use, none without one (a
+// server run with --no-auth needs none).
+function authHeaders() {
   const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+async function api(path, opts = {}) {
+  const sent = token();
+  const headers = Object.assign(authHeaders(), opts.headers || {});
   if (opts.json !== undefined) {
     headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(opts.json);
   }
-  const r = await fetch(API + path, { method: opts.method || "GET", headers, body: opts.body });
+  const r = await fetch(API + path, { method: opts.method || "GET", headers, body: opts.body, signal: opts.signal });
   const text = await r.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
-  if (r.status === 401 && !opts.quiet) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    me = null;
+  // A refused token is forgotten (not one signed in with since).
+  if (r.status === 401 && !opts.quiet && token() === sent) {
+    forget();
     render();
   }
   return { status: r.status, ok: r.ok, json, text, headers: r.headers };
+}
+
+function problem(r) {
+  return `${r.status}: ${(r.json && r.json.detail) || r.text}`;
 }
 
 async function must(path, opts) {
@@ -121,50 +142,104 @@ async function must(path, opts) {
   return r.json;
 }
 
-// Follows a server-sent event stream of the API until `signal` aborts.
+// Waits `ms`, or less when `signal` aborts.
+function pause(ms, signal) {
+  return new Promise((res) => {
+    const timer = setTimeout(res, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); res(); }, { once: true });
+  });
+}
+
+// Follows a server-sent event stream of the API until `signal` aborts, the
+// stream says `end`, or `onEvent` returns false. A stream that drops, ends
+// or answers an error is opened again (waiting longer each time, up to
+// 15 s), with `Last-Event-ID` the last id seen, so that the API resumes
+// after it: nothing missed, nothing repeated (an id not above the last one
+// is skipped all the same). 401, 403 and 404 stop it: asking again would
+// get the same answer.
 async function follow(path, onEvent, signal) {
-  const t = token();
-  for (;;) {
-    if (signal.aborted) return;
+  let lastId = null;
+  let wait = 500;
+  while (!signal.aborted) {
+    const headers = authHeaders();
+    if (lastId !== null) headers["Last-Event-ID"] = lastId;
     try {
-      const r = await fetch(API + path, { headers: { Authorization: `Bearer ${t}` }, signal });
-      if (!r.ok) { toast(`stream ${path}: ${r.status}`); return; }
-      const reader = r.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      let event = { event: "message", data: "" };
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let nl;
-        while ((nl = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, nl).replace(/\r$/, "");
-          buffer = buffer.slice(nl + 1);
-          if (line === "") {
-            if (event.data) {
-              let data = event.data;
-              try { data = JSON.parse(data); } catch (_) { /* text */ }
-              if (onEvent(event.event, data, event.id) === false) return;
+      const r = await fetch(API + path, { headers, signal });
+      if ([401, 403, 404].includes(r.status)) { toast(`stream ${path}: ${r.status}`); return; }
+      if (r.ok) {
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        let event = { event: "message", data: [], id: null };
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let nl;
+          while ((nl = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, nl).replace(/\r$/, "");
+            buffer = buffer.slice(nl + 1);
+            if (line === "") {
+              const { id } = event;
+              const seen = id !== null && lastId !== null && /^\d+$/.test(id) && /^\d+$/.test(lastId) && BigInt(id) <= BigInt(lastId);
+              if (id !== null && !seen) lastId = id;
+              if (event.data.length && !seen) {
+                wait = 500;
+                let data = event.data.join("\n");
+                try { data = JSON.parse(data); } catch (_) { /* text */ }
+                if (onEvent(event.event, data, id) === false || event.event === "end") { reader.cancel().catch(() => {}); return; }
+              }
+              event = { event: "message", data: [], id: null };
+            } else {
+              const colon = line.indexOf(":");
+              if (colon === 0) continue; // a comment: the keep-alive
+              const field = colon < 0 ? line : line.slice(0, colon);
+              const v = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+              if (field === "event") event.event = v;
+              else if (field === "data") event.data.push(v);
+              else if (field === "id" && !v.includes("\0")) event.id = v;
             }
-            event = { event: "message", data: "" };
-          } else if (line.startsWith("event:")) event.event = line.slice(6).trim();
-          else if (line.startsWith("data:")) event.data += line.slice(5).trim();
-          else if (line.startsWith("id:")) event.id = line.slice(3).trim();
+          }
         }
       }
-      return;
     } catch (e) {
       if (signal.aborted) return;
-      await new Promise((res) => setTimeout(res, 1000));
     }
+    await pause(wait, signal);
+    wait = Math.min(wait * 2, 15000);
   }
 }
 
-async function loadTasks() {
-  const list = await must("/tasks");
-  tasksById = new Map(list.tasks.map((t) => [t.id, t]));
-  return list.tasks;
+// The tasks, for their names. Without tasks:read (or when the API refuses
+// for another reason) null: the views show task ids instead.
+let tasksRefused = false;
+const taskLookups = new Map();
+async function loadTasks(optional = false) {
+  if (optional && !can("tasks:read")) { tasksRefused = true; return null; }
+  const r = await api("/tasks");
+  if (!r.ok) {
+    if (r.status === 403) tasksRefused = true;
+    if (optional) return null;
+    throw new Error((r.json && r.json.detail) || `${r.status} ${r.text}`);
+  }
+  tasksRefused = false;
+  tasksById = new Map(r.json.tasks.map((t) => [t.id, t]));
+  return r.json.tasks;
+}
+
+// A task created since the list was read: asked for once per id (by
+// whichever view meets it first); true when it is now known.
+function learnTask(id) {
+  if (!id || tasksById.has(id)) return Promise.resolve(tasksById.has(id));
+  if (tasksRefused) return Promise.resolve(false);
+  if (!taskLookups.has(id)) {
+    taskLookups.set(id, api(`/tasks/${id}`, { quiet: true }).then((r) => {
+      if (r.ok) tasksById.set(id, r.json);
+      else if (r.status === 403) tasksRefused = true;
+      return r.ok;
+    }, () => { taskLookups.delete(id); return false; }));
+  }
+  return taskLookups.get(id);
 }
 
 async function control(id, action, answerBox) {
@@ -203,12 +278,16 @@ function loginView(main, message) {
 
 // Board: executions by state, moved as their events arrive.
 async function boardView(main, signal, params) {
-  const tasks = await loadTasks();
+  // Without tasks:read the cards show task ids, and the filter takes one.
+  const tasks = await loadTasks(true);
   const filterTask = params.get("task") || "";
   const filterNs = params.get("namespace") || "";
-  const taskSelect = el("select", { id: "board-task", onchange: () => go("board", { task: taskSelect.value, namespace: filterNs }) },
-    el("option", { value: "" }, "all tasks"),
-    tasks.map((t) => el("option", { value: t.id, selected: t.id === filterTask }, `${t.namespace}/${t.name}`)));
+  const taskOption = (t) => el("option", { value: t.id, selected: t.id === filterTask }, `${t.namespace}/${t.name}`);
+  const taskSelect = tasks
+    ? el("select", { id: "board-task", onchange: () => go("board", { task: taskSelect.value, namespace: filterNs }) },
+      el("option", { value: "" }, "all tasks"), tasks.map(taskOption))
+    : el("input", { id: "board-task", value: filterTask, placeholder: "task id",
+      onchange: () => go("board", { task: taskSelect.value.trim(), namespace: filterNs }) });
   const nsInput = el("input", { id: "board-ns", value: filterNs, placeholder: "any",
     onchange: () => go("board", { task: filterTask, namespace: nsInput.value }) });
   const columns = new Map();
@@ -223,6 +302,7 @@ async function boardView(main, signal, params) {
       el("label", { for: "board-ns" }, "Namespace", nsInput)), board);
 
   const cards = new Map();
+  const learning = new Set();
   const column = (state) => (state === "KILLING" ? "KILLED" : state === "RESTARTED" ? "CREATED" : state);
   const counts = () => { for (const [, c] of columns) c.count.textContent = c.list.children.length; };
   const place = (e) => {
@@ -242,7 +322,7 @@ async function boardView(main, signal, params) {
       else actions.append(actionButton("Pause", "pause", () => control(e.id, "pause")));
     }
     fill(card, 
-      el("a", { href: `#/executions/${e.id}` }, taskName(e.task_id)),
+      el("a", { href: `#/executions/${e.id}`, title: `task ${e.task_id}` }, taskName(e.task_id)),
       el("div", { class: "meta" }, step ? `step ${step} · ` : "", e.attempt ? `attempt ${e.attempt} · ` : "",
         ago(e.created_at)),
       el("div", { class: "meta" }, e.id.slice(0, 13)),
@@ -250,6 +330,15 @@ async function boardView(main, signal, params) {
     const target = columns.get(column(state));
     if (target && card.parentElement !== target.list) target.list.prepend(card);
     counts();
+    // A task created since the board opened: its name, asked for once.
+    if (!tasksById.has(e.task_id) && !learning.has(e.task_id)) {
+      learning.add(e.task_id);
+      learnTask(e.task_id).then((found) => {
+        if (!found || signal.aborted) return;
+        if (tasks) taskSelect.append(taskOption(tasksById.get(e.task_id)));
+        for (const x of known.values()) if (x.task_id === e.task_id) place(x);
+      });
+    }
   };
   const query = new URLSearchParams({ limit: "200" });
   if (filterTask) query.set("task_id", filterTask);
@@ -289,7 +378,7 @@ async function boardView(main, signal, params) {
 
 // Grid: the executions table, a page at a time (the API's cursors).
 async function gridView(main, signal, params) {
-  await loadTasks();
+  await loadTasks(true);
   const f = {
     status: params.get("status") || "", task_id: params.get("task_id") || "",
     since: params.get("since") || "", until: params.get("until") || "", parent_id: params.get("parent_id") || "",
@@ -337,7 +426,7 @@ async function gridView(main, signal, params) {
       el("td", { title: e.ended_at || e.created_at }, ago(e.ended_at || e.created_at)),
       el("td", {}, e.current_step ? e.current_step.name : "", e.current_step && e.current_step.description ? el("div", { class: "muted" }, e.current_step.description) : null),
       el("td", {}, e.namespace),
-      el("td", {}, taskName(e.task_id)),
+      el("td", { title: e.task_id }, taskName(e.task_id)),
       el("td", {}, e.trigger),
       el("td", {}, ms(e.duration_ms)),
       el("td", {}, e.fuel_used ?? ""),
@@ -346,6 +435,11 @@ async function gridView(main, signal, params) {
   const head = el("tr", {}, columns.map(([key, title]) => el("th", { scope: "col", "aria-sort": sortKey === key ? "ascending" : sortKey === `-${key}` ? "descending" : null },
     el("button", { type: "button", onclick: () => { sortKey = sortKey === key ? `-${key}` : key; draw(); head.querySelectorAll("th").forEach((th, i) => th.setAttribute("aria-sort", columns[i][0] === sortKey.replace(/^-/, "") ? (sortKey.startsWith("-") ? "descending" : "ascending") : "none")); } }, title))));
   draw();
+  // Tasks created since the list was read: their names, then draw again.
+  const unknown = [...new Set(rows.map((e) => e.task_id))].filter((t) => !tasksById.has(t));
+  if (unknown.length) {
+    Promise.all(unknown.map(learnTask)).then((found) => { if (found.some(Boolean) && !signal.aborted) draw(); });
+  }
   const filters = Object.fromEntries(Object.entries(f).filter(([k, v]) => v && k !== "cursor" && k !== "back"));
   const backs = f.back ? f.back.split(",") : [];
   const pager = el("div", { class: "actions" },
@@ -356,26 +450,80 @@ async function gridView(main, signal, params) {
     } }, "← Newer"),
     el("button", { type: "button", id: "older", disabled: !r.json.next_cursor, onclick: () => go("grid", Object.assign({}, filters, { cursor: r.json.next_cursor, back: [...backs, f.cursor || ""].join(",") })) }, "Older →"),
     el("span", { class: "muted" }, `${rows.length} shown`),
-    el("button", { type: "button", onclick: () => download(`/executions?${exportQuery("csv")}`, "executions.csv") }, "Export CSV"),
-    el("button", { type: "button", onclick: () => download(`/executions?${exportQuery("json")}`, "executions.json") }, "Export JSON"));
-  function exportQuery(format) {
-    const q = new URLSearchParams(query);
-    q.set("format", format);
-    q.delete("fields");
-    q.set("limit", "1000");
-    return q;
-  }
+    el("button", { type: "button", id: "export-csv", onclick: () => exportAll(query, "csv", exported) }, "Export CSV"),
+    el("button", { type: "button", id: "export-json", onclick: () => exportAll(query, "json", exported) }, "Export JSON"));
+  const exported = el("p", { class: "answer", id: "export-answer", role: "status" });
   fill(main, el("h2", {}, "Executions"), form,
-    el("table", { "aria-label": "Executions" }, el("thead", {}, head), body), pager);
+    el("table", { "aria-label": "Executions" }, el("thead", {}, head), body), pager, exported);
 }
 
-async function download(path, name) {
-  const r = await fetch(API + path, { headers: { Authorization: `Bearer ${token()}` } });
-  const blob = await r.blob();
-  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+// Everything the grid's filter matches (not only the page shown), a
+// thousand at a time through the API's cursors, up to EXPORT_CAP rows;
+// `answer` says how many, that the cap was reached, or what went wrong.
+const EXPORT_CAP = 50000;
+async function exportAll(query, format, answer) {
+  if (answer.dataset.busy) return;
+  answer.dataset.busy = "true";
+  try {
+    await exportPages(query, format, answer);
+  } catch (e) {
+    fill(answer, el("span", { class: "problems", role: "alert" }, `Export failed: ${e.message || e}`));
+  } finally {
+    delete answer.dataset.busy;
+  }
+}
+
+async function exportPages(query, format, answer) {
+  const q = new URLSearchParams(query);
+  q.delete("cursor");
+  q.delete("fields");
+  const name = `executions.${format}`;
+  const parts = [];
+  let count = 0;
+  let cursor = null;
+  let capped = false;
+  answer.textContent = `Exporting ${name}…`;
+  for (;;) {
+    if (cursor) q.set("cursor", cursor);
+    q.set("limit", String(Math.min(1000, EXPORT_CAP - count)));
+    let page;
+    if (format === "json") {
+      const r = await api(`/executions?${q}`);
+      if (!r.ok) { fill(answer, el("span", { class: "problems", role: "alert" }, `Export failed: ${problem(r)}`)); return; }
+      page = r.json;
+      parts.push(...page.executions);
+      count += page.executions.length;
+    } else {
+      // A CSV page carries its next cursor in the X-Next-Cursor header.
+      const csv = await api(`/executions?${q}&format=csv`);
+      if (!csv.ok) { fill(answer, el("span", { class: "problems", role: "alert" }, `Export failed: ${problem(csv)}`)); return; }
+      page = { next_cursor: csv.headers.get("x-next-cursor") };
+      const lines = csv.text.split("\r\n").filter((line) => line !== "");
+      if (!parts.length) parts.push(lines[0]);
+      parts.push(...lines.slice(1));
+      count += lines.length - 1;
+    }
+    cursor = page.next_cursor;
+    if (!cursor) break;
+    if (count >= EXPORT_CAP) { capped = true; break; }
+    answer.textContent = `Exporting ${name}… ${count} executions so far`;
+  }
+  const blob = format === "json"
+    ? new Blob([JSON.stringify({ executions: parts, next_cursor: capped ? cursor : null }, null, 2)], { type: "application/json" })
+    : new Blob([parts.map((line) => `${line}\r\n`).join("")], { type: "text/csv" });
+  save(blob, name);
+  answer.textContent = capped
+    ? `Exported the newest ${count} executions to ${name}: capped at ${EXPORT_CAP}; narrow the filter (since, until) for the rest.`
+    : `Exported ${count} executions to ${name}.`;
+}
+
+function save(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
   document.body.append(a);
   a.click();
   a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 // Execution detail: everything the API says of one execution, logs live.
@@ -394,10 +542,14 @@ async function detailView(main, signal, id) {
     el("h3", {}, "Logs"), logs,
     el("div", { class: "grid2" }, el("section", {}, el("h3", {}, "Metrics"), metrics), el("section", {}, el("h3", {}, "Media"), media)),
     el("div", { class: "grid2" }, el("section", {}, el("h3", {}, "Dataset rows"), dataset), el("section", {}, el("h3", {}, "Parent and children"), family)));
-  if (!tasksById.size) await loadTasks().catch(() => {});
+  if (!tasksById.size) await loadTasks(true).catch(() => null);
 
+  // Read again on each event: an answer older than one shown is dropped.
+  let refreshRun = 0;
   async function refresh() {
-    const r = await api(`/executions/${id}`);
+    const run = ++refreshRun;
+    const r = await api(`/executions/${id}`, { signal });
+    if (run !== refreshRun || signal.aborted) return null;
     if (!r.ok) { fill(header, el("h2", {}, "Execution"), el("p", { class: "problems", role: "alert" }, r.json ? r.json.detail : r.text)); return null; }
     const e = r.json;
     const buttons = el("div", { class: "actions" },
@@ -406,7 +558,8 @@ async function detailView(main, signal, id) {
         if (a === "replay" && res.ok) location.hash = `#/executions/${res.json.id}`;
         refresh();
       })));
-    fill(header, 
+    if (!tasksById.has(e.task_id)) learnTask(e.task_id).then((found) => (found && !signal.aborted ? refresh() : null)).catch(() => {});
+    fill(header,
       el("h2", {}, `${taskName(e.task_id)} `, badge(e.state)),
       el("p", { class: "muted" }, `${e.id} · ${e.namespace} · ${e.trigger} · created ${e.created_at}`,
         e.duration_ms ? ` · ${ms(e.duration_ms)}` : "", e.error ? el("div", { class: "problems" }, `${e.error.kind}: ${e.error.message}`) : null),
@@ -434,6 +587,7 @@ async function detailView(main, signal, id) {
   }
   const e = await refresh();
   if (!e) return;
+  const quietly = (p) => p.catch((err) => { if (!signal.aborted) toast(String(err.message || err)); });
 
   // Logs, live until the execution ends.
   follow(`/executions/${id}/logs?follow=true`, (kind, line) => {
@@ -445,36 +599,78 @@ async function detailView(main, signal, id) {
   // Anything else that changes: read the execution again.
   let pending = null;
   follow(`/executions/${id}/events?follow=true`, (kind) => {
-    if (kind === "event" && !pending) pending = setTimeout(() => { pending = null; refresh().then(extras); }, 200);
-    if (kind === "end") setTimeout(() => refresh().then(extras), 100);
+    if (kind === "event" && !pending) pending = setTimeout(() => { pending = null; quietly(refresh().then(extras)); }, 200);
+    if (kind === "end") setTimeout(() => quietly(refresh().then(extras)), 100);
   }, signal);
 
+  // Metrics, media, dataset rows and family, again on each event. Runs
+  // overlap: the latest wins (an older one drops its answers), each part is
+  // replaced at once, built off the page, and media links are signed only
+  // when the media listed change (no flicker, no new links per event; runs
+  // that meet the same change share one signing).
+  let extrasRun = 0;
+  let mediaShown = null; // the ids of the media shown
+  let mediaSigning = null; // { ids, figures: a promise } under way
   async function extras() {
-    const m = await api(`/executions/${id}/metrics`);
+    const run = ++extrasRun;
+    const stale = () => run !== extrasRun || signal.aborted;
+    const [m, list, rows, kids] = await Promise.all([
+      api(`/executions/${id}/metrics`, { signal }),
+      api(`/executions/${id}/media`, { signal }),
+      api(`/executions/${id}/dataset?limit=50`, { signal }),
+      api(`/executions?parent_id=${id}&limit=100&fields=id,state,task_id`, { signal }),
+    ]);
+    if (stale()) return;
     if (m.ok) fill(metrics, metricChart(m.json.metrics));
-    const list = await api(`/executions/${id}/media`);
-    if (list.ok) {
-      fill(media, ...(list.json.media.length ? [] : [el("p", { class: "muted" }, "none")]));
-      for (const item of list.json.media) {
-        const link = await api(`/media/${item.id}/link?expires_in=1h`);
-        // The link's path and query: this page's own origin, however it was reached.
-        const url = link.ok ? (() => { const u = new URL(link.json.url); return u.pathname + u.search; })() : "#";
-        media.append(el("figure", {},
-          item.content_type.startsWith("image/") ? el("img", { src: url, alt: item.name }) : null,
-          el("figcaption", {}, el("a", { href: url, download: item.name }, item.name), ` · ${item.content_type} · ${item.size} bytes`)));
-      }
-    }
-    const rows = await api(`/executions/${id}/dataset?limit=50`);
     if (rows.ok && rows.json && rows.json.rows) {
       fill(dataset, rows.json.rows.length ? el("pre", {}, rows.json.rows.map((r) => JSON.stringify(r.data)).join("\n")) : el("p", { class: "muted" }, "none"));
     }
-    const kids = await api(`/executions?parent_id=${id}&limit=100&fields=id,state,task_id`);
-    fill(family, 
+    fill(family,
       e.parent_id ? el("p", {}, "Parent: ", el("a", { href: `#/executions/${e.parent_id}` }, e.parent_id)) : el("p", { class: "muted" }, "No parent"),
       e.replay_of ? el("p", {}, "Replay of: ", el("a", { href: `#/executions/${e.replay_of}` }, e.replay_of)) : null,
       kids.ok && kids.json.executions.length ? el("ul", {}, kids.json.executions.map((k) => el("li", {}, badge(k.state), " ", el("a", { href: `#/executions/${k.id}` }, `${taskName(k.task_id)} ${k.id.slice(0, 13)}`)))) : el("p", { class: "muted" }, "No children"));
+    if (!list.ok) { if (mediaShown === null) fill(media, el("p", { class: "problems" }, problem(list))); return; }
+    const ids = list.json.media.map((x) => x.id).join(",");
+    if (ids === mediaShown) return;
+    if (!mediaSigning || mediaSigning.ids !== ids) {
+      const signing = { ids };
+      signing.figures = mediaFigures(list.json.media, signal)
+        .catch((err) => { if (mediaSigning === signing) mediaSigning = null; throw err; });
+      mediaSigning = signing;
+    }
+    const figures = await mediaSigning.figures;
+    if (stale()) return;
+    fill(media, figures);
+    mediaShown = ids;
+    mediaSigning = null;
+    media.dataset.count = String(list.json.media.length);
   }
-  extras();
+  quietly(extras());
+}
+
+// Media: images previewed and everything downloadable through signed links
+// (GET /media/{id}/link, which needs media:read); without that scope, or
+// when a link is refused, listed but disabled, saying why.
+async function mediaFigures(items, signal) {
+  if (!items.length) return [el("p", { class: "muted" }, "none")];
+  const lacking = can("media:read") ? null : "this token lacks the scope media:read";
+  const links = lacking ? [] : await Promise.all(items.map((item) => api(`/media/${item.id}/link?expires_in=1h`, { signal })));
+  const figures = items.map((item, i) => {
+    const link = links[i];
+    const about = ` · ${item.content_type} · ${item.size} bytes`;
+    const why = lacking || (link.ok ? null : `its link was refused: ${problem(link)}`);
+    if (why) {
+      return el("figure", { class: "disabled" }, el("figcaption", {},
+        el("span", { class: "name", "aria-disabled": "true", title: why, "aria-label": `${item.name} (${why})` }, item.name), about));
+    }
+    // The link's path and query: this page's own origin, however it was reached.
+    const u = new URL(link.json.url);
+    const url = u.pathname + u.search;
+    return el("figure", {},
+      item.content_type.startsWith("image/") ? el("img", { src: url, alt: item.name }) : null,
+      el("figcaption", {}, el("a", { href: url, download: item.name }, item.name), about));
+  });
+  return [lacking ? el("p", { class: "muted" }, `No previews or downloads: ${lacking}.`) : null, figures];
 }
 
 function metricChart(list) {
@@ -580,16 +776,25 @@ async function pluginsView(main) {
     const q = new URLSearchParams({ name: name.value });
     if (version.value) q.set("version", version.value);
     const r = await api(`/plugins?${q}`, { method: "POST", body: bytes, headers: { "Content-Type": "application/wasm" } });
-    if (r.ok) { fill(answer, el("p", {}, `${r.status === 201 ? "Uploaded" : "Already there"}: ${r.json.name} ${r.json.id}`)); pluginsView(main); }
-    else fill(answer, el("p", { class: "problems", role: "alert" }, `${r.status}: ${r.json ? r.json.detail : r.text}`),
+    if (r.ok) {
+      // The answer stays; only the table is read again.
+      fill(answer, el("p", {}, `${r.status === 201 ? "Uploaded" : "Already there"}: ${r.json.name} ${r.json.id}`));
+      const again = await api("/plugins");
+      if (again.ok) table.replaceWith(table = pluginTable(again.json.plugins));
+    } else fill(answer, el("p", { class: "problems", role: "alert" }, `${r.status}: ${r.json ? r.json.detail : r.text}`),
       r.json && r.json.problems ? el("ul", { class: "problems" }, r.json.problems.map((p) => el("li", {}, p))) : null);
   } },
   el("label", { for: "p-name" }, "Name", name), el("label", { for: "p-version" }, "Version", version),
   el("label", { for: "p-file" }, "Component (.wasm)", file), upload);
-  fill(main, el("h2", {}, "Plugins"), form, answer, el("table", { "aria-label": "Plugins" },
+  let table = pluginTable(list.plugins);
+  fill(main, el("h2", {}, "Plugins"), form, answer, table);
+}
+
+function pluginTable(plugins) {
+  return el("table", { "aria-label": "Plugins" },
     el("thead", {}, el("tr", {}, ["Name", "Version", "Namespace", "Digest", "Size", "Uploaded"].map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, list.plugins.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.version || ""), el("td", {}, p.namespace),
-      el("td", {}, el("code", {}, p.id.slice(0, 19))), el("td", {}, `${Math.round(p.size / 1024)} KiB`), el("td", {}, ago(p.created_at)))))));
+    el("tbody", {}, plugins.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.version || ""), el("td", {}, p.namespace),
+      el("td", {}, el("code", {}, p.id.slice(0, 19))), el("td", {}, `${Math.round(p.size / 1024)} KiB`), el("td", {}, ago(p.created_at))))));
 }
 
 // Overview: figures over time from the analytics API.
@@ -671,14 +876,23 @@ async function render() {
   const signal = live.signal;
   const main = document.getElementById("main");
   const who = document.getElementById("who");
-  if (!token()) { who.textContent = ""; loginView(main); return; }
   if (!me) {
+    // Asked without a token too: a server run with --no-auth answers, and
+    // then there is nothing to sign in with.
+    const sent = token();
     const r = await api("/whoami", { quiet: true });
-    if (!r.ok) { sessionStorage.removeItem(TOKEN_KEY); loginView(main, r.json ? r.json.detail : "the token was refused"); return; }
+    if (signal.aborted) return;
+    if (!r.ok) {
+      who.textContent = "";
+      if (token() === sent) forget();
+      loginView(main, sent ? (r.json ? r.json.detail : "the token was refused") : null);
+      return;
+    }
     me = r.json;
   }
   fill(who, `${me.namespace ? `namespace ${me.namespace}` : "admin"} · ${me.scopes.join(", ")} `,
-    el("button", { type: "button", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); me = null; render(); } }, "Sign out"));
+    token() ? el("button", { type: "button", onclick: () => { forget(); render(); } }, "Sign out")
+      : el("span", { id: "no-auth" }, "· no token needed (auth is off)"));
   const [path, query] = (location.hash.slice(1) || "/board").split("?");
   const parts = path.split("/").filter(Boolean);
   const params = new URLSearchParams(query || "");
@@ -696,11 +910,14 @@ async function render() {
     else if (view === "plugins") await pluginsView(main);
     else if (view === "overview") await overviewView(main);
     else fill(main, el("h2", {}, "Not found"), el("p", {}, el("a", { href: "#/board" }, "Back to the board")));
-    main.dataset.view = view;
-    main.dataset.ready = "true";
   } catch (e) {
+    if (signal.aborted) return;
     fill(main, el("h2", {}, "Something went wrong"), el("p", { class: "problems", role: "alert" }, String(e.message || e)));
   }
+  // Ready, whether the view loaded or says what went wrong.
+  if (signal.aborted) return;
+  main.dataset.view = view;
+  main.dataset.ready = "true";
 }
 
 window.addEventListener("hashchange", () => { document.getElementById("main").dataset.ready = "false"; render(); });

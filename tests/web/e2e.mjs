@@ -8,9 +8,13 @@
 // each view goes to target/web-screenshots/ (SCREENSHOTS overrides).
 //
 // Run from the repository root: node tests/web/e2e.mjs (WARD_BIN, CHROMIUM
-// override the binaries). Exits non-zero on the first failure.
+// override the binaries). WEB_DIR=host/web serves the page from those files
+// instead of the ones built into the binary (a proxy in front of the
+// server), to try a change to the page without building. Exits non-zero on
+// the first failure.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -20,6 +24,7 @@ const root = resolve(new URL("../..", import.meta.url).pathname);
 const bin = process.env.WARD_BIN || join(root, "target/debug/ward");
 const shots = process.env.SCREENSHOTS || join(root, "target/web-screenshots");
 const data = mkdtempSync(join(tmpdir(), "ward-web-"));
+const webDir = process.env.WEB_DIR ? resolve(process.env.WEB_DIR) : null;
 mkdirSync(shots, { recursive: true });
 
 function fail(message) {
@@ -34,17 +39,52 @@ function check(cond, message) {
 }
 
 // ---- the server ----------------------------------------------------------
-const server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-  "--plugins", join(root, "plugins/target/wasm32-wasip2/release")], { stdio: ["ignore", "pipe", "inherit"] });
-const base = await new Promise((res, rej) => {
-  const lines = createInterface({ input: server.stdout });
-  const timer = setTimeout(() => rej(new Error("ward serve did not start")), 120000);
-  lines.on("line", (line) => {
-    const m = line.match(/^Ward is serving on (http:\/\/\S+)/);
-    if (m) { clearTimeout(timer); res(m[1]); }
+const stops = [];
+// `ward serve` with these arguments; its URL, and the page's (the same, or
+// the WEB_DIR proxy's).
+async function serve(args) {
+  const proc = spawn(bin, ["serve", "--listen", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  stops.push(() => proc.kill("SIGTERM"));
+  const url = await new Promise((res, rej) => {
+    const lines = createInterface({ input: proc.stdout });
+    const timer = setTimeout(() => rej(new Error("ward serve did not start")), 120000);
+    lines.on("line", (line) => {
+      const m = line.match(/^Ward is serving on (http:\/\/\S+)/);
+      if (m) { clearTimeout(timer); res(m[1]); }
+    });
+    proc.on("exit", (code) => rej(new Error(`ward serve exited ${code}`)));
   });
-  server.on("exit", (code) => rej(new Error(`ward serve exited ${code}`)));
-});
+  return { url, page: webDir ? await fromDisk(url) : url };
+}
+
+// A proxy to `upstream` that answers the page's three files from WEB_DIR.
+async function fromDisk(upstream) {
+  const up = new URL(upstream);
+  const files = { "/": ["index.html", "text/html"], "/ui/app.js": ["app.js", "text/javascript"], "/ui/app.css": ["app.css", "text/css"] };
+  const proxy = http.createServer((req, res) => {
+    const file = req.method === "GET" && files[req.url.split("?")[0]];
+    if (file) {
+      res.writeHead(200, { "Content-Type": `${file[1]}; charset=utf-8`, "Cache-Control": "no-cache",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'" });
+      res.end(readFileSync(join(webDir, file[0])));
+      return;
+    }
+    const out = http.request({ host: up.hostname, port: up.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    out.on("error", () => res.destroy());
+    res.on("close", () => out.destroy());
+    req.pipe(out);
+  });
+  await new Promise((res) => proxy.listen(0, "127.0.0.1", res));
+  stops.push(() => { proxy.closeAllConnections(); proxy.close(); });
+  return `http://127.0.0.1:${proxy.address().port}`;
+}
+
+const served = await serve(["--data-dir", data, "--plugins", join(root, "plugins/target/wasm32-wasip2/release")]);
+const base = served.url; // the API, for the test's own calls
+const web = served.page; // where the browser goes
 const admin = readFileSync(join(data, "admin.token"), "utf8").trim();
 
 async function api(path, opts = {}) {
@@ -82,6 +122,13 @@ try {
   await task({ name: "talker", action: "chaos", input: { mode: "talk", lines: 30, ms: 300 } });
   await task({ name: "sleeper", action: "chaos", input: { mode: "sleep", ms: 600000 } });
   await task({ name: "thumb", action: "thumbnail", input: { image_base64: png, width: 64, height: 64 } });
+  // The README's worked example: an execution with two media objects.
+  await task({ name: "word-report", steps: [
+    { name: "split", action: "split-text", input: { text: "{{ inputs.text }}", parts: 4 } },
+    { name: "count", for_each: { items: "steps.split.outputs.parts", concurrency: 4,
+      step: { action: "word-count", input: { text: "{{ item }}", top: 100 } } } },
+    { name: "merge", action: "merge-counts", input: { counts: "{{ steps.count.outputs }}" } },
+  ] });
   await task({ name: "greet", action: "hello", input: { name: "page" },
     input_schema: { type: "object", properties: { name: { type: "string", description: "who to greet" } }, required: ["name"] } });
   // Enough executions for more than one page of the grid (50 a page).
@@ -92,13 +139,26 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  const missing = []; // answers 404: none expected (no favicon asked for)
+  page.on("response", (r) => { if (r.status() === 404) missing.push(r.url()); });
+  const links = []; // the media links the page asks for
+  page.on("request", (r) => { if (/\/media\/[^/]+\/link\b/.test(r.url())) links.push(r.url()); });
+  // Signs in afresh with `secret` at `hash`.
+  const signIn = async (secret, hash) => {
+    await page.evaluate(() => sessionStorage.clear());
+    await page.goto(`${web}/${hash}`);
+    await page.reload();
+    await page.waitForSelector("#token");
+    await page.fill("#token", secret);
+    await page.click("button[type=submit]");
+  };
   const ready = async (view) => {
     await page.waitForSelector(`main[data-ready="true"][data-view="${view}"]`, { timeout: 20000 });
   };
   const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 
   // Nothing shows without a token; a wrong one is refused.
-  await page.goto(`${base}/`);
+  await page.goto(`${web}/`);
   await page.waitForSelector("#token");
   check(await page.locator("main h2").textContent() === "Sign in", "the page asks for a token first");
   await page.fill("#token", "ward_wrong");
@@ -112,12 +172,12 @@ try {
 
   // Trigger from the page (the task's input form), then watch the card.
   const nap = (await api("/tasks/nap")).json;
-  await page.goto(`${base}/#/tasks/${nap.id}`);
+  await page.goto(`${web}/#/tasks/${nap.id}`);
   await page.waitForSelector("#input-json");
   await page.click("form button[type=submit]");
   await page.waitForURL(/#\/executions\//);
   const napId = page.url().split("/executions/")[1];
-  await page.goto(`${base}/#/board`);
+  await page.goto(`${web}/#/board`);
   await ready("board");
   const card = page.locator(`.card[data-id="${napId}"]`);
   await card.waitFor({ timeout: 20000 });
@@ -126,6 +186,13 @@ try {
   await page.waitForSelector(`.cards[data-state="SUCCESS"] .card[data-id="${napId}"]`, { timeout: 30000 });
   check(true, "the card moved to Succeeded when the execution ended, with no reload");
   await shot("board");
+  // A task created after the board opened shows by its name, not its id.
+  await task({ name: "latecomer", action: "hello", input: { name: "late" } });
+  const late = (await api("/tasks/latecomer/executions", { method: "POST", json: {} })).json;
+  const lateCard = page.locator(`.card[data-id="${late.id}"] a`);
+  await lateCard.waitFor({ timeout: 20000 });
+  await until("the new task's name shows", async () => (await lateCard.textContent()) === "latecomer", 10000);
+  check(true, "a card of a task created after the board opened shows the task's name");
   // Open the detail from the card.
   await card.locator("a").click();
   await ready("executions");
@@ -134,7 +201,7 @@ try {
 
   // Detail: a log line appears live.
   const talk = (await api("/tasks/talker/executions", { method: "POST", json: {} })).json;
-  await page.goto(`${base}/#/executions/${talk.id}`);
+  await page.goto(`${web}/#/executions/${talk.id}`);
   await ready("executions");
   await page.waitForSelector("pre.logs div", { timeout: 20000 });
   const before = await page.locator("pre.logs div").count();
@@ -145,7 +212,7 @@ try {
   // Cancel a running execution from its detail.
   const sleep = (await api("/tasks/sleeper/executions", { method: "POST", json: {} })).json;
   await until("the sleeper runs", async () => (await api(`/executions/${sleep.id}`)).json.state === "RUNNING");
-  await page.goto(`${base}/#/executions/${sleep.id}`);
+  await page.goto(`${web}/#/executions/${sleep.id}`);
   await ready("executions");
   await page.click("button:has-text('Cancel')");
   await page.waitForSelector(".answer:has-text('cancel: 200')");
@@ -155,7 +222,7 @@ try {
   // An image media object is previewed inline.
   const thumb = (await api("/tasks/thumb/executions?wait=30s", { method: "POST", json: {} })).json;
   check(thumb.state === "SUCCESS", `the thumbnail ran (${thumb.state})`);
-  await page.goto(`${base}/#/executions/${thumb.id}`);
+  await page.goto(`${web}/#/executions/${thumb.id}`);
   await ready("executions");
   const img = page.locator(".media img");
   await img.waitFor({ timeout: 20000 });
@@ -163,13 +230,35 @@ try {
   check(true, "the image media is previewed inline");
   await shot("detail-media");
 
+  // Media are listed once each and their links signed once, however many
+  // events (here: the whole stored feed, replayed on opening) re-read them.
+  const report = (await api("/tasks/word-report/executions?wait=30s", { method: "POST",
+    json: { input: { text: "one two three four five six seven eight one two" } } })).json;
+  const reportMedia = (await api(`/executions/${report.id}/media`)).json.media;
+  check(report.state === "SUCCESS" && reportMedia.length >= 2, `the word report ran with ${reportMedia.length} media (${report.state})`);
+  links.length = 0;
+  await page.goto(`${web}/#/executions/${report.id}`);
+  await ready("executions");
+  await page.waitForSelector(`.media[data-count="${reportMedia.length}"]`, { timeout: 20000 });
+  await page.waitForTimeout(1500); // the replayed events' re-reads
+  const names = await page.locator(".media figcaption a").allTextContents();
+  check(names.length === reportMedia.length && new Set(names).size === names.length,
+    `each media object is listed once (${names.join(", ")})`);
+  check(links.length === reportMedia.length, `each media link is signed once (${links.length} for ${reportMedia.length})`);
+
   // The grid pages with the API's cursors.
-  await page.goto(`${base}/#/grid`);
+  await page.goto(`${web}/#/grid`);
   await ready("grid");
   const rows = await page.locator("tbody tr").count();
   check(rows === 50, `the grid shows a page of 50 (${rows})`);
   const firstId = await page.locator("tbody tr td:last-child").first().textContent();
   await shot("grid");
+  // Export: everything the filter matches, not only this page.
+  const total = (await api("/executions?limit=1000&fields=id")).json.executions.length;
+  const [csv] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+  const csvRows = readFileSync(await csv.path(), "utf8").split("\r\n").filter(Boolean);
+  check(csvRows[0].startsWith("id,") && csvRows.length - 1 >= total, `Export CSV saves every execution (${csvRows.length - 1} of ${total})`);
+  await page.waitForSelector("#export-answer:has-text('Exported')");
   await page.click("#older");
   await ready("grid");
   const nextFirst = await page.locator("tbody tr td:last-child").first().textContent();
@@ -179,12 +268,12 @@ try {
   check(await page.locator("tbody tr td:last-child").first().textContent() === firstId, "Newer goes back");
 
   // Tasks, a task's generated form, plugins.
-  await page.goto(`${base}/#/tasks`);
+  await page.goto(`${web}/#/tasks`);
   await ready("tasks");
   check((await page.locator("tbody tr").count()) >= 5, "tasks are listed");
   await shot("tasks");
   const greet = (await api("/tasks/greet")).json;
-  await page.goto(`${base}/#/tasks/${greet.id}`);
+  await page.goto(`${web}/#/tasks/${greet.id}`);
   await page.waitForSelector("#in-name");
   check(true, "a task with an input schema gets a form field per property");
   await page.fill("#in-name", "Form");
@@ -200,7 +289,7 @@ try {
 
   const junk = join(data, "junk.wasm");
   writeFileSync(junk, "not a component");
-  await page.goto(`${base}/#/plugins`);
+  await page.goto(`${web}/#/plugins`);
   await ready("plugins");
   await page.fill("#p-name", "junk");
   await page.setInputFiles("#p-file", junk);
@@ -209,8 +298,15 @@ try {
   const said = await page.locator(".answer").textContent();
   check(said.includes("422") && (await page.locator(".answer ul.problems li").count()) > 0, "a refused upload shows the validation problems");
   await shot("plugins");
+  // A good upload's answer stays, with the table read again.
+  await page.fill("#p-name", "noop-copy");
+  await page.setInputFiles("#p-file", join(root, "plugins/target/wasm32-wasip2/release/noop.wasm"));
+  await page.click("form button[type=submit]");
+  await page.waitForSelector("table[aria-label=Plugins] td:text-is('noop-copy')", { timeout: 20000 });
+  check(/(Uploaded|Already there): noop-copy/.test(await page.locator(".answer").textContent()),
+    "a successful upload says so and the table lists the plugin");
 
-  await page.goto(`${base}/#/overview`);
+  await page.goto(`${web}/#/overview`);
   await ready("overview");
   check((await page.locator("svg.chart").count()) === 4, "the overview draws its four charts");
   await shot("overview");
@@ -218,7 +314,7 @@ try {
   // A token without a scope sees the buttons it cannot use disabled.
   const reader = (await api("/tokens", { method: "POST", json: { namespace: "default", scopes: ["executions:read", "tasks:read"] } })).json;
   await page.evaluate(() => sessionStorage.clear());
-  await page.goto(`${base}/#/executions/${sleep.id}`);
+  await page.goto(`${web}/#/executions/${sleep.id}`);
   await page.reload();
   await page.waitForSelector("#token");
   await page.fill("#token", reader.secret);
@@ -227,9 +323,36 @@ try {
   const cancel = page.locator("button:has-text('Cancel')");
   check(await cancel.isDisabled(), "Cancel is disabled for a token without executions:control");
   check((await cancel.getAttribute("title")).includes("executions:control"), "and says which scope it lacks");
+  // Without media:read the media are listed, disabled, saying why: no
+  // links to nowhere, no image that never loads.
+  links.length = 0;
+  await page.goto(`${web}/#/executions/${thumb.id}`);
+  await ready("executions");
+  const locked = page.locator(".media [aria-disabled=true]");
+  await locked.first().waitFor({ timeout: 20000 });
+  check((await locked.count()) === 1 && (await locked.getAttribute("title")) === "this token lacks the scope media:read",
+    "media are disabled for a token without media:read, saying why");
+  check((await page.locator(".media img, .media a").count()) === 0 && links.length === 0,
+    "and no image, link or link request is made");
+
+  // Without tasks:read the board and the grid show task ids; a view that
+  // fails says why and is ready all the same.
+  const bare = (await api("/tokens", { method: "POST", json: { namespace: "default", scopes: ["executions:read"] } })).json;
+  await signIn(bare.secret, "#/board");
+  await ready("board");
+  check((await page.locator(`.card[data-id="${napId}"] a`).textContent()) === `task …${nap.id.slice(-8)}`,
+    "the board opens without tasks:read, cards showing task ids");
+  await page.goto(`${web}/#/grid`);
+  await ready("grid");
+  check((await page.locator("tbody tr").count()) === 50, "so does the grid");
+  await page.goto(`${web}/#/tasks`);
+  await ready("tasks");
+  check((await page.locator("main [role=alert]").count()) === 1, "a view the token may not read says why, and is ready");
+  await signIn(reader.secret, "#/board");
+  await ready("board");
 
   // Keyboard: from a fresh load, Tab reaches the skip link, then the views.
-  await page.goto(`${base}/#/board`);
+  await page.goto(`${web}/#/board`);
   await page.reload();
   await ready("board");
   await page.keyboard.press("Tab");
@@ -241,8 +364,20 @@ try {
   await ready("grid");
   check(true, "a view is opened from the keyboard");
   check(errors.length === 0, `no script errors (${errors.join("; ")})`);
+  check(missing.length === 0, `nothing the page asked for was missing (${missing.join(", ")})`);
+
+  // A server run with --no-auth needs no sign-in.
+  mkdirSync(join(data, "open-plugins"));
+  const open = await serve(["--data-dir", join(data, "open"), "--plugins", join(data, "open-plugins"), "--no-auth"]);
+  const fresh = await browser.newPage();
+  fresh.on("pageerror", (e) => errors.push(String(e)));
+  await fresh.goto(`${open.page}/`);
+  await fresh.waitForSelector('main[data-ready="true"][data-view="board"]', { timeout: 20000 });
+  check((await fresh.locator("#token").count()) === 0 && (await fresh.locator("#no-auth").count()) === 1,
+    "with --no-auth the board opens without asking for a token");
+  check(errors.length === 0, `still no script errors (${errors.join("; ")})`);
 } finally {
   if (browser) await browser.close();
-  server.kill("SIGTERM");
+  for (const stop of stops) stop();
   rmSync(data, { recursive: true, force: true });
 }

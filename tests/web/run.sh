@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # The web page's end-to-end tests (tests/web/e2e.mjs) in headless Chromium:
-# installs Debian's chromium (apt, as root or through sudo) and
-# playwright-core (npm, pinned by package-lock.json) when missing, then runs
+# installs Debian's chromium, nodejs and npm (apt, as root or through sudo)
+# and playwright-core (npm, pinned by package-lock.json) when missing, then runs
 # them against target/debug/ward (WARD_BIN overrides). Screenshots go to
 # target/web-screenshots/. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-chromium=${CHROMIUM:-/usr/bin/chromium}
-if [ ! -x "$chromium" ]; then
+# Debian packages through apt-get, as root or through sudo; a clear error
+# otherwise. Tries the package lists as they are first, then updates them.
+apt_install() {
+  local apt
   if [ "$(id -u)" = 0 ]; then
     apt=(apt-get)
   elif command -v sudo >/dev/null; then
     apt=(sudo apt-get)
   else
-    echo "chromium is missing and cannot be installed (not root, no sudo): apt-get install chromium" >&2
+    echo "$* missing and cannot be installed (not root, no sudo): apt-get install $*" >&2
     exit 1
   fi
-  "${apt[@]}" install -y --no-install-recommends chromium || {
+  "${apt[@]}" install -y --no-install-recommends "$@" || {
     "${apt[@]}" update
-    "${apt[@]}" install -y --no-install-recommends chromium
+    "${apt[@]}" install -y --no-install-recommends "$@"
   }
+}
+
+chromium=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$chromium" ]; then
+  apt_install chromium
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
 fi
 if [ ! -d tests/web/node_modules/playwright-core ]; then
   (cd tests/web && npm ci --no-audit --no-fund)

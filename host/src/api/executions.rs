@@ -293,10 +293,10 @@ pub(super) fn instant(name: &str, v: Option<&str>) -> Result<Option<String>, Api
 #[utoipa::path(get, path = "/executions", tag = "executions",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of executions (format=json), or the same as CSV", content(
+        (status = 200, description = "A page of executions (format=json), or the same as CSV (its next page's cursor in the X-Next-Cursor header)", content(
             (ExecutionPage = "application/json"),
             (String = "text/csv"),
-        )),
+        ), headers(("x-next-cursor" = String, description = "format=csv: the next page's cursor; absent on the last page"))),
         (status = 400, description = "A bad query value or cursor", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "`task_id` names no task in `namespace`", body = Problem, content_type = PROBLEM_JSON),
     ))]
@@ -367,6 +367,9 @@ pub async fn list(
                 "started_at",
                 "ended_at",
                 "duration_ms",
+                "namespace",
+                "parent_id",
+                "fuel_used",
             ];
             w.write_record(header).map_err(csv_failed)?;
             for e in &list {
@@ -379,14 +382,26 @@ pub async fn list(
                     e.started_at.as_deref().unwrap_or_default(),
                     e.ended_at.as_deref().unwrap_or_default(),
                     &e.duration_ms.map(|d| format!("{d:.3}")).unwrap_or_default(),
+                    e.namespace.as_str(),
+                    e.parent_id.as_deref().unwrap_or_default(),
+                    &e.fuel_used.to_string(),
                 ])
                 .map_err(csv_failed)?;
             }
             let out = csv_text(w)?;
-            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+            // CSV has no room for the cursor: the next page's is a header.
+            let mut response =
+                ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response();
+            if let Some(next) = next.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+                response.headers_mut().insert(NEXT_CURSOR, next);
+            }
+            Ok(response)
         }
     }
 }
+
+/// The header a CSV page of executions carries its `next_cursor` in.
+pub const NEXT_CURSOR: header::HeaderName = header::HeaderName::from_static("x-next-cursor");
 
 /// RFC 4180 CSV with CRLF line ends, quoting only what needs it.
 fn csv_writer() -> csv::Writer<Vec<u8>> {
