@@ -16,6 +16,17 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// Asserts the command exited 0, showing its stderr when it did not.
+#[track_caller]
+fn succeeded(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
@@ -45,12 +56,7 @@ async fn the_cli_drives_plugins_tasks_and_executions() {
                 "--json",
             ],
         );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         assert!(json(&out)["id"].as_str().unwrap().starts_with("sha256:"));
     }
     let out = ward(
@@ -78,12 +84,7 @@ async fn the_cli_drives_plugins_tasks_and_executions() {
     )
     .unwrap();
     let out = ward(&s, &["task", "create", "-f", yaml.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"name": "bad name", "action": "missing"}"#).unwrap();
     let out = ward(&s, &["task", "create", "-f", bad.to_str().unwrap()]);
@@ -98,12 +99,7 @@ async fn the_cli_drives_plugins_tasks_and_executions() {
 
     // Start and wait; get; logs; list with a status filter.
     let out = ward(&s, &["execution", "start", "greet", "--wait", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let e = json(&out);
     assert_eq!(e["state"], "SUCCESS");
     assert_eq!(e["trigger"], "cli");
@@ -173,24 +169,14 @@ async fn the_cli_drives_plugins_tasks_and_executions() {
     s.wait_for(&sleeper, "RUNNING", std::time::Duration::from_secs(30))
         .await;
     let out = ward(&s, &["execution", "cancel", &sleeper]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     s.wait_for(&sleeper, "KILLED", std::time::Duration::from_secs(30))
         .await;
     let out = ward(&s, &["execution", "cancel", &sleeper]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
     let out = ward(&s, &["execution", "restart", &sleeper, "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 
     let out = ward(&s, &["execution", "watch", &id]);
     assert_eq!(out.status.code(), Some(0));
@@ -233,12 +219,7 @@ async fn watch_prints_each_pushed_change_and_log_line_until_the_end() {
         .await;
     // Not a terminal: one line per change, and every log line.
     let out = ward(&s, &["execution", "watch", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let text = stdout(&out);
     let steps: Vec<usize> = (0..4)
         .map(|i| {
@@ -389,12 +370,7 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
             "30d",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let secret = stdout(&out).trim().to_string();
     assert!(secret.starts_with("ward_"), "{secret}");
     let as_acme = |args: &[&str]| {
@@ -407,12 +383,7 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
     };
     // Its namespace holds no tasks (the example is in default).
     let out = as_acme(&["task", "list", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(json(&out)["tasks"], serde_json::json!([]));
     let out = as_acme(&["execution", "start", "hello"]);
     assert_eq!(out.status.code(), Some(2));
@@ -444,12 +415,7 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
         .env("WARD_CLIENT_CONFIG", dir.path().join("none.toml"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(stdout(&out).contains("\"hello\""));
     // A config file's token wins over the data dir's.
     let config = dir.path().join("client.toml");
@@ -477,12 +443,7 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
         .env("WARD_CLIENT_CONFIG", &config)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(stdout(&out).contains("\"hello\""));
 
     // Scopes as several values, comma-separated, or the flag repeated.
@@ -501,12 +462,7 @@ async fn tokens_are_made_used_and_revoked_from_the_cli() {
             "--json",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let made = json(&out);
     assert_eq!(
         made["scopes"],

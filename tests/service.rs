@@ -1553,3 +1553,63 @@ async fn granted_http_and_its_abuse_through_the_server() {
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// Example plugins are registered under Ward's version, so that other bytes
+/// uploaded under that name and version are refused; an example rebuilt
+/// since (other bytes in the folder) becomes a new version, its digest as
+/// build metadata, and the first keeps its meaning.
+#[tokio::test]
+async fn examples_take_wards_version_and_a_rebuilt_one_a_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    let hello = std::fs::read(common::plugin("hello")).unwrap();
+    let noop = std::fs::read(common::plugin("noop")).unwrap();
+    std::fs::write(examples.join("hello.wasm"), &hello).unwrap();
+    let id = |bytes: &[u8]| format!("sha256:{}", ward::sandbox::component::digest(bytes));
+    let ward = env!("CARGO_PKG_VERSION").to_string();
+    // The `hello` plugins, (version, id), by version.
+    let hellos = |s: &Server| {
+        let (http, url) = (s.http.clone(), s.url("/plugins"));
+        async move {
+            let list: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let mut v: Vec<(String, String)> = list["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["name"] == "hello")
+                .map(|p| {
+                    (
+                        p["version"].as_str().unwrap().into(),
+                        p["id"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        }
+    };
+
+    let s = Server::launch_with(dir.path(), &["--plugins", examples.to_str().unwrap()]);
+    assert_eq!(hellos(&s).await, [(ward.clone(), id(&hello))]);
+    let r = s
+        .http
+        .post(s.url(&format!("/plugins?name=hello&version={ward}")))
+        .body(noop.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+    drop(s);
+
+    std::fs::write(examples.join("hello.wasm"), &noop).unwrap();
+    let s = Server::launch_with(dir.path(), &["--plugins", examples.to_str().unwrap()]);
+    let digest = ward::sandbox::component::digest(&noop);
+    assert_eq!(
+        hellos(&s).await,
+        [
+            (ward.clone(), id(&hello)),
+            (format!("{ward}+{}", &digest[..12]), id(&noop))
+        ]
+    );
+}

@@ -136,9 +136,14 @@ function problem(r) {
   return `${r.status}: ${(r.json && r.json.detail) || r.text}`;
 }
 
+// An answer that is not OK, as an error saying what the API said.
+function refusal(r) {
+  return new Error((r.json && r.json.detail) || `${r.status} ${r.text}`);
+}
+
 async function must(path, opts) {
   const r = await api(path, opts);
-  if (!r.ok) throw new Error((r.json && r.json.detail) || `${r.status} ${r.text}`);
+  if (!r.ok) throw refusal(r);
   return r.json;
 }
 
@@ -220,7 +225,7 @@ async function loadTasks(optional = false) {
   if (!r.ok) {
     if (r.status === 403) tasksRefused = true;
     if (optional) return null;
-    throw new Error((r.json && r.json.detail) || `${r.status} ${r.text}`);
+    throw refusal(r);
   }
   tasksRefused = false;
   tasksById = new Map(r.json.tasks.map((t) => [t.id, t]));
@@ -489,14 +494,14 @@ async function exportPages(query, format, answer) {
     let page;
     if (format === "json") {
       const r = await api(`/executions?${q}`);
-      if (!r.ok) { fill(answer, el("span", { class: "problems", role: "alert" }, `Export failed: ${problem(r)}`)); return; }
+      if (!r.ok) throw new Error(problem(r));
       page = r.json;
       parts.push(...page.executions);
       count += page.executions.length;
     } else {
       // A CSV page carries its next cursor in the X-Next-Cursor header.
       const csv = await api(`/executions?${q}&format=csv`);
-      if (!csv.ok) { fill(answer, el("span", { class: "problems", role: "alert" }, `Export failed: ${problem(csv)}`)); return; }
+      if (!csv.ok) throw new Error(problem(csv));
       page = { next_cursor: csv.headers.get("x-next-cursor") };
       const lines = csv.text.split("\r\n").filter((line) => line !== "");
       if (!parts.length) parts.push(lines[0]);
@@ -781,7 +786,7 @@ async function pluginsView(main) {
       fill(answer, el("p", {}, `${r.status === 201 ? "Uploaded" : "Already there"}: ${r.json.name} ${r.json.id}`));
       const again = await api("/plugins");
       if (again.ok) table.replaceWith(table = pluginTable(again.json.plugins));
-    } else fill(answer, el("p", { class: "problems", role: "alert" }, `${r.status}: ${r.json ? r.json.detail : r.text}`),
+    } else fill(answer, el("p", { class: "problems", role: "alert" }, problem(r)),
       r.json && r.json.problems ? el("ul", { class: "problems" }, r.json.problems.map((p) => el("li", {}, p))) : null);
   } },
   el("label", { for: "p-name" }, "Name", name), el("label", { for: "p-version" }, "Version", version),

@@ -39,9 +39,8 @@ where
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let server = server
-        .filter(|s| !s.trim().is_empty())
-        .or(settings.server.clone())
+    let server = super::token::non_blank(server)
+        .or_else(|| settings.server.clone())
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = super::token::resolve(token, &settings, &server);
     let client = match Client::new(&server, token.as_deref()) {

@@ -152,18 +152,20 @@ impl ClientConfig {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut config: ClientConfig = toml::from_str(&text)
+        let config: ClientConfig = toml::from_str(&text)
             .map_err(|e| format!("{} (keys: server, token): {e}", path.display()))?;
-        config.server = config
-            .server
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
-        config.token = config
-            .token
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
-        Ok(config)
+        Ok(ClientConfig {
+            server: non_blank(config.server),
+            token: non_blank(config.token),
+        })
     }
+}
+
+/// A setting with its blanks trimmed; none when nothing is left.
+pub fn non_blank(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The token to send to `server`: `given` (`--token`, `WARD_TOKEN`), else
@@ -171,11 +173,8 @@ impl ClientConfig {
 /// admin token in `$WARD_DATA_DIR` or the default data dir. `None` when
 /// there is none (the server will say 401).
 pub fn resolve(given: Option<String>, config: &ClientConfig, server: &str) -> Option<String> {
-    if let Some(t) = given.filter(|t| !t.trim().is_empty()) {
-        return Some(t.trim().to_string());
-    }
-    if let Some(t) = &config.token {
-        return Some(t.clone());
+    if let Some(t) = non_blank(given).or_else(|| config.token.clone()) {
+        return Some(t);
     }
     let local = reqwest::Url::parse(server).ok().is_some_and(|u| {
         let host = u.host_str().unwrap_or_default();
@@ -192,8 +191,5 @@ pub fn resolve(given: Option<String>, config: &ClientConfig, server: &str) -> Op
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(crate::runtime::config::default_data_dir);
-    std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+    non_blank(std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE)).ok())
 }

@@ -304,6 +304,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plugin_versions_are_short_and_safe_in_urls() {
+        for ok in ["1.2.0", "0.1.0+3f2a9c", "2024-06-01", "v1", &"9".repeat(64)] {
+            assert_eq!(check_plugin_version(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            &"9".repeat(65),
+            "1.0.0 build",
+            "1.0/2",
+            "a?b",
+            "a#b",
+            "a&b",
+            "x@1",
+            "1\n",
+        ] {
+            assert!(check_plugin_version(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            check_plugin_version("1.0.0 build")
+                .unwrap_err()
+                .contains("%2B")
+        );
+    }
+
+    #[test]
+    fn inputs_are_bounded_in_bytes() {
+        let at = serde_json::json!("x".repeat(MAX_INPUT_BYTES - 2)); // with its quotes
+        assert_eq!(input_problem("input", &at), None);
+        let over = serde_json::json!("x".repeat(MAX_INPUT_BYTES - 1));
+        let problem = input_problem("input", &over).unwrap();
+        assert!(
+            problem.starts_with(&format!("input is {} bytes", MAX_INPUT_BYTES + 1)),
+            "{problem}"
+        );
+    }
+
+    #[test]
     fn labels_are_bounded_in_count_name_and_size() {
         let ok: std::collections::BTreeMap<String, String> = (0..MAX_LABELS)
             .map(|i| (format!("l{i}"), "v".repeat(MAX_LABEL_VALUE_BYTES)))

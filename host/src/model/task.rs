@@ -168,9 +168,8 @@ pub struct Grants {
 }
 
 /// `Grants` as a caller may write them: a variable marked secret in place.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[derive(Default)]
 struct GrantsWritten {
     scratch: bool,
     variables: BTreeMap<String, VariableWritten>,

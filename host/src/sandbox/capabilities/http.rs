@@ -53,17 +53,7 @@ impl Http {
     /// its time, by host) and lists them for the report.
     pub fn report(&self, metrics: &mut Metrics) -> Vec<HttpCall> {
         let usage = lock(&self.hooks.usage);
-        let calls = usage
-            .records
-            .iter()
-            .map(|r| HttpCall {
-                method: r.method.clone(),
-                host: r.host.clone(),
-                status: r.status.clone(),
-                bytes: r.bytes,
-                ms: r.nanos as f64 / 1e6,
-            })
-            .collect();
+        let mut calls = Vec::with_capacity(usage.records.len());
         for r in &usage.records {
             let host = vec![("host".to_string(), r.host.clone())];
             let mut tags = host.clone();
@@ -71,6 +61,13 @@ impl Http {
             let _ = metrics.counter("http.requests", 1, tags);
             let _ = metrics.counter("http.bytes", r.bytes as i64, host.clone());
             let _ = metrics.duration("http.request", r.nanos, host);
+            calls.push(HttpCall {
+                method: r.method.clone(),
+                host: r.host.clone(),
+                status: r.status.clone(),
+                bytes: r.bytes,
+                ms: r.nanos as f64 / 1e6,
+            });
         }
         calls
     }
